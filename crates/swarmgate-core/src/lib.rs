@@ -1,0 +1,12 @@
+//! Domain types and rules of swarmgate that need no I/O: what a valid
+//! username, email and password are, how passwords are hashed, which
+//! permissions a built-in role carries. Everything here is synchronous and
+//! deterministic given its inputs (time is passed in, never read).
+
+pub mod model;
+pub mod password;
+pub mod roles;
+pub mod validate;
+
+pub use model::{AuditEvent, NewUser, Role, SigningKeyRow, User};
+pub use validate::ValidationError;

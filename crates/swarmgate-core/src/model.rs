@@ -1,0 +1,75 @@
+//! Records the identity service keeps. Times are unix seconds (UTC).
+
+use serde::Serialize;
+
+/// A role name. Validity of the name is checked against the role table of the
+/// running configuration, not here.
+pub type Role = String;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub username: String,
+    pub email: String,
+    pub full_name: Option<String>,
+    pub role: Role,
+    /// PHC string (argon2id). Never serialised, never logged.
+    pub password_hash: String,
+    pub disabled: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// What `Store::create_user` needs; the store assigns nothing but checks
+/// uniqueness (case-insensitive username and email).
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub id: String,
+    pub username: String,
+    pub email: String,
+    pub full_name: Option<String>,
+    pub role: Role,
+    pub password_hash: String,
+    pub created_at: i64,
+}
+
+/// One append-only audit row. `detail` is a JSON object with event-specific
+/// fields; it must never carry a password, token, key or hash.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEvent {
+    pub at: i64,
+    pub event: String,
+    pub user_id: Option<String>,
+    pub username: Option<String>,
+    pub client_ip: Option<String>,
+    pub request_id: Option<String>,
+    pub outcome: String,
+    pub detail: serde_json::Value,
+}
+
+/// A token signing key as kept in the database, shared by every instance.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningKeyRow {
+    pub kid: String,
+    pub algorithm: String,
+    /// Base64 PKCS#8 document of the private key.
+    pub private_key: String,
+    /// Base64url raw public key (the JWK `x`).
+    pub public_key: String,
+    pub created_at: i64,
+    /// When a newer key took over; the public half stays published until
+    /// every token it signed has expired.
+    pub retired_at: Option<i64>,
+}
+
+impl std::fmt::Debug for SigningKeyRow {
+    // The private key must never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKeyRow")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .field("created_at", &self.created_at)
+            .field("retired_at", &self.retired_at)
+            .finish_non_exhaustive()
+    }
+}

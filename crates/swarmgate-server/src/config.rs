@@ -1,0 +1,459 @@
+//! Configuration: a TOML file, then environment variables over it, then
+//! validation into [`Settings`], the resolved values the server runs with.
+//!
+//! Sources, later ones winning:
+//! 1. the file (`--config PATH` or `SWARMGATE_CONFIG`);
+//! 2. the seed's variable names (`AUTH_PORT`, `DATABASE_URL`, `REDIS_URL`,
+//!    `JWT_SECRET_KEY`, `JWT_ALGORITHM`, `JWT_EXPIRATION_HOURS`,
+//!    `REFRESH_TOKEN_EXPIRATION_DAYS`);
+//! 3. `SWARMGATE_LISTEN`, `SWARMGATE_ADMIN_PASSWORD`, `SWARMGATE_LOG_FORMAT`;
+//! 4. `SWARMGATE_<SECTION>__<KEY>` for any setting of the file.
+//!
+//! A bad value is one line naming the setting and what is wrong.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::Deserialize;
+use swarmgate_core::password::{HashParams, MIN_ITERATIONS, MIN_MEMORY_KIB};
+use swarmgate_state::{LockoutPolicy, Rate};
+use swarmgate_tokens::Algorithm;
+
+/// A configured secret: never printed by `Debug`.
+#[derive(Clone, Deserialize, Default, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub redis: RedisConfig,
+    pub tokens: TokensConfig,
+    pub security: SecurityConfig,
+    pub bootstrap: BootstrapConfig,
+    pub logging: LoggingConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// `HOST:PORT`; wins over `port`.
+    pub listen: Option<String>,
+    /// The seed's `AUTH_PORT`, used with 127.0.0.1 when `listen` is unset.
+    pub port: Option<u16>,
+    /// The URL clients reach this service at; tokens' `iss`.
+    pub public_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    pub url: String,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://swarmgate-data/swarmgate.db".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    pub url: Option<String>,
+    /// Prefix of every key; instances that share state share it.
+    pub namespace: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            namespace: "swarmgate".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokensConfig {
+    pub algorithm: String,
+    pub secret_key: Option<Secret>,
+    pub access_ttl_hours: u64,
+    pub refresh_ttl_days: u64,
+    pub audience: String,
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        Self {
+            algorithm: "EdDSA".into(),
+            secret_key: None,
+            access_ttl_hours: 24,
+            refresh_ttl_days: 30,
+            audience: "swarmgate".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    pub lockout_threshold: u32,
+    pub lockout_window_minutes: u64,
+    pub lockout_minutes: u64,
+    pub login_rate_per_minute: u32,
+    pub register_rate_per_hour: u32,
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            lockout_threshold: 5,
+            lockout_window_minutes: 15,
+            lockout_minutes: 15,
+            login_rate_per_minute: 5,
+            register_rate_per_hour: 3,
+            argon2_memory_kib: MIN_MEMORY_KIB,
+            argon2_iterations: MIN_ITERATIONS,
+            argon2_parallelism: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BootstrapConfig {
+    /// Password of the `admin` user created on an empty database; generated
+    /// and printed once when unset.
+    pub admin_password: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// `pretty` or `json`.
+    pub format: String,
+    /// A tracing filter, e.g. `info` or `swarmgate=debug,info`.
+    pub level: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            format: "pretty".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+/// A configuration problem, one line, naming the setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(pub String);
+
+const SEED_ENV: &[(&str, &str)] = &[
+    ("AUTH_PORT", "server.port"),
+    ("DATABASE_URL", "database.url"),
+    ("REDIS_URL", "redis.url"),
+    ("JWT_SECRET_KEY", "tokens.secret_key"),
+    ("JWT_ALGORITHM", "tokens.algorithm"),
+    ("JWT_EXPIRATION_HOURS", "tokens.access_ttl_hours"),
+    ("REFRESH_TOKEN_EXPIRATION_DAYS", "tokens.refresh_ttl_days"),
+    ("SWARMGATE_LISTEN", "server.listen"),
+    ("SWARMGATE_ADMIN_PASSWORD", "bootstrap.admin_password"),
+    ("SWARMGATE_LOG_FORMAT", "logging.format"),
+];
+
+impl Config {
+    /// Reads the file (if any) and the process environment.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = path {
+            if !path.exists() {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let seed_names: Vec<&str> = SEED_ENV.iter().map(|(name, _)| *name).collect();
+        figment = figment
+            .merge(
+                Env::raw()
+                    .only(&seed_names)
+                    .map(|name| {
+                        SEED_ENV
+                            .iter()
+                            .find(|(env, _)| name.as_str().eq_ignore_ascii_case(env))
+                            .map(|(_, key)| (*key).into())
+                            .unwrap_or_else(|| name.into())
+                    })
+                    // Strings such as secrets and passwords must stay strings
+                    // even when they look like numbers or TOML.
+                    .lowercase(false),
+            )
+            .merge(
+                Env::prefixed("SWARMGATE_")
+                    .filter(|key| key.as_str().contains("__"))
+                    .split("__"),
+            );
+        figment.extract::<Config>().map_err(|e| {
+            let key = if e.path.is_empty() {
+                String::new()
+            } else {
+                format!("{}: ", e.path.join("."))
+            };
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| format!(" (from {})", m.name))
+                .unwrap_or_default();
+            ConfigError(format!("{key}{}{source}", e.kind))
+        })
+    }
+
+    /// Checks every value and resolves defaults that depend on others.
+    pub fn resolve(&self) -> Result<Settings, ConfigError> {
+        let err = |msg: String| Err(ConfigError(msg));
+        let listen_text = match (&self.server.listen, self.server.port) {
+            (Some(listen), _) => listen.clone(),
+            (None, Some(port)) => format!("127.0.0.1:{port}"),
+            (None, None) => "127.0.0.1:8005".into(),
+        };
+        let Ok(listen) = listen_text.parse::<SocketAddr>() else {
+            return err(format!(
+                "server.listen (SWARMGATE_LISTEN): {listen_text:?} is not HOST:PORT with a numeric IP address"
+            ));
+        };
+        let public_url = match &self.server.public_url {
+            Some(url) => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return err(format!(
+                        "server.public_url: {url:?} must start with http:// or https://"
+                    ));
+                }
+                url.trim_end_matches('/').to_string()
+            }
+            None => format!("http://{listen}"),
+        };
+        let db = &self.database.url;
+        if !(db.starts_with("sqlite://")
+            || db.starts_with("postgres://")
+            || db.starts_with("postgresql://"))
+        {
+            return err(
+                "database.url (DATABASE_URL): must be sqlite://PATH or postgres://… ".into(),
+            );
+        }
+        if let Some(url) = &self.redis.url {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return err("redis.url (REDIS_URL): must start with redis:// or rediss://".into());
+            }
+        }
+        let Some(algorithm) = Algorithm::parse(&self.tokens.algorithm) else {
+            return err(format!(
+                "tokens.algorithm (JWT_ALGORITHM): {:?} is not supported; use EdDSA or HS256",
+                self.tokens.algorithm
+            ));
+        };
+        let secret = self.tokens.secret_key.clone().filter(|s| !s.0.is_empty());
+        if algorithm == Algorithm::HS256 {
+            match &secret {
+                None => {
+                    return err(
+                        "tokens.secret_key (JWT_SECRET_KEY): required when the algorithm is HS256"
+                            .into(),
+                    )
+                }
+                Some(s) if s.0.len() < 32 => {
+                    return err(format!(
+                        "tokens.secret_key (JWT_SECRET_KEY): an HS256 secret must be at least 32 bytes, got {}",
+                        s.0.len()
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        if !(1..=24 * 365).contains(&self.tokens.access_ttl_hours) {
+            return err(
+                "tokens.access_ttl_hours (JWT_EXPIRATION_HOURS): must be between 1 and 8760".into(),
+            );
+        }
+        if !(1..=3650).contains(&self.tokens.refresh_ttl_days) {
+            return err(
+                "tokens.refresh_ttl_days (REFRESH_TOKEN_EXPIRATION_DAYS): must be between 1 and 3650"
+                    .into(),
+            );
+        }
+        if self.tokens.audience.trim().is_empty() {
+            return err("tokens.audience: must not be empty".into());
+        }
+        let s = &self.security;
+        for (name, value) in [
+            ("security.lockout_threshold", u64::from(s.lockout_threshold)),
+            ("security.lockout_window_minutes", s.lockout_window_minutes),
+            ("security.lockout_minutes", s.lockout_minutes),
+            (
+                "security.login_rate_per_minute",
+                u64::from(s.login_rate_per_minute),
+            ),
+            (
+                "security.register_rate_per_hour",
+                u64::from(s.register_rate_per_hour),
+            ),
+            (
+                "security.argon2_parallelism",
+                u64::from(s.argon2_parallelism),
+            ),
+        ] {
+            if value == 0 {
+                return err(format!("{name}: must be at least 1"));
+            }
+        }
+        if s.argon2_memory_kib < MIN_MEMORY_KIB {
+            return err(format!(
+                "security.argon2_memory_kib: must be at least {MIN_MEMORY_KIB}"
+            ));
+        }
+        if s.argon2_iterations < MIN_ITERATIONS {
+            return err(format!(
+                "security.argon2_iterations: must be at least {MIN_ITERATIONS}"
+            ));
+        }
+        let log_json = match self.logging.format.as_str() {
+            "json" => true,
+            "pretty" => false,
+            other => {
+                return err(format!(
+                    "logging.format (SWARMGATE_LOG_FORMAT): {other:?} is not json or pretty"
+                ))
+            }
+        };
+        if let Some(pw) = &self.bootstrap.admin_password {
+            if let Err(e) = swarmgate_core::password::check_policy("admin_password", &pw.0) {
+                return err(format!(
+                    "bootstrap.admin_password (SWARMGATE_ADMIN_PASSWORD): {}",
+                    e.message
+                ));
+            }
+        }
+        Ok(Settings {
+            listen,
+            public_url,
+            database_url: self.database.url.clone(),
+            redis_url: self.redis.url.clone(),
+            redis_namespace: self.redis.namespace.clone(),
+            algorithm,
+            secret_key: secret,
+            access_ttl_secs: self.tokens.access_ttl_hours as i64 * 3600,
+            refresh_ttl_secs: self.tokens.refresh_ttl_days as i64 * 86_400,
+            audience: self.tokens.audience.clone(),
+            lockout: LockoutPolicy {
+                threshold: s.lockout_threshold,
+                window: Duration::from_secs(s.lockout_window_minutes * 60),
+                lock_for: Duration::from_secs(s.lockout_minutes * 60),
+            },
+            login_rate: Rate::per_minute(s.login_rate_per_minute),
+            register_rate: Rate::per_hour(s.register_rate_per_hour),
+            hash_params: HashParams {
+                memory_kib: s.argon2_memory_kib,
+                iterations: s.argon2_iterations,
+                parallelism: s.argon2_parallelism,
+            },
+            admin_password: self.bootstrap.admin_password.clone(),
+            log_json,
+            log_level: self.logging.level.clone(),
+        })
+    }
+}
+
+/// Validated settings the server runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub public_url: String,
+    pub database_url: String,
+    pub redis_url: Option<String>,
+    pub redis_namespace: String,
+    pub algorithm: Algorithm,
+    pub secret_key: Option<Secret>,
+    pub access_ttl_secs: i64,
+    pub refresh_ttl_secs: i64,
+    pub audience: String,
+    pub lockout: LockoutPolicy,
+    pub login_rate: Rate,
+    pub register_rate: Rate,
+    pub hash_params: HashParams,
+    pub admin_password: Option<Secret>,
+    pub log_json: bool,
+    pub log_level: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_resolve() {
+        let s = Config::default().resolve().unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8005");
+        assert_eq!(s.public_url, "http://127.0.0.1:8005");
+        assert_eq!(s.algorithm, Algorithm::EdDSA);
+        assert_eq!(s.access_ttl_secs, 86_400);
+        assert_eq!(s.refresh_ttl_secs, 30 * 86_400);
+        assert_eq!(s.lockout.threshold, 5);
+        assert_eq!(s.login_rate, Rate::per_minute(5));
+    }
+
+    #[test]
+    fn listen_wins_over_port() {
+        let mut c = Config::default();
+        c.server.port = Some(9000);
+        assert_eq!(c.resolve().unwrap().listen.to_string(), "127.0.0.1:9000");
+        c.server.listen = Some("0.0.0.0:7000".into());
+        assert_eq!(c.resolve().unwrap().listen.to_string(), "0.0.0.0:7000");
+    }
+
+    #[test]
+    fn short_hs256_secret_is_refused_naming_the_setting() {
+        let mut c = Config::default();
+        c.tokens.algorithm = "HS256".into();
+        c.tokens.secret_key = Some(Secret("short".into()));
+        let e = c.resolve().unwrap_err().0;
+        assert!(
+            e.contains("JWT_SECRET_KEY") && e.contains("32 bytes"),
+            "{e}"
+        );
+        c.tokens.secret_key = Some(Secret("x".repeat(32)));
+        assert!(c.resolve().is_ok());
+    }
+
+    #[test]
+    fn weak_argon2_and_bad_algorithm_are_refused() {
+        let mut c = Config::default();
+        c.security.argon2_memory_kib = 1024;
+        assert!(c.resolve().unwrap_err().0.contains("argon2_memory_kib"));
+        let mut c = Config::default();
+        c.tokens.algorithm = "none".into();
+        assert!(c.resolve().unwrap_err().0.contains("JWT_ALGORITHM"));
+    }
+}

@@ -1,0 +1,163 @@
+//! `/auth/*` handlers.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use swarmgate_core::{roles, User};
+
+use crate::clock::rfc3339;
+use crate::error::Result;
+use crate::http::extract::ApiJson;
+use crate::http::AppState;
+use crate::identity::{Principal, RequestMeta, TokenPair};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterBody {
+    username: String,
+    email: String,
+    password: String,
+    #[serde(default)]
+    full_name: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct UserBody {
+    id: String,
+    username: String,
+    email: String,
+    full_name: Option<String>,
+    role: String,
+    created_at: String,
+}
+
+impl From<User> for UserBody {
+    fn from(u: User) -> Self {
+        Self {
+            id: u.id,
+            username: u.username,
+            email: u.email,
+            full_name: u.full_name,
+            role: u.role,
+            created_at: rfc3339(u.created_at),
+        }
+    }
+}
+
+pub async fn register(
+    State(identity): State<AppState>,
+    meta: RequestMeta,
+    ApiJson(body): ApiJson<RegisterBody>,
+) -> Result<impl IntoResponse> {
+    let user = identity
+        .register(
+            body.username,
+            body.email,
+            body.password,
+            body.full_name,
+            &meta,
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(UserBody::from(user))))
+}
+
+#[derive(Deserialize)]
+pub struct LoginBody {
+    username: String,
+    password: String,
+}
+
+#[derive(Serialize)]
+pub struct TokenBody {
+    access_token: String,
+    refresh_token: String,
+    token_type: &'static str,
+    expires_in: i64,
+    user_id: String,
+    username: String,
+    role: String,
+}
+
+impl From<TokenPair> for TokenBody {
+    fn from(p: TokenPair) -> Self {
+        Self {
+            access_token: p.access_token,
+            refresh_token: p.refresh_token,
+            token_type: "bearer",
+            expires_in: p.expires_in,
+            user_id: p.user_id,
+            username: p.username,
+            role: p.role,
+        }
+    }
+}
+
+pub async fn login(
+    State(identity): State<AppState>,
+    meta: RequestMeta,
+    ApiJson(body): ApiJson<LoginBody>,
+) -> Result<Json<TokenBody>> {
+    let pair = identity.login(&body.username, body.password, &meta).await?;
+    Ok(Json(pair.into()))
+}
+
+#[derive(Deserialize)]
+pub struct RefreshBody {
+    refresh_token: String,
+}
+
+pub async fn refresh(
+    State(identity): State<AppState>,
+    meta: RequestMeta,
+    ApiJson(body): ApiJson<RefreshBody>,
+) -> Result<Json<TokenBody>> {
+    let pair = identity.refresh(&body.refresh_token, &meta).await?;
+    Ok(Json(pair.into()))
+}
+
+pub async fn logout(
+    State(identity): State<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+) -> Result<StatusCode> {
+    identity.logout(&principal, &meta).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize)]
+pub struct MeBody {
+    #[serde(flatten)]
+    user: UserBody,
+    permissions: Vec<&'static str>,
+}
+
+pub async fn me(State(identity): State<AppState>, principal: Principal) -> Result<Json<MeBody>> {
+    let user = identity.me(&principal).await?;
+    let permissions = roles::built_in_grants(&user.role)
+        .unwrap_or_default()
+        .to_vec();
+    Ok(Json(MeBody {
+        user: user.into(),
+        permissions,
+    }))
+}
+
+#[derive(Deserialize)]
+pub struct ChangePasswordBody {
+    current_password: String,
+    new_password: String,
+}
+
+pub async fn change_password(
+    State(identity): State<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+    ApiJson(body): ApiJson<ChangePasswordBody>,
+) -> Result<StatusCode> {
+    identity
+        .change_password(&principal, body.current_password, body.new_password, &meta)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,97 @@
+//! The single mapping from [`Error`] to status, headers and the JSON body
+//! `{"error": {"code", "message"}}`. Internal details are logged here and
+//! never sent to the client.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::error::Error;
+
+impl Error {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::Conflict { .. } => StatusCode::CONFLICT,
+            Error::MissingCredentials
+            | Error::InvalidCredentials
+            | Error::InvalidToken(_)
+            | Error::SessionRevoked
+            | Error::InvalidRefreshToken
+            | Error::RefreshTokenReused => StatusCode::UNAUTHORIZED,
+            Error::AccountDisabled | Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::NotFound => StatusCode::NOT_FOUND,
+            Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::Locked { .. } => StatusCode::LOCKED,
+            Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::BadRequest(_) => "bad_request",
+            Error::Validation(_) => "validation_failed",
+            Error::Conflict { .. } => "conflict",
+            Error::MissingCredentials => "missing_credentials",
+            Error::InvalidCredentials => "invalid_credentials",
+            Error::InvalidToken(_) => "invalid_token",
+            Error::SessionRevoked => "session_revoked",
+            Error::InvalidRefreshToken => "invalid_refresh_token",
+            Error::RefreshTokenReused => "refresh_token_reused",
+            Error::AccountDisabled => "account_disabled",
+            Error::Forbidden(_) => "forbidden",
+            Error::NotFound => "not_found",
+            Error::PayloadTooLarge => "payload_too_large",
+            Error::Locked { .. } => "account_locked",
+            Error::RateLimited { .. } => "rate_limited",
+            Error::Unavailable { .. } => "service_unavailable",
+            Error::Internal(_) => "internal_error",
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = match &self {
+            Error::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                "internal error; see the server log".to_string()
+            }
+            Error::Unavailable { component, detail } => {
+                tracing::warn!(component, error = %detail, "dependency unavailable");
+                format!("{component} is unavailable")
+            }
+            other => other.to_string(),
+        };
+        let mut body = json!({ "error": { "code": self.code(), "message": message } });
+        if let Error::Validation(v) = &self {
+            body["error"]["field"] = json!(v.field);
+        }
+        if let Error::Conflict { field } = &self {
+            body["error"]["field"] = json!(field);
+        }
+        let mut response = (status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            Error::Locked { retry_after_secs } | Error::RateLimited { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            Error::InvalidToken(_) | Error::SessionRevoked => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer error="invalid_token""#),
+                );
+            }
+            _ if status == StatusCode::UNAUTHORIZED => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        response
+    }
+}

@@ -1,0 +1,103 @@
+//! Extractors that turn request parts into domain inputs, with every
+//! rejection expressed as our error type (never axum's plain-text bodies).
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use crate::error::Error;
+use crate::http::middleware::RequestContext;
+use crate::http::AppState;
+use crate::identity::{Principal, RequestMeta};
+use swarmgate_core::ValidationError;
+
+/// JSON body whose failures map to 400 (not JSON), 413 (too large) or 422
+/// (wrong shape, naming the field).
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> Error {
+    match rejection {
+        JsonRejection::JsonDataError(e) => {
+            let text = e.body_text();
+            // serde names the field in backticks: "missing field `password`".
+            let field = text
+                .split('`')
+                .nth(1)
+                .map(|f| f.to_string())
+                .unwrap_or_else(|| "body".into());
+            let message = text
+                .split_once(": ")
+                .map_or(text.as_str(), |(_, m)| m)
+                .to_string();
+            Error::Validation(ValidationError::new(field, message))
+        }
+        JsonRejection::JsonSyntaxError(_) => {
+            Error::BadRequest("request body is not valid JSON".into())
+        }
+        JsonRejection::MissingJsonContentType(_) => {
+            Error::BadRequest("expected a JSON body with Content-Type: application/json".into())
+        }
+        JsonRejection::BytesRejection(e)
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE =>
+        {
+            Error::PayloadTooLarge
+        }
+        other => Error::BadRequest(other.body_text()),
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let ctx = parts.extensions.get::<RequestContext>();
+        Ok(RequestMeta {
+            request_id: ctx.map(|c| c.request_id.clone()),
+            client_ip: ctx.and_then(|c| c.client_ip.clone()),
+        })
+    }
+}
+
+/// The bearer credential of a request, if any.
+fn bearer(parts: &Parts) -> Result<&str, Error> {
+    let value = parts
+        .headers
+        .get(AUTHORIZATION)
+        .ok_or(Error::MissingCredentials)?
+        .to_str()
+        .map_err(|_| Error::MissingCredentials)?;
+    let (scheme, token) = value.split_once(' ').ok_or(Error::MissingCredentials)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(Error::MissingCredentials);
+    }
+    Ok(token.trim())
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts)?;
+        state.authenticate_bearer(token).await
+    }
+}

@@ -1,0 +1,44 @@
+//! HTTP surface: routes, extractors, middleware, and the error mapping.
+//! Handlers are short: parse, call one `Identity` function, map the result.
+
+mod auth;
+pub mod error;
+mod extract;
+mod middleware;
+mod system;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::identity::Identity;
+
+pub use middleware::RequestContext;
+
+/// Bodies of the identity endpoints are small JSON documents.
+const MAX_JSON_BODY: usize = 64 * 1024;
+
+pub type AppState = Arc<Identity>;
+
+pub fn router(identity: AppState) -> Router {
+    Router::new()
+        .route("/auth/register", post(auth::register))
+        .route("/auth/login", post(auth::login))
+        .route("/auth/refresh", post(auth::refresh))
+        .route("/auth/logout", post(auth::logout))
+        .route("/auth/me", get(auth::me))
+        .route("/auth/change-password", post(auth::change_password))
+        .route("/health", get(system::health))
+        .route("/.well-known/jwks.json", get(system::jwks))
+        .route(
+            "/.well-known/openid-configuration",
+            get(system::openid_configuration),
+        )
+        .fallback(system::not_found)
+        .method_not_allowed_fallback(system::method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .layer(axum::middleware::from_fn(middleware::request_context))
+        .with_state(identity)
+}

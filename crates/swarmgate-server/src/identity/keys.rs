@@ -1,0 +1,98 @@
+//! The access-token signer/verifier of this instance, reloaded from the
+//! database so that a key rotated by any instance (or by `swarmgate keys
+//! rotate`) is picked up by all of them.
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use swarmgate_store::Store;
+use swarmgate_tokens::{generate_ed25519, AccessTokens, Algorithm, KeyRing, LEEWAY_SECS};
+
+use crate::clock::now_secs;
+use crate::config::Settings;
+use crate::error::Result;
+
+/// How often keys are re-read in the background.
+pub const RELOAD_EVERY: Duration = Duration::from_secs(30);
+/// An unknown `kid` triggers a reload at most this often, so garbage tokens
+/// cannot turn into a flood of database reads.
+const MIN_RELOAD_GAP: Duration = Duration::from_secs(5);
+
+pub struct KeyCache {
+    store: Store,
+    issuer: String,
+    audience: String,
+    keep_retired_secs: i64,
+    current: RwLock<Arc<AccessTokens>>,
+    last_reload: Mutex<Instant>,
+}
+
+impl KeyCache {
+    /// Loads (or, on an empty database, creates) the signing keys.
+    pub async fn load(store: Store, settings: &Settings) -> Result<Self> {
+        let keep_retired_secs =
+            settings.access_ttl_secs + LEEWAY_SECS as i64 + 2 * RELOAD_EVERY.as_secs() as i64;
+        let ring = match (settings.algorithm, &settings.secret_key) {
+            (Algorithm::HS256, Some(secret)) => KeyRing::hs256(secret.0.as_bytes()),
+            _ => {
+                if store
+                    .signing_keys(Algorithm::EdDSA.as_str())
+                    .await?
+                    .is_empty()
+                {
+                    let key = generate_ed25519(now_secs())?;
+                    if store.add_first_signing_key(&key).await? {
+                        tracing::info!(kid = %key.kid, "generated the first Ed25519 signing key");
+                    }
+                }
+                Self::read_ring(&store, keep_retired_secs).await?
+            }
+        };
+        let tokens =
+            AccessTokens::new(ring, settings.public_url.clone(), settings.audience.clone());
+        Ok(Self {
+            store,
+            issuer: settings.public_url.clone(),
+            audience: settings.audience.clone(),
+            keep_retired_secs,
+            current: RwLock::new(Arc::new(tokens)),
+            last_reload: Mutex::new(Instant::now()),
+        })
+    }
+
+    async fn read_ring(store: &Store, keep_retired_secs: i64) -> Result<KeyRing> {
+        let rows = store.signing_keys(Algorithm::EdDSA.as_str()).await?;
+        Ok(KeyRing::ed25519(&rows, now_secs(), keep_retired_secs)?)
+    }
+
+    pub fn current(&self) -> Arc<AccessTokens> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Re-reads Ed25519 keys; a no-op for HS256.
+    pub async fn reload(&self) -> Result<()> {
+        if self.current().keys().algorithm() != Algorithm::EdDSA {
+            return Ok(());
+        }
+        *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        let ring = Self::read_ring(&self.store, self.keep_retired_secs).await?;
+        let tokens = AccessTokens::new(ring, self.issuer.clone(), self.audience.clone());
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(tokens);
+        Ok(())
+    }
+
+    /// Reloads when a token names a key we do not know, unless we reloaded
+    /// very recently. Returns whether it reloaded.
+    pub async fn reload_for_unknown_kid(&self) -> bool {
+        let due = self
+            .last_reload
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed()
+            >= MIN_RELOAD_GAP;
+        due && self.reload().await.is_ok()
+    }
+}

@@ -1,0 +1,114 @@
+//! swarmgate's server: configuration, wiring, the identity service and its
+//! HTTP API. The binary crate only parses the command line and calls in here.
+
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod identity;
+pub mod telemetry;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use swarmgate_state::SharedState;
+use swarmgate_store::Store;
+use tokio::net::TcpListener;
+
+pub use config::{Config, ConfigError, Settings};
+pub use error::Error;
+use identity::Identity;
+
+/// A ready-to-serve instance: storage connected and migrated, shared state
+/// reachable, signing keys loaded.
+pub struct App {
+    pub identity: Arc<Identity>,
+}
+
+impl App {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let store = Store::connect(&settings.database_url)
+            .await
+            .map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
+        let state = match &settings.redis_url {
+            None => SharedState::memory(),
+            Some(url) => SharedState::redis(url, &settings.redis_namespace)
+                .await
+                .map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?,
+        };
+        let identity = Identity::new(store, state, Arc::new(settings)).await?;
+        Ok(Self {
+            identity: Arc::new(identity),
+        })
+    }
+
+    /// Creates the first admin on an empty database; a generated password
+    /// is printed once to stderr (not to the log, which may be shipped).
+    pub async fn bootstrap(&self) -> anyhow::Result<()> {
+        if let Some(password) = self.identity.bootstrap_admin().await? {
+            eprintln!(
+                "swarmgate: created user 'admin' with generated password: {password}\n\
+                 swarmgate: it is shown only this once; set SWARMGATE_ADMIN_PASSWORD to choose it"
+            );
+        }
+        Ok(())
+    }
+
+    pub fn router(&self) -> axum::Router {
+        http::router(self.identity.clone())
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and lets
+    /// in-flight requests finish.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let reloader = {
+            let identity = self.identity.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(identity::keys::RELOAD_EVERY);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = identity.keys().reload().await {
+                        tracing::warn!(error = %e, "signing key reload failed");
+                    }
+                }
+            })
+        };
+        let app = self
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        reloader.abort();
+        result
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}

@@ -1,0 +1,193 @@
+//! State that every swarmgate instance must see alike: revoked sessions,
+//! rate-limit cells and login-lockout counters.
+//!
+//! Without `REDIS_URL` it lives in this process (one instance only); with
+//! it, in Redis, where every check-and-update is one atomic script so that
+//! N instances behave as one. Time is a parameter (`now_ms`), never read
+//! here, so the rules are testable without sleeping.
+//!
+//! An unreachable Redis is an error ([`StateError::Unavailable`]), never a
+//! silent "allow": callers fail closed.
+
+mod memory;
+mod redis_backend;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+
+pub use memory::MemoryState;
+pub use redis_backend::RedisState;
+
+#[derive(Debug, Clone, Error)]
+pub enum StateError {
+    #[error("redis is unreachable: {0}")]
+    Unavailable(String),
+    #[error("invalid REDIS_URL: {0}")]
+    Config(String),
+}
+
+/// A rate: `limit` events per `period`, with a burst of `limit` (that many
+/// may come at once; the next waits for the emission interval).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub limit: u32,
+    pub period: Duration,
+}
+
+impl Rate {
+    pub fn per_minute(limit: u32) -> Self {
+        Self {
+            limit,
+            period: Duration::from_secs(60),
+        }
+    }
+
+    pub fn per_hour(limit: u32) -> Self {
+        Self {
+            limit,
+            period: Duration::from_secs(3600),
+        }
+    }
+
+    /// GCRA parameters in milliseconds: emission interval and tolerance.
+    pub(crate) fn gcra(&self) -> (i64, i64) {
+        let limit = i64::from(self.limit.max(1));
+        let interval = (self.period.as_millis() as i64 / limit).max(1);
+        (interval, interval * (limit - 1))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateDecision {
+    Allowed,
+    Limited { retry_after_ms: i64 },
+}
+
+/// Lockout rule: `threshold` failures within `window` lock for `lock_for`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockoutPolicy {
+    pub threshold: u32,
+    pub window: Duration,
+    pub lock_for: Duration,
+}
+
+/// Whether a login attempt may evaluate the password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginGate {
+    Proceed,
+    Locked { retry_after_ms: i64 },
+}
+
+/// The shared-state handle the server holds.
+#[derive(Clone)]
+pub enum SharedState {
+    Memory(Arc<MemoryState>),
+    Redis(RedisState),
+}
+
+impl SharedState {
+    pub fn memory() -> Self {
+        SharedState::Memory(Arc::new(MemoryState::default()))
+    }
+
+    /// Connects to Redis; `namespace` prefixes every key (instances that
+    /// must share state must share it).
+    pub async fn redis(url: &str, namespace: &str) -> Result<Self, StateError> {
+        Ok(SharedState::Redis(
+            RedisState::connect(url, namespace).await?,
+        ))
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SharedState::Memory(_) => "memory",
+            SharedState::Redis(_) => "redis",
+        }
+    }
+
+    pub async fn ping(&self) -> Result<(), StateError> {
+        match self {
+            SharedState::Memory(_) => Ok(()),
+            SharedState::Redis(r) => r.ping().await,
+        }
+    }
+
+    /// Records that session `sid` is revoked until `until_ms` (the latest
+    /// expiry of any access token it may have issued).
+    pub async fn revoke_session(
+        &self,
+        sid: &str,
+        until_ms: i64,
+        now_ms: i64,
+    ) -> Result<(), StateError> {
+        match self {
+            SharedState::Memory(m) => {
+                m.revoke_session(sid, until_ms, now_ms);
+                Ok(())
+            }
+            SharedState::Redis(r) => r.revoke_session(sid, until_ms, now_ms).await,
+        }
+    }
+
+    pub async fn is_session_revoked(&self, sid: &str, now_ms: i64) -> Result<bool, StateError> {
+        match self {
+            SharedState::Memory(m) => Ok(m.is_session_revoked(sid, now_ms)),
+            SharedState::Redis(r) => r.is_session_revoked(sid).await,
+        }
+    }
+
+    /// One GCRA step for `key`: allow and account, or say how long to wait.
+    pub async fn rate_limit(
+        &self,
+        key: &str,
+        rate: Rate,
+        now_ms: i64,
+    ) -> Result<RateDecision, StateError> {
+        match self {
+            SharedState::Memory(m) => Ok(m.rate_limit(key, rate, now_ms)),
+            SharedState::Redis(r) => r.rate_limit(key, rate, now_ms).await,
+        }
+    }
+
+    /// Reserves one attempt before the password is evaluated, so that no
+    /// more than `threshold` evaluations can be in flight or failed within
+    /// a window, however many requests race.
+    pub async fn login_attempt(
+        &self,
+        key: &str,
+        policy: LockoutPolicy,
+        now_ms: i64,
+    ) -> Result<LoginGate, StateError> {
+        match self {
+            SharedState::Memory(m) => Ok(m.login_attempt(key, policy, now_ms)),
+            SharedState::Redis(r) => r.login_attempt(key, policy, now_ms).await,
+        }
+    }
+
+    /// Records a failed evaluation; returns true when this failure engaged
+    /// the lock (exactly once per lockout).
+    pub async fn login_failed(
+        &self,
+        key: &str,
+        policy: LockoutPolicy,
+        now_ms: i64,
+    ) -> Result<bool, StateError> {
+        match self {
+            SharedState::Memory(m) => Ok(m.login_failed(key, policy, now_ms)),
+            SharedState::Redis(r) => r.login_failed(key, policy, now_ms).await,
+        }
+    }
+
+    /// A correct password clears the failure count.
+    pub async fn login_succeeded(&self, key: &str) -> Result<(), StateError> {
+        match self {
+            SharedState::Memory(m) => {
+                m.login_succeeded(key);
+                Ok(())
+            }
+            SharedState::Redis(r) => r.login_succeeded(key).await,
+        }
+    }
+}

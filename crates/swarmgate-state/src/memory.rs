@@ -1,0 +1,208 @@
+//! In-process state for a single instance. Maps are pruned of expired
+//! entries as they grow, so a flood of distinct keys cannot exhaust memory
+//! for longer than the longest window.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::{LockoutPolicy, LoginGate, Rate, RateDecision};
+
+const PRUNE_EVERY: usize = 4096;
+
+#[derive(Default)]
+struct Expiring<V> {
+    entries: HashMap<String, (V, i64)>,
+    inserts_since_prune: usize,
+}
+
+impl<V> Expiring<V> {
+    fn get(&self, key: &str, now_ms: i64) -> Option<&V> {
+        self.entries
+            .get(key)
+            .filter(|(_, until)| *until > now_ms)
+            .map(|(v, _)| v)
+    }
+
+    fn insert(&mut self, key: &str, value: V, until_ms: i64, now_ms: i64) {
+        self.inserts_since_prune += 1;
+        if self.inserts_since_prune >= PRUNE_EVERY {
+            self.entries.retain(|_, (_, until)| *until > now_ms);
+            self.inserts_since_prune = 0;
+        }
+        self.entries.insert(key.to_string(), (value, until_ms));
+    }
+
+    fn remove(&mut self, key: &str) {
+        self.entries.remove(key);
+    }
+}
+
+#[derive(Default)]
+pub struct MemoryState {
+    revoked: Mutex<Expiring<()>>,
+    gcra: Mutex<Expiring<i64>>,
+    attempts: Mutex<Expiring<u32>>,
+    locks: Mutex<Expiring<()>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these locks cannot leave a map half
+    // updated (each critical section is a single insert or lookup), so a
+    // poisoned lock is still safe to use.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl MemoryState {
+    pub fn revoke_session(&self, sid: &str, until_ms: i64, now_ms: i64) {
+        lock(&self.revoked).insert(sid, (), until_ms, now_ms);
+    }
+
+    pub fn is_session_revoked(&self, sid: &str, now_ms: i64) -> bool {
+        lock(&self.revoked).get(sid, now_ms).is_some()
+    }
+
+    pub fn rate_limit(&self, key: &str, rate: Rate, now_ms: i64) -> RateDecision {
+        let (interval, tolerance) = rate.gcra();
+        let mut cells = lock(&self.gcra);
+        let tat = cells
+            .get(key, now_ms)
+            .copied()
+            .unwrap_or(now_ms)
+            .max(now_ms);
+        if tat - now_ms > tolerance {
+            return RateDecision::Limited {
+                retry_after_ms: tat - now_ms - tolerance,
+            };
+        }
+        let new_tat = tat + interval;
+        cells.insert(key, new_tat, new_tat, now_ms);
+        RateDecision::Allowed
+    }
+
+    pub fn login_attempt(&self, key: &str, policy: LockoutPolicy, now_ms: i64) -> LoginGate {
+        if let Some(retry) = self.lock_remaining(key, now_ms) {
+            return LoginGate::Locked {
+                retry_after_ms: retry,
+            };
+        }
+        let mut attempts = lock(&self.attempts);
+        let window_ms = policy.window.as_millis() as i64;
+        let (count, until) = match attempts.entries.get(key) {
+            Some((n, until)) if *until > now_ms => (*n + 1, *until),
+            _ => (1, now_ms + window_ms),
+        };
+        attempts.insert(key, count, until, now_ms);
+        if count > policy.threshold {
+            LoginGate::Locked {
+                retry_after_ms: policy.lock_for.as_millis() as i64,
+            }
+        } else {
+            LoginGate::Proceed
+        }
+    }
+
+    pub fn login_failed(&self, key: &str, policy: LockoutPolicy, now_ms: i64) -> bool {
+        let count = lock(&self.attempts).get(key, now_ms).copied().unwrap_or(0);
+        if count < policy.threshold {
+            return false;
+        }
+        let mut locks = lock(&self.locks);
+        if locks.get(key, now_ms).is_some() {
+            return false;
+        }
+        locks.insert(key, (), now_ms + policy.lock_for.as_millis() as i64, now_ms);
+        lock(&self.attempts).remove(key);
+        true
+    }
+
+    pub fn login_succeeded(&self, key: &str) {
+        lock(&self.attempts).remove(key);
+    }
+
+    fn lock_remaining(&self, key: &str, now_ms: i64) -> Option<i64> {
+        let locks = lock(&self.locks);
+        locks
+            .entries
+            .get(key)
+            .filter(|(_, until)| *until > now_ms)
+            .map(|(_, until)| until - now_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn gcra_allows_the_burst_then_spaces_requests() {
+        let m = MemoryState::default();
+        let rate = Rate::per_minute(5);
+        for _ in 0..5 {
+            assert_eq!(m.rate_limit("ip", rate, 1_000), RateDecision::Allowed);
+        }
+        assert_eq!(
+            m.rate_limit("ip", rate, 1_000),
+            RateDecision::Limited {
+                retry_after_ms: 12_000
+            }
+        );
+        // One emission interval later exactly one more fits.
+        assert_eq!(m.rate_limit("ip", rate, 13_000), RateDecision::Allowed);
+        assert!(matches!(
+            m.rate_limit("ip", rate, 13_000),
+            RateDecision::Limited { .. }
+        ));
+        // Other keys are independent.
+        assert_eq!(m.rate_limit("other", rate, 13_000), RateDecision::Allowed);
+    }
+
+    #[test]
+    fn lockout_engages_once_and_expires() {
+        let m = MemoryState::default();
+        let p = LockoutPolicy {
+            threshold: 3,
+            window: Duration::from_secs(900),
+            lock_for: Duration::from_secs(600),
+        };
+        let mut engaged = 0;
+        for _ in 0..3 {
+            assert_eq!(m.login_attempt("u", p, 0), LoginGate::Proceed);
+            engaged += usize::from(m.login_failed("u", p, 0));
+        }
+        assert_eq!(engaged, 1);
+        assert_eq!(
+            m.login_attempt("u", p, 1_000),
+            LoginGate::Locked {
+                retry_after_ms: 599_000
+            }
+        );
+        assert_eq!(m.login_attempt("u", p, 600_001), LoginGate::Proceed);
+    }
+
+    #[test]
+    fn success_resets_the_count() {
+        let m = MemoryState::default();
+        let p = LockoutPolicy {
+            threshold: 2,
+            window: Duration::from_secs(900),
+            lock_for: Duration::from_secs(600),
+        };
+        m.login_attempt("u", p, 0);
+        m.login_failed("u", p, 0);
+        m.login_attempt("u", p, 0);
+        m.login_succeeded("u");
+        assert_eq!(m.login_attempt("u", p, 0), LoginGate::Proceed);
+        assert!(!m.login_failed("u", p, 0));
+    }
+
+    #[test]
+    fn revocations_expire() {
+        let m = MemoryState::default();
+        m.revoke_session("s", 10_000, 0);
+        assert!(m.is_session_revoked("s", 9_999));
+        assert!(!m.is_session_revoked("s", 10_000));
+        assert!(!m.is_session_revoked("t", 0));
+    }
+}

@@ -1,0 +1,193 @@
+//! Redis back end. Each decision is a single Lua script, so it is atomic
+//! across every instance that shares the Redis.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script};
+
+use crate::{LockoutPolicy, LoginGate, Rate, RateDecision, StateError};
+
+static GCRA: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local now = tonumber(ARGV[1])
+local interval = tonumber(ARGV[2])
+local tolerance = tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1]) or ARGV[1])
+if tat < now then tat = now end
+if tat - now > tolerance then
+  return tat - now - tolerance
+end
+local new_tat = tat + interval
+redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now)
+return -1
+"#,
+    )
+});
+
+static LOGIN_ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then return ttl end
+local n = redis.call('INCR', KEYS[2])
+if n == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
+if n > tonumber(ARGV[1]) then return tonumber(ARGV[3]) end
+return 0
+"#,
+    )
+});
+
+static LOGIN_FAILED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local n = tonumber(redis.call('GET', KEYS[2]) or '0')
+if n < tonumber(ARGV[1]) then return 0 end
+local engaged = redis.call('SET', KEYS[1], '1', 'PX', ARGV[2], 'NX')
+redis.call('DEL', KEYS[2])
+if engaged then return 1 end
+return 0
+"#,
+    )
+});
+
+#[derive(Clone)]
+pub struct RedisState {
+    conn: ConnectionManager,
+    namespace: String,
+}
+
+fn unavailable(e: redis::RedisError) -> StateError {
+    StateError::Unavailable(e.to_string())
+}
+
+impl RedisState {
+    pub async fn connect(url: &str, namespace: &str) -> Result<Self, StateError> {
+        let client = redis::Client::open(url).map_err(|e| StateError::Config(e.to_string()))?;
+        // Bounded waits: a hung Redis must turn into a prompt 503, not a
+        // request that hangs with it.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_secs(1))
+            .set_response_timeout(Duration::from_secs(1))
+            .set_number_of_retries(1)
+            .set_max_delay(500);
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(unavailable)?;
+        Ok(Self {
+            conn,
+            namespace: namespace.to_string(),
+        })
+    }
+
+    fn key(&self, kind: &str, id: &str) -> String {
+        format!("{}:{kind}:{id}", self.namespace)
+    }
+
+    pub async fn ping(&self) -> Result<(), StateError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    pub async fn revoke_session(
+        &self,
+        sid: &str,
+        until_ms: i64,
+        now_ms: i64,
+    ) -> Result<(), StateError> {
+        let ttl = until_ms - now_ms;
+        if ttl <= 0 {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        conn.pset_ex::<_, _, ()>(self.key("rev", sid), 1, ttl as u64)
+            .await
+            .map_err(unavailable)
+    }
+
+    pub async fn is_session_revoked(&self, sid: &str) -> Result<bool, StateError> {
+        let mut conn = self.conn.clone();
+        conn.exists(self.key("rev", sid)).await.map_err(unavailable)
+    }
+
+    pub async fn rate_limit(
+        &self,
+        key: &str,
+        rate: Rate,
+        now_ms: i64,
+    ) -> Result<RateDecision, StateError> {
+        let (interval, tolerance) = rate.gcra();
+        let mut conn = self.conn.clone();
+        let wait: i64 = GCRA
+            .key(self.key("gcra", key))
+            .arg(now_ms)
+            .arg(interval)
+            .arg(tolerance)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(if wait < 0 {
+            RateDecision::Allowed
+        } else {
+            RateDecision::Limited {
+                retry_after_ms: wait,
+            }
+        })
+    }
+
+    pub async fn login_attempt(
+        &self,
+        key: &str,
+        policy: LockoutPolicy,
+        _now_ms: i64,
+    ) -> Result<LoginGate, StateError> {
+        let mut conn = self.conn.clone();
+        let wait: i64 = LOGIN_ATTEMPT
+            .key(self.key("lock", key))
+            .key(self.key("fail", key))
+            .arg(policy.threshold)
+            .arg(policy.window.as_millis() as u64)
+            .arg(policy.lock_for.as_millis() as u64)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(if wait > 0 {
+            LoginGate::Locked {
+                retry_after_ms: wait,
+            }
+        } else {
+            LoginGate::Proceed
+        })
+    }
+
+    pub async fn login_failed(
+        &self,
+        key: &str,
+        policy: LockoutPolicy,
+        _now_ms: i64,
+    ) -> Result<bool, StateError> {
+        let mut conn = self.conn.clone();
+        let engaged: i64 = LOGIN_FAILED
+            .key(self.key("lock", key))
+            .key(self.key("fail", key))
+            .arg(policy.threshold)
+            .arg(policy.lock_for.as_millis() as u64)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(engaged == 1)
+    }
+
+    pub async fn login_succeeded(&self, key: &str) -> Result<(), StateError> {
+        let mut conn = self.conn.clone();
+        conn.del::<_, ()>(self.key("fail", key))
+            .await
+            .map_err(unavailable)
+    }
+}

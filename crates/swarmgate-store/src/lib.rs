@@ -1,0 +1,131 @@
+//! Persistence for swarmgate: one [`Store`] over SQLite (the embedded
+//! default) and PostgreSQL, chosen by the URL scheme.
+//!
+//! Both engines run the very same SQL through sqlx's `Any` driver (`$N`
+//! placeholders work on both), so the two back ends cannot drift apart: only
+//! the migrations are written per dialect. Times are unix seconds, ids text.
+//! This crate owns all SQL; nothing above it writes a query.
+
+mod error;
+mod identity;
+mod keys;
+mod migrate;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, ConnectOptions, Executor};
+
+pub use error::StoreError;
+pub use identity::{RefreshOutcome, Session};
+
+/// Which engine a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// The storage interface of swarmgate. Cheap to clone (a pool handle).
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects to `sqlite://RELATIVE`, `sqlite:///ABSOLUTE` or
+    /// `postgres://…` and applies pending migrations. For SQLite the file and
+    /// its folder are created when missing and the database is put in WAL mode.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = normalise_url(url)?;
+        let options = AnyConnectOptions::from_str(&url)
+            .map_err(|e| StoreError::Config(format!("invalid database URL: {e}")))?
+            .log_statements(tracing::log::LevelFilter::Trace)
+            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
+        let pool = AnyPoolOptions::new()
+            .max_connections(match backend {
+                Backend::Sqlite => 8,
+                Backend::Postgres => 16,
+            })
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(StoreError::from)?;
+        let store = Store { pool, backend };
+        migrate::run(&store.pool, backend).await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// A round trip to the database, for health checks.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Checks the scheme and, for SQLite, creates the folder and asks sqlx to
+/// create the file (`mode=rwc`).
+fn normalise_url(url: &str) -> Result<(Backend, String), StoreError> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
+        if path.is_empty() {
+            return Err(StoreError::Config(
+                "DATABASE_URL: sqlite URL has no file path".into(),
+            ));
+        }
+        if let Some(dir) = Path::new(path).parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Config(format!(
+                        "DATABASE_URL: cannot create folder {}: {e}",
+                        dir.display()
+                    ))
+                })?;
+            }
+        }
+        let query = if query.contains("mode=") {
+            query.to_string()
+        } else if query.is_empty() {
+            "mode=rwc".to_string()
+        } else {
+            format!("{query}&mode=rwc")
+        };
+        Ok((Backend::Sqlite, format!("sqlite://{path}?{query}")))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok((Backend::Postgres, url.to_string()))
+    } else {
+        Err(StoreError::Config(
+            "DATABASE_URL: expected sqlite://PATH or postgres://… ".into(),
+        ))
+    }
+}

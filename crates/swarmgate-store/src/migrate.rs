@@ -1,0 +1,45 @@
+//! Migrations are embedded per dialect and applied at start-up with sqlx's
+//! migrator (which records them in `_sqlx_migrations` and takes a lock, so
+//! several instances starting together apply each migration once).
+
+use std::borrow::Cow;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::AnyPool;
+
+use crate::{Backend, StoreError};
+
+const SQLITE: &[(i64, &str, &str)] = &[(
+    1,
+    "identity",
+    include_str!("../migrations/sqlite/0001_identity.sql"),
+)];
+
+const POSTGRES: &[(i64, &str, &str)] = &[(
+    1,
+    "identity",
+    include_str!("../migrations/postgres/0001_identity.sql"),
+)];
+
+pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
+    let source = match backend {
+        Backend::Sqlite => SQLITE,
+        Backend::Postgres => POSTGRES,
+    };
+    let migrations = source
+        .iter()
+        .map(|(version, name, sql)| {
+            Migration::new(
+                *version,
+                Cow::Borrowed(*name),
+                MigrationType::Simple,
+                Cow::Borrowed(*sql),
+                false,
+            )
+        })
+        .collect::<Vec<_>>();
+    let mut migrator = Migrator::DEFAULT;
+    migrator.migrations = Cow::Owned(migrations);
+    migrator.run(pool).await?;
+    Ok(())
+}

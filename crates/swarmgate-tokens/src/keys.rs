@@ -1,0 +1,193 @@
+//! Signing keys: Ed25519 pairs kept in the database (the default) or one
+//! HS256 secret from the configuration for legacy services.
+
+use std::collections::HashMap;
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use jsonwebtoken::{DecodingKey, EncodingKey};
+use ring::rand::SystemRandom;
+use ring::signature::{Ed25519KeyPair, KeyPair};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use swarmgate_core::SigningKeyRow;
+use thiserror::Error;
+
+/// The algorithms swarmgate signs with; the verifier accepts exactly the
+/// configured one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    EdDSA,
+    HS256,
+}
+
+impl Algorithm {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "EdDSA" => Some(Algorithm::EdDSA),
+            "HS256" => Some(Algorithm::HS256),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::EdDSA => "EdDSA",
+            Algorithm::HS256 => "HS256",
+        }
+    }
+
+    pub(crate) fn jwt(self) -> jsonwebtoken::Algorithm {
+        match self {
+            Algorithm::EdDSA => jsonwebtoken::Algorithm::EdDSA,
+            Algorithm::HS256 => jsonwebtoken::Algorithm::HS256,
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum KeyRingError {
+    #[error("no active signing key")]
+    NoSigningKey,
+    #[error("signing key {kid} is unusable: {reason}")]
+    BadKey { kid: String, reason: String },
+    #[error("signing failed: {0}")]
+    Signing(String),
+}
+
+pub(crate) struct Signer {
+    pub kid: String,
+    pub key: EncodingKey,
+}
+
+/// The keys one instance signs and verifies with, and the JWKS it publishes.
+pub struct KeyRing {
+    algorithm: Algorithm,
+    signer: Option<Signer>,
+    verifiers: HashMap<String, DecodingKey>,
+    jwks: Value,
+}
+
+impl KeyRing {
+    /// Builds the ring from the database's Ed25519 keys. The newest key not
+    /// retired signs; retired keys still verify (and stay in the JWKS) while
+    /// `retired_at + keep_retired_secs` is in the future, so tokens they
+    /// signed live out their lifetime.
+    pub fn ed25519(
+        rows: &[SigningKeyRow],
+        now: i64,
+        keep_retired_secs: i64,
+    ) -> Result<Self, KeyRingError> {
+        let mut signer = None;
+        let mut verifiers = HashMap::new();
+        let mut published = Vec::new();
+        for row in rows {
+            if row.algorithm != Algorithm::EdDSA.as_str() {
+                continue;
+            }
+            if let Some(retired) = row.retired_at {
+                if retired + keep_retired_secs <= now {
+                    continue;
+                }
+            }
+            let bad = |reason: String| KeyRingError::BadKey {
+                kid: row.kid.clone(),
+                reason,
+            };
+            let decoding =
+                DecodingKey::from_ed_components(&row.public_key).map_err(|e| bad(e.to_string()))?;
+            verifiers.insert(row.kid.clone(), decoding);
+            published.push(json!({
+                "kty": "OKP",
+                "crv": "Ed25519",
+                "x": row.public_key,
+                "kid": row.kid,
+                "alg": "EdDSA",
+                "use": "sig",
+            }));
+            if row.retired_at.is_none() && signer.is_none() {
+                let pkcs8 = STANDARD
+                    .decode(&row.private_key)
+                    .map_err(|e| bad(e.to_string()))?;
+                Ed25519KeyPair::from_pkcs8_maybe_unchecked(&pkcs8)
+                    .map_err(|e| bad(e.to_string()))?;
+                signer = Some(Signer {
+                    kid: row.kid.clone(),
+                    key: EncodingKey::from_ed_der(&pkcs8),
+                });
+            }
+        }
+        Ok(Self {
+            algorithm: Algorithm::EdDSA,
+            signer,
+            verifiers,
+            jwks: json!({ "keys": published }),
+        })
+    }
+
+    /// One shared secret. Symmetric keys are never published, so the JWKS
+    /// is empty in this mode.
+    pub fn hs256(secret: &[u8]) -> Self {
+        let kid = format!("hs256-{}", &hex::encode(Sha256::digest(secret))[..12]);
+        let mut verifiers = HashMap::new();
+        verifiers.insert(kid.clone(), DecodingKey::from_secret(secret));
+        Self {
+            algorithm: Algorithm::HS256,
+            signer: Some(Signer {
+                kid,
+                key: EncodingKey::from_secret(secret),
+            }),
+            verifiers,
+            jwks: json!({ "keys": [] }),
+        }
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    pub(crate) fn signer(&self) -> Result<&Signer, KeyRingError> {
+        self.signer.as_ref().ok_or(KeyRingError::NoSigningKey)
+    }
+
+    pub fn signing_kid(&self) -> Option<&str> {
+        self.signer.as_ref().map(|s| s.kid.as_str())
+    }
+
+    pub(crate) fn verifier(&self, kid: &str) -> Option<&DecodingKey> {
+        self.verifiers.get(kid)
+    }
+
+    pub fn has_kid(&self, kid: &str) -> bool {
+        self.verifiers.contains_key(kid)
+    }
+
+    pub fn jwks(&self) -> &Value {
+        &self.jwks
+    }
+}
+
+/// A new Ed25519 key pair as a database row; `kid` is its RFC 7638 JWK
+/// thumbprint, so the same key always has the same id.
+pub fn generate_ed25519(now: i64) -> Result<SigningKeyRow, KeyRingError> {
+    let pkcs8 =
+        Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| KeyRingError::BadKey {
+            kid: String::new(),
+            reason: "the OS random generator failed".into(),
+        })?;
+    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|e| KeyRingError::BadKey {
+        kid: String::new(),
+        reason: e.to_string(),
+    })?;
+    let x = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+    let thumbprint_input = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
+    let kid = URL_SAFE_NO_PAD.encode(Sha256::digest(thumbprint_input.as_bytes()));
+    Ok(SigningKeyRow {
+        kid,
+        algorithm: Algorithm::EdDSA.as_str().to_string(),
+        private_key: STANDARD.encode(pkcs8.as_ref()),
+        public_key: x,
+        created_at: now,
+        retired_at: None,
+    })
+}

@@ -1,0 +1,162 @@
+//! Access tokens (JWT, RFC 9068 profile), their signing keys and JWKS, and
+//! opaque refresh tokens.
+//!
+//! The verifier trusts nothing in a token's header: the algorithm is the one
+//! configured, the key is found by `kid` among our own keys only, and headers
+//! that try to bring their own key (`jwk`, `jku`, `x5u`, `x5c`) are refused.
+
+mod keys;
+mod opaque;
+
+use std::collections::HashSet;
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Header, Validation};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub use keys::{generate_ed25519, Algorithm, KeyRing, KeyRingError};
+pub use opaque::{hash_opaque, new_opaque, OpaqueToken};
+
+/// `typ` of every access token swarmgate issues (RFC 9068).
+pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+/// Tokens larger than this are refused before any parsing.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// Clock skew tolerated on `exp` and `nbf`.
+pub const LEEWAY_SECS: u64 = 60;
+
+/// Claims of a user access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub nbf: i64,
+    pub jti: String,
+    pub sid: String,
+    pub role: String,
+    pub username: String,
+}
+
+/// Why a token was refused. Every variant is a 401 to the caller; the text
+/// says which rule failed without echoing the token.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TokenError {
+    #[error("token is larger than 8 KiB")]
+    TooLarge,
+    #[error("token is malformed")]
+    Malformed,
+    #[error("token type must be at+jwt")]
+    WrongType,
+    #[error("token header may not carry its own key (jwk, jku, x5u, x5c)")]
+    EmbeddedKey,
+    #[error("token algorithm is not the configured one")]
+    WrongAlgorithm,
+    #[error("token key id is unknown")]
+    UnknownKey,
+    #[error("token signature is invalid")]
+    BadSignature,
+    #[error("token has expired")]
+    Expired,
+    #[error("token is not valid yet")]
+    NotYetValid,
+    #[error("token issuer is wrong")]
+    WrongIssuer,
+    #[error("token audience is wrong")]
+    WrongAudience,
+    #[error("token is missing claim {0}")]
+    MissingClaim(String),
+}
+
+/// Issues and verifies access tokens for one issuer and audience.
+pub struct AccessTokens {
+    keys: KeyRing,
+    issuer: String,
+    audience: String,
+}
+
+impl AccessTokens {
+    pub fn new(keys: KeyRing, issuer: impl Into<String>, audience: impl Into<String>) -> Self {
+        Self {
+            keys,
+            issuer: issuer.into(),
+            audience: audience.into(),
+        }
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+
+    /// Swaps in a reloaded key ring (after `keys rotate` on any instance).
+    pub fn with_keys(&self, keys: KeyRing) -> Self {
+        Self::new(keys, self.issuer.clone(), self.audience.clone())
+    }
+
+    pub fn issue(&self, claims: &AccessClaims) -> Result<String, KeyRingError> {
+        let signer = self.keys.signer()?;
+        let mut header = Header::new(self.keys.algorithm().jwt());
+        header.typ = Some(ACCESS_TOKEN_TYP.to_string());
+        header.kid = Some(signer.kid.clone());
+        jsonwebtoken::encode(&header, claims, &signer.key)
+            .map_err(|e| KeyRingError::Signing(e.to_string()))
+    }
+
+    pub fn verify(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenError::TooLarge);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        if header.jwk.is_some()
+            || header.jku.is_some()
+            || header.x5u.is_some()
+            || header.x5c.is_some()
+        {
+            return Err(TokenError::EmbeddedKey);
+        }
+        let typ_ok = header.typ.as_deref().is_some_and(|t| {
+            t.eq_ignore_ascii_case(ACCESS_TOKEN_TYP) || t.eq_ignore_ascii_case("application/at+jwt")
+        });
+        if !typ_ok {
+            return Err(TokenError::WrongType);
+        }
+        let algorithm = self.keys.algorithm().jwt();
+        if header.alg != algorithm {
+            return Err(TokenError::WrongAlgorithm);
+        }
+        let kid = header.kid.as_deref().ok_or(TokenError::UnknownKey)?;
+        let key = self.keys.verifier(kid).ok_or(TokenError::UnknownKey)?;
+
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.required_spec_claims = ["exp", "nbf", "iss", "aud", "sub"]
+            .into_iter()
+            .map(String::from)
+            .collect::<HashSet<_>>();
+        jsonwebtoken::decode::<AccessClaims>(token, key, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| match e.into_kind() {
+                ErrorKind::InvalidSignature => TokenError::BadSignature,
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+                ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
+                ErrorKind::InvalidAudience => TokenError::WrongAudience,
+                ErrorKind::InvalidAlgorithm => TokenError::WrongAlgorithm,
+                ErrorKind::MissingRequiredClaim(c) => TokenError::MissingClaim(c),
+                _ => TokenError::Malformed,
+            })
+    }
+}

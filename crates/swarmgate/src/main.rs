@@ -1,0 +1,216 @@
+//! The `swarmgate` command line: serve, check-config, admin, keys.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use swarmgate_server::identity::{Identity, NewAccount, RequestMeta};
+use swarmgate_server::{telemetry, App, Config, Settings};
+use swarmgate_state::SharedState;
+use swarmgate_store::Store;
+
+#[derive(Parser)]
+#[command(
+    name = "swarmgate",
+    version,
+    about = "The zero-trust front door of an AI agent swarm"
+)]
+struct Cli {
+    /// TOML configuration file; environment variables override it.
+    #[arg(long, global = true, env = "SWARMGATE_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server.
+    Serve,
+    /// Validate the configuration and exit.
+    CheckConfig,
+    /// Administrative tasks against the configured database.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Signing-key management.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create a user with any role (password from a prompt or stdin).
+    CreateUser {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long, default_value = "user")]
+        role: String,
+        #[arg(long)]
+        full_name: Option<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Add a new Ed25519 signing key; the old public key stays in the JWKS
+    /// until the tokens it signed have expired.
+    Rotate,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Config::load(cli.config.as_deref()).and_then(|c| c.resolve()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("swarmgate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("swarmgate: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("swarmgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => serve(settings).await,
+        Command::CheckConfig => {
+            println!(
+                "configuration ok: listen {}, database {}, shared state {}, algorithm {}",
+                settings.listen,
+                if settings.database_url.starts_with("sqlite") {
+                    "sqlite"
+                } else {
+                    "postgres"
+                },
+                if settings.redis_url.is_some() {
+                    "redis"
+                } else {
+                    "in-process"
+                },
+                settings.algorithm.as_str()
+            );
+            Ok(())
+        }
+        Command::Admin {
+            command:
+                AdminCommand::CreateUser {
+                    username,
+                    email,
+                    role,
+                    full_name,
+                    password_stdin,
+                },
+        } => {
+            let password = read_password(password_stdin)?;
+            let store = Store::connect(&settings.database_url).await?;
+            let identity = Identity::new(store, SharedState::memory(), settings.into()).await?;
+            let account = NewAccount {
+                username,
+                email,
+                password,
+                full_name,
+                role,
+            };
+            let user = identity
+                .create_user(account, &RequestMeta::default())
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!(
+                "created user {} ({}) with role {}",
+                user.username, user.id, user.role
+            );
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::Rotate,
+        } => rotate_keys(settings).await,
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    telemetry::init(settings.log_json, &settings.log_level);
+    let listen = settings.listen;
+    let app = App::build(settings).await?;
+    app.bootstrap().await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(address = %listener.local_addr()?, "swarmgate listening");
+    app.serve(listener, swarmgate_server::shutdown_signal())
+        .await?;
+    tracing::info!("swarmgate stopped");
+    Ok(())
+}
+
+fn read_password(from_stdin: bool) -> anyhow::Result<String> {
+    if from_stdin || !std::io::stdin().is_terminal() {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        let password = line.trim_end_matches(['\r', '\n']).to_string();
+        if password.is_empty() {
+            bail!("no password on standard input");
+        }
+        return Ok(password);
+    }
+    let first = rpassword::prompt_password("Password: ")?;
+    let second = rpassword::prompt_password("Repeat password: ")?;
+    if first != second {
+        bail!("the passwords do not match");
+    }
+    Ok(first)
+}
+
+async fn rotate_keys(settings: Settings) -> anyhow::Result<()> {
+    if settings.algorithm != swarmgate_tokens::Algorithm::EdDSA {
+        bail!("keys rotate applies to EdDSA keys; with HS256 change JWT_SECRET_KEY instead");
+    }
+    let store = Store::connect(&settings.database_url).await?;
+    let now = swarmgate_server::clock::now_secs();
+    let key = swarmgate_tokens::generate_ed25519(now)?;
+    store.add_signing_key(&key).await?;
+    store
+        .append_audit(&swarmgate_core::AuditEvent {
+            at: now,
+            event: "key_rotated".into(),
+            user_id: None,
+            username: None,
+            client_ip: None,
+            request_id: None,
+            outcome: "success".into(),
+            detail: json!({ "kid": key.kid, "algorithm": "EdDSA" }),
+        })
+        .await?;
+    println!(
+        "new signing key {}; running instances switch to it within {} seconds",
+        key.kid,
+        swarmgate_server::identity::keys::RELOAD_EVERY.as_secs()
+    );
+    Ok(())
+}
