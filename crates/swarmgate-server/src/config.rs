@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use figment::providers::{Env, Format, Toml};
+use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::Deserialize;
 use swarmgate_core::password::{HashParams, MIN_ITERATIONS, MIN_MEMORY_KIB};
@@ -96,6 +96,9 @@ pub struct TokensConfig {
     pub access_ttl_hours: u64,
     pub refresh_ttl_days: u64,
     pub audience: String,
+    /// How often each instance re-reads signing keys from the database
+    /// (so a rotation by any instance reaches all of them).
+    pub key_reload_seconds: u64,
 }
 
 impl Default for TokensConfig {
@@ -106,6 +109,7 @@ impl Default for TokensConfig {
             access_ttl_hours: 24,
             refresh_ttl_days: 30,
             audience: "swarmgate".into(),
+            key_reload_seconds: 30,
         }
     }
 }
@@ -169,18 +173,40 @@ impl Default for LoggingConfig {
 #[error("configuration error: {0}")]
 pub struct ConfigError(pub String);
 
-const SEED_ENV: &[(&str, &str)] = &[
-    ("AUTH_PORT", "server.port"),
-    ("DATABASE_URL", "database.url"),
-    ("REDIS_URL", "redis.url"),
-    ("JWT_SECRET_KEY", "tokens.secret_key"),
-    ("JWT_ALGORITHM", "tokens.algorithm"),
-    ("JWT_EXPIRATION_HOURS", "tokens.access_ttl_hours"),
-    ("REFRESH_TOKEN_EXPIRATION_DAYS", "tokens.refresh_ttl_days"),
-    ("SWARMGATE_LISTEN", "server.listen"),
-    ("SWARMGATE_ADMIN_PASSWORD", "bootstrap.admin_password"),
-    ("SWARMGATE_LOG_FORMAT", "logging.format"),
+/// The seed's variable names and the setting each one sets. Their values are
+/// taken verbatim (a secret or password that looks like a number stays a
+/// string), numbers are checked here so the error names the variable.
+const SEED_ENV: &[(&str, &str, Kind)] = &[
+    ("AUTH_PORT", "server.port", Kind::Port),
+    ("DATABASE_URL", "database.url", Kind::Text),
+    ("REDIS_URL", "redis.url", Kind::Text),
+    ("JWT_SECRET_KEY", "tokens.secret_key", Kind::Text),
+    ("JWT_ALGORITHM", "tokens.algorithm", Kind::Text),
+    (
+        "JWT_EXPIRATION_HOURS",
+        "tokens.access_ttl_hours",
+        Kind::Count,
+    ),
+    (
+        "REFRESH_TOKEN_EXPIRATION_DAYS",
+        "tokens.refresh_ttl_days",
+        Kind::Count,
+    ),
+    ("SWARMGATE_LISTEN", "server.listen", Kind::Text),
+    (
+        "SWARMGATE_ADMIN_PASSWORD",
+        "bootstrap.admin_password",
+        Kind::Text,
+    ),
+    ("SWARMGATE_LOG_FORMAT", "logging.format", Kind::Text),
 ];
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Text,
+    Port,
+    Count,
+}
 
 impl Config {
     /// Reads the file (if any) and the process environment.
@@ -195,27 +221,35 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        let seed_names: Vec<&str> = SEED_ENV.iter().map(|(name, _)| *name).collect();
-        figment = figment
-            .merge(
-                Env::raw()
-                    .only(&seed_names)
-                    .map(|name| {
-                        SEED_ENV
-                            .iter()
-                            .find(|(env, _)| name.as_str().eq_ignore_ascii_case(env))
-                            .map(|(_, key)| (*key).into())
-                            .unwrap_or_else(|| name.into())
-                    })
-                    // Strings such as secrets and passwords must stay strings
-                    // even when they look like numbers or TOML.
-                    .lowercase(false),
-            )
-            .merge(
-                Env::prefixed("SWARMGATE_")
-                    .filter(|key| key.as_str().contains("__"))
-                    .split("__"),
-            );
+        for (name, key, kind) in SEED_ENV {
+            let Ok(value) = std::env::var(name) else {
+                continue;
+            };
+            figment = match kind {
+                Kind::Text => figment.merge(Serialized::default(key, value)),
+                Kind::Port => match value.trim().parse::<u16>() {
+                    Ok(port) if port > 0 => figment.merge(Serialized::default(key, port)),
+                    _ => {
+                        return Err(ConfigError(format!(
+                            "{name}: {value:?} is not a port number (1-65535)"
+                        )))
+                    }
+                },
+                Kind::Count => match value.trim().parse::<u64>() {
+                    Ok(n) => figment.merge(Serialized::default(key, n)),
+                    Err(_) => {
+                        return Err(ConfigError(format!(
+                            "{name}: {value:?} is not a whole number"
+                        )))
+                    }
+                },
+            };
+        }
+        figment = figment.merge(
+            Env::prefixed("SWARMGATE_")
+                .filter(|key| key.as_str().contains("__"))
+                .split("__"),
+        );
         figment.extract::<Config>().map_err(|e| {
             let key = if e.path.is_empty() {
                 String::new()
@@ -304,6 +338,9 @@ impl Config {
                     .into(),
             );
         }
+        if !(1..=3600).contains(&self.tokens.key_reload_seconds) {
+            return err("tokens.key_reload_seconds: must be between 1 and 3600".into());
+        }
         if self.tokens.audience.trim().is_empty() {
             return err("tokens.audience: must not be empty".into());
         }
@@ -367,6 +404,7 @@ impl Config {
             access_ttl_secs: self.tokens.access_ttl_hours as i64 * 3600,
             refresh_ttl_secs: self.tokens.refresh_ttl_days as i64 * 86_400,
             audience: self.tokens.audience.clone(),
+            key_reload: Duration::from_secs(self.tokens.key_reload_seconds),
             lockout: LockoutPolicy {
                 threshold: s.lockout_threshold,
                 window: Duration::from_secs(s.lockout_window_minutes * 60),
@@ -399,6 +437,7 @@ pub struct Settings {
     pub access_ttl_secs: i64,
     pub refresh_ttl_secs: i64,
     pub audience: String,
+    pub key_reload: Duration,
     pub lockout: LockoutPolicy,
     pub login_rate: Rate,
     pub register_rate: Rate,
@@ -455,5 +494,22 @@ mod tests {
         let mut c = Config::default();
         c.tokens.algorithm = "none".into();
         assert!(c.resolve().unwrap_err().0.contains("JWT_ALGORITHM"));
+    }
+}
+
+#[cfg(test)]
+mod example_file {
+    use figment::providers::{Format, Toml};
+    use figment::Figment;
+
+    use super::Config;
+
+    #[test]
+    fn the_example_file_parses_and_matches_the_defaults() {
+        let text = include_str!("../../../swarmgate.example.toml");
+        let parsed: Config = Figment::from(Toml::string(text)).extract().unwrap();
+        let from_file = parsed.resolve().unwrap();
+        let defaults = Config::default().resolve().unwrap();
+        assert_eq!(format!("{from_file:?}"), format!("{defaults:?}"));
     }
 }

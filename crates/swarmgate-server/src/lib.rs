@@ -69,7 +69,7 @@ impl App {
         let reloader = {
             let identity = self.identity.clone();
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval(identity::keys::RELOAD_EVERY);
+                let mut tick = tokio::time::interval(identity.settings().key_reload);
                 tick.tick().await;
                 loop {
                     tick.tick().await;

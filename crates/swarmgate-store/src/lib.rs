@@ -10,6 +10,7 @@ mod error;
 mod identity;
 mod keys;
 mod migrate;
+pub mod testing;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -42,6 +43,7 @@ impl Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    url: String,
 }
 
 impl Store {
@@ -50,6 +52,7 @@ impl Store {
     /// its folder are created when missing and the database is put in WAL mode.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
+        let original = url.to_string();
         let (backend, url) = normalise_url(url)?;
         let options = AnyConnectOptions::from_str(&url)
             .map_err(|e| StoreError::Config(format!("invalid database URL: {e}")))?
@@ -73,7 +76,11 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(StoreError::from)?;
-        let store = Store { pool, backend };
+        let store = Store {
+            pool,
+            backend,
+            url: original,
+        };
         migrate::run(&store.pool, backend).await?;
         Ok(store)
     }

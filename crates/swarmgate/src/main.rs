@@ -210,7 +210,7 @@ async fn rotate_keys(settings: Settings) -> anyhow::Result<()> {
     println!(
         "new signing key {}; running instances switch to it within {} seconds",
         key.kid,
-        swarmgate_server::identity::keys::RELOAD_EVERY.as_secs()
+        settings.key_reload.as_secs()
     );
     Ok(())
 }

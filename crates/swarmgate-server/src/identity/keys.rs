@@ -12,8 +12,6 @@ use crate::clock::now_secs;
 use crate::config::Settings;
 use crate::error::Result;
 
-/// How often keys are re-read in the background.
-pub const RELOAD_EVERY: Duration = Duration::from_secs(30);
 /// An unknown `kid` triggers a reload at most this often, so garbage tokens
 /// cannot turn into a flood of database reads.
 const MIN_RELOAD_GAP: Duration = Duration::from_secs(5);
@@ -30,8 +28,9 @@ pub struct KeyCache {
 impl KeyCache {
     /// Loads (or, on an empty database, creates) the signing keys.
     pub async fn load(store: Store, settings: &Settings) -> Result<Self> {
-        let keep_retired_secs =
-            settings.access_ttl_secs + LEEWAY_SECS as i64 + 2 * RELOAD_EVERY.as_secs() as i64;
+        let keep_retired_secs = settings.access_ttl_secs
+            + LEEWAY_SECS as i64
+            + 2 * settings.key_reload.as_secs() as i64;
         let ring = match (settings.algorithm, &settings.secret_key) {
             (Algorithm::HS256, Some(secret)) => KeyRing::hs256(secret.0.as_bytes()),
             _ => {

@@ -1,0 +1,112 @@
+//! The shared-state rules against a real Redis (`TEST_REDIS_URL`), with two
+//! independent handles standing in for two swarmgate instances. Each test
+//! uses its own key namespace.
+
+use std::time::Duration;
+
+use swarmgate_state::{LockoutPolicy, LoginGate, Rate, RateDecision, SharedState, StateError};
+
+fn redis_url() -> Option<String> {
+    match std::env::var("TEST_REDIS_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("SWARMGATE_REQUIRE_SERVICES").is_some() => {
+            panic!("TEST_REDIS_URL must be set when SWARMGATE_REQUIRE_SERVICES is set")
+        }
+        _ => {
+            eprintln!("TEST_REDIS_URL unset: Redis suite not run");
+            None
+        }
+    }
+}
+
+/// Two handles on one namespace: what two instances would hold.
+async fn two_instances() -> Option<(SharedState, SharedState)> {
+    let url = redis_url()?;
+    let ns = format!("sgtest-{}", uuid::Uuid::new_v4().simple());
+    let a = SharedState::redis(&url, &ns).await.unwrap();
+    let b = SharedState::redis(&url, &ns).await.unwrap();
+    Some((a, b))
+}
+
+#[tokio::test]
+async fn revocation_is_seen_by_the_other_instance_and_expires() {
+    let Some((a, b)) = two_instances().await else {
+        return;
+    };
+    assert!(!b.is_session_revoked("s1", 0).await.unwrap());
+    a.revoke_session("s1", 1_000_300, 1_000_000).await.unwrap();
+    assert!(b.is_session_revoked("s1", 1_000_000).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(!b.is_session_revoked("s1", 1_000_400).await.unwrap());
+}
+
+#[tokio::test]
+async fn gcra_burst_is_shared_not_multiplied() {
+    let Some((a, b)) = two_instances().await else {
+        return;
+    };
+    let rate = Rate::per_minute(5);
+    let mut allowed = 0;
+    for i in 0..10 {
+        let state = if i % 2 == 0 { &a } else { &b };
+        if state.rate_limit("ip", rate, 50_000).await.unwrap() == RateDecision::Allowed {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, 5, "two instances must share one limit of 5");
+    assert_eq!(
+        a.rate_limit("ip", rate, 50_000).await.unwrap(),
+        RateDecision::Limited {
+            retry_after_ms: 12_000
+        }
+    );
+    assert_eq!(
+        b.rate_limit("ip", rate, 62_000).await.unwrap(),
+        RateDecision::Allowed
+    );
+}
+
+#[tokio::test]
+async fn parallel_login_attempts_never_exceed_the_threshold() {
+    let Some((a, b)) = two_instances().await else {
+        return;
+    };
+    let policy = LockoutPolicy {
+        threshold: 5,
+        window: Duration::from_secs(900),
+        lock_for: Duration::from_secs(900),
+    };
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let state = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move { state.login_attempt("user:x", policy, 0).await.unwrap() })
+        })
+        .collect();
+    let mut proceeded = 0;
+    for t in tasks {
+        if t.await.unwrap() == LoginGate::Proceed {
+            proceeded += 1;
+        }
+    }
+    assert_eq!(proceeded, 5);
+    let mut engaged = 0;
+    for _ in 0..5 {
+        engaged += usize::from(a.login_failed("user:x", policy, 0).await.unwrap());
+    }
+    assert_eq!(engaged, 1, "the lock engages exactly once");
+    match b.login_attempt("user:x", policy, 0).await.unwrap() {
+        LoginGate::Locked { retry_after_ms } => assert!(retry_after_ms > 890_000),
+        other => panic!("expected locked, got {other:?}"),
+    }
+    b.login_succeeded("user:y").await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_is_an_error_not_an_allow() {
+    // A port nothing listens on: connecting fails fast and says why.
+    match SharedState::redis("redis://127.0.0.1:1/", "x").await {
+        Err(StateError::Unavailable(msg)) => assert!(!msg.is_empty()),
+        Err(other) => panic!("expected Unavailable, got {other:?}"),
+        Ok(_) => panic!("connected to nothing"),
+    }
+}

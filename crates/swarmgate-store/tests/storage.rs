@@ -1,0 +1,319 @@
+//! The behavioural suite of the store, run against SQLite always and against
+//! PostgreSQL when `TEST_DATABASE_URL` is set (each test in a database of
+//! its own).
+
+use swarmgate_core::{AuditEvent, NewUser, SigningKeyRow};
+use swarmgate_store::testing::{fresh_postgres_database, fresh_sqlite_url, test_database_url};
+use swarmgate_store::{Backend, RefreshOutcome, Session, Store, StoreError};
+
+async fn sqlite() -> Store {
+    let store = Store::connect(&fresh_sqlite_url()).await.unwrap();
+    assert_eq!(store.backend(), Backend::Sqlite);
+    store
+}
+
+async fn postgres() -> Option<Store> {
+    let admin = test_database_url()?;
+    let url = fresh_postgres_database(&admin).await.unwrap();
+    let store = Store::connect(&url).await.unwrap();
+    assert_eq!(store.backend(), Backend::Postgres);
+    Some(store)
+}
+
+/// Runs one suite function on both engines.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_suite {
+            $(#[tokio::test] async fn $name() { super::$name(super::sqlite().await).await })*
+        }
+        mod postgres_suite {
+            $(#[tokio::test] async fn $name() {
+                match super::postgres().await {
+                    Some(store) => super::$name(store).await,
+                    None => eprintln!("TEST_DATABASE_URL unset: PostgreSQL suite not run"),
+                }
+            })*
+        }
+    };
+}
+
+on_both!(
+    users_are_unique_case_insensitively,
+    login_lookup_by_username_or_email,
+    password_history_keeps_newest_first,
+    refresh_rotation_and_reuse_detection,
+    concurrent_refresh_rotates_exactly_once,
+    revoking_user_sessions_keeps_the_current_one,
+    signing_keys_first_key_is_created_once_and_rotation_retires,
+    audit_is_append_only,
+    migrations_are_idempotent,
+);
+
+fn new_user(name: &str, email: &str) -> NewUser {
+    NewUser {
+        id: uuid::Uuid::new_v4().to_string(),
+        username: name.into(),
+        email: email.into(),
+        full_name: Some("Test User".into()),
+        role: "user".into(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA".into(),
+        created_at: 1_700_000_000,
+    }
+}
+
+async fn users_are_unique_case_insensitively(store: Store) {
+    let user = store
+        .create_user(&new_user("Alice", "alice@example.com"))
+        .await
+        .unwrap();
+    assert_eq!(user.username, "Alice");
+    assert!(!user.disabled);
+    assert_eq!(store.count_users().await.unwrap(), 1);
+    match store
+        .create_user(&new_user("alice", "other@example.com"))
+        .await
+    {
+        Err(StoreError::Conflict { field }) => assert_eq!(field, "username"),
+        other => panic!("expected username conflict, got {other:?}"),
+    }
+    match store
+        .create_user(&new_user("bob", "ALICE@example.com"))
+        .await
+    {
+        Err(StoreError::Conflict { field }) => assert_eq!(field, "email"),
+        other => panic!("expected email conflict, got {other:?}"),
+    }
+    assert_eq!(store.count_users().await.unwrap(), 1);
+    store.set_user_disabled(&user.id, true, 5).await.unwrap();
+    assert!(store.get_user(&user.id).await.unwrap().disabled);
+    assert!(matches!(
+        store.get_user("nope").await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn login_lookup_by_username_or_email(store: Store) {
+    let user = store
+        .create_user(&new_user("carol", "carol@example.com"))
+        .await
+        .unwrap();
+    for login in ["carol", "CAROL", "carol@example.com", "Carol@Example.com"] {
+        let found = store.find_user_by_login(login).await.unwrap().unwrap();
+        assert_eq!(found.id, user.id, "{login}");
+    }
+    assert!(store.find_user_by_login("nobody").await.unwrap().is_none());
+}
+
+async fn password_history_keeps_newest_first(store: Store) {
+    let user = store
+        .create_user(&new_user("dave", "dave@example.com"))
+        .await
+        .unwrap();
+    for (i, hash) in ["h1", "h2", "h3"].iter().enumerate() {
+        store
+            .set_password(&user.id, hash, 1_700_000_100 + i as i64)
+            .await
+            .unwrap();
+    }
+    let recent = store.recent_password_hashes(&user.id, 2).await.unwrap();
+    assert_eq!(recent, vec!["h3".to_string(), "h2".to_string()]);
+    assert_eq!(store.get_user(&user.id).await.unwrap().password_hash, "h3");
+    assert!(matches!(
+        store.set_password("missing", "h", 1).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn session_for(store: &Store, user_id: &str, refresh_hash: &str) -> Session {
+    let session = Session {
+        id: uuid::Uuid::new_v4().to_string(),
+        user_id: user_id.into(),
+        created_at: 1_000,
+        expires_at: 10_000,
+        revoked_at: None,
+    };
+    store
+        .create_session(&session, refresh_hash, 10_000)
+        .await
+        .unwrap();
+    session
+}
+
+async fn refresh_rotation_and_reuse_detection(store: Store) {
+    let user = store
+        .create_user(&new_user("erin", "erin@example.com"))
+        .await
+        .unwrap();
+    let session = session_for(&store, &user.id, "r1").await;
+
+    let rotated = store
+        .rotate_refresh_token("r1", "r2", 2_000, 9_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        rotated,
+        RefreshOutcome::Rotated {
+            session_id: session.id.clone(),
+            user_id: user.id.clone()
+        }
+    );
+    // r1 again: reuse, and the whole session is revoked.
+    let reused = store
+        .rotate_refresh_token("r1", "r3", 2_100, 9_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        reused,
+        RefreshOutcome::Reused {
+            session_id: session.id.clone(),
+            user_id: user.id.clone()
+        }
+    );
+    assert_eq!(
+        store.get_session(&session.id).await.unwrap().revoked_at,
+        Some(2_100)
+    );
+    // r2 was current but its session is gone now.
+    assert_eq!(
+        store
+            .rotate_refresh_token("r2", "r4", 2_200, 9_000)
+            .await
+            .unwrap(),
+        RefreshOutcome::Invalid
+    );
+    assert_eq!(
+        store
+            .rotate_refresh_token("unknown", "r5", 2_200, 9_000)
+            .await
+            .unwrap(),
+        RefreshOutcome::Invalid
+    );
+    // Expired tokens are refused without counting as reuse.
+    let other = session_for(&store, &user.id, "x1").await;
+    assert_eq!(
+        store
+            .rotate_refresh_token("x1", "x2", 10_000, 20_000)
+            .await
+            .unwrap(),
+        RefreshOutcome::Invalid
+    );
+    assert_eq!(store.get_session(&other.id).await.unwrap().revoked_at, None);
+    let revoked = store.sessions_revoked_since(2_000).await.unwrap();
+    assert_eq!(revoked, vec![(session.id, 2_100)]);
+}
+
+async fn concurrent_refresh_rotates_exactly_once(store: Store) {
+    let user = store
+        .create_user(&new_user("frank", "frank@example.com"))
+        .await
+        .unwrap();
+    session_for(&store, &user.id, "c0").await;
+    let attempts = (0..8).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .rotate_refresh_token("c0", &format!("c1-{i}"), 2_000, 9_000)
+                .await
+        })
+    });
+    let mut rotated = 0;
+    for handle in attempts {
+        if let RefreshOutcome::Rotated { .. } = handle.await.unwrap().unwrap() {
+            rotated += 1;
+        }
+    }
+    assert_eq!(rotated, 1);
+}
+
+async fn revoking_user_sessions_keeps_the_current_one(store: Store) {
+    let user = store
+        .create_user(&new_user("grace", "grace@example.com"))
+        .await
+        .unwrap();
+    let keep = session_for(&store, &user.id, "g1").await;
+    let a = session_for(&store, &user.id, "g2").await;
+    let b = session_for(&store, &user.id, "g3").await;
+    let mut revoked = store
+        .revoke_user_sessions(&user.id, Some(&keep.id), "password_changed", 3_000)
+        .await
+        .unwrap();
+    revoked.sort();
+    let mut expected = vec![a.id.clone(), b.id.clone()];
+    expected.sort();
+    assert_eq!(revoked, expected);
+    assert_eq!(store.get_session(&keep.id).await.unwrap().revoked_at, None);
+    assert_eq!(
+        store.get_session(&a.id).await.unwrap().revoked_at,
+        Some(3_000)
+    );
+    // Idempotent: the first revocation time stays.
+    store.revoke_session(&a.id, "logout", 4_000).await.unwrap();
+    assert_eq!(
+        store.get_session(&a.id).await.unwrap().revoked_at,
+        Some(3_000)
+    );
+}
+
+fn key(kid: &str, created_at: i64) -> SigningKeyRow {
+    SigningKeyRow {
+        kid: kid.into(),
+        algorithm: "EdDSA".into(),
+        private_key: format!("private-{kid}"),
+        public_key: format!("public-{kid}"),
+        created_at,
+        retired_at: None,
+    }
+}
+
+async fn signing_keys_first_key_is_created_once_and_rotation_retires(store: Store) {
+    assert!(store.add_first_signing_key(&key("k1", 100)).await.unwrap());
+    assert!(!store.add_first_signing_key(&key("k2", 101)).await.unwrap());
+    store.add_signing_key(&key("k3", 200)).await.unwrap();
+    let keys = store.signing_keys("EdDSA").await.unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0].kid, "k3");
+    assert_eq!(keys[0].retired_at, None);
+    assert_eq!(keys[1].kid, "k1");
+    assert_eq!(keys[1].retired_at, Some(200));
+    assert!(store.signing_keys("HS256").await.unwrap().is_empty());
+}
+
+async fn audit_is_append_only(store: Store) {
+    let event = AuditEvent {
+        at: 42,
+        event: "login_failed".into(),
+        user_id: None,
+        username: Some("mallory".into()),
+        client_ip: Some("192.0.2.1".into()),
+        request_id: Some("req-1".into()),
+        outcome: "denied".into(),
+        detail: serde_json::json!({ "reason": "unknown_user" }),
+    };
+    store.append_audit(&event).await.unwrap();
+    let rows = store.recent_audit(10).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].event, "login_failed");
+    assert_eq!(rows[0].detail["reason"], "unknown_user");
+    assert_eq!(rows[0].client_ip.as_deref(), Some("192.0.2.1"));
+    // The database itself refuses to rewrite history.
+    assert!(store
+        .raw_execute_for_tests("UPDATE audit_events SET outcome = 'x'")
+        .await
+        .is_err());
+    assert!(store
+        .raw_execute_for_tests("DELETE FROM audit_events")
+        .await
+        .is_err());
+    assert_eq!(store.recent_audit(10).await.unwrap().len(), 1);
+}
+
+async fn migrations_are_idempotent(store: Store) {
+    store
+        .create_user(&new_user("heidi", "heidi@example.com"))
+        .await
+        .unwrap();
+    store.ping().await.unwrap();
+    // Connecting again to the same database applies nothing twice and keeps data.
+    let again = store.reconnect_for_tests().await.unwrap();
+    assert_eq!(again.count_users().await.unwrap(), 1);
+}

@@ -1,0 +1,260 @@
+//! The harness: an in-process server on a real socket, and helpers to start
+//! the real `swarmgate` binary.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use reqwest::{Client, Response, StatusCode};
+use serde_json::{json, Value};
+use swarmgate_server::{App, Config};
+use swarmgate_store::testing::fresh_sqlite_url;
+use swarmgate_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+pub const ADMIN_PASSWORD: &str = "Adm1n!Bootstrap-Pass";
+pub const PASSWORD: &str = "Tr1cky!Horse-Battery";
+
+pub struct TestServer {
+    pub base: String,
+    pub client: Client,
+    pub database_url: String,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Generous limits so tests that are not about limits never hit them.
+pub fn test_config() -> Config {
+    let mut config = Config::default();
+    config.database.url = fresh_sqlite_url();
+    config.security.login_rate_per_minute = 10_000;
+    config.security.register_rate_per_hour = 10_000;
+    config.bootstrap.admin_password = Some(swarmgate_server::config::Secret(ADMIN_PASSWORD.into()));
+    config
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let mut config = test_config();
+        adjust(&mut config);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        if config.server.public_url.is_none() {
+            config.server.public_url = Some(format!("http://{addr}"));
+        }
+        let database_url = config.database.url.clone();
+        let settings = config.resolve().unwrap();
+        let app = App::build(settings).await.unwrap();
+        app.bootstrap().await.unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(app.serve(listener, async {
+            let _ = rx.await;
+        }));
+        Self {
+            base: format!("http://{addr}"),
+            client: Client::new(),
+            database_url,
+            shutdown: Some(tx),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A second connection to the server's database, for white-box checks.
+    pub async fn store(&self) -> Store {
+        Store::connect(&self.database_url).await.unwrap()
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post_auth(&self, path: &str, token: &str, body: Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get_auth(&self, path: &str, token: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn register(&self, username: &str) -> Value {
+        let response = self
+            .post(
+                "/auth/register",
+                json!({
+                    "username": username,
+                    "email": format!("{username}@example.com"),
+                    "password": PASSWORD,
+                }),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.unwrap()
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> Value {
+        let response = self
+            .post(
+                "/auth/login",
+                json!({ "username": username, "password": password }),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK, "login of {username}");
+        response.json().await.unwrap()
+    }
+
+    /// Registers and logs in; returns the login body.
+    pub async fn user_session(&self, username: &str) -> Value {
+        self.register(username).await;
+        self.login(username, PASSWORD).await
+    }
+}
+
+/// Asserts status and error code of a DESIGN.md error body; returns the body.
+pub async fn expect_error(response: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(response.status(), status);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .is_some_and(|m| !m.is_empty()));
+    body
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The real binary, started with a clean environment plus `env`.
+pub struct Process {
+    pub child: tokio::process::Child,
+    pub base: String,
+    pub stderr_path: std::path::PathBuf,
+}
+
+impl Process {
+    pub async fn serve(env: &[(&str, String)]) -> Self {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let dir =
+            std::env::temp_dir().join(format!("swarmgate-proc-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let stderr_path = dir.join("stderr.log");
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_swarmgate"));
+        command
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("SWARMGATE_LISTEN", addr.to_string())
+            .env("SWARMGATE_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env(
+                "DATABASE_URL",
+                format!("sqlite://{}/swarmgate.db", dir.display()),
+            )
+            .env("SWARMGATE_SECURITY__LOGIN_RATE_PER_MINUTE", "10000")
+            .env("SWARMGATE_SECURITY__REGISTER_RATE_PER_HOUR", "10000")
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .kill_on_drop(true);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command.spawn().unwrap();
+        let process = Self {
+            child,
+            base: format!("http://{addr}"),
+            stderr_path,
+        };
+        process.wait_ready().await;
+        process
+    }
+
+    async fn wait_ready(&self) {
+        let client = Client::new();
+        for _ in 0..200 {
+            if let Ok(r) = client.get(format!("{}/health", self.base)).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("swarmgate did not become ready; stderr:\n{}", self.stderr());
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap()
+    }
+}
+
+/// Runs the binary to completion (for one-shot subcommands).
+pub async fn run_binary(
+    args: &[&str],
+    env: &[(&str, String)],
+    stdin: Option<&str>,
+) -> (i32, String, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_swarmgate"));
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).await.unwrap();
+    }
+    drop(input);
+    let out = child.wait_with_output().await.unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

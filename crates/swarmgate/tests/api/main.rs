@@ -1,0 +1,9 @@
+//! Integration tests of the swarmgate server: one test binary (every extra
+//! file would be another slow link), each test booting its own server on an
+//! ephemeral port with its own SQLite file, or starting the real binary.
+
+mod common;
+mod flow;
+mod lockout;
+mod process;
+mod tokens;

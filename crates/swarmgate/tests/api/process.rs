@@ -1,0 +1,589 @@
+//! Tests that start the real `swarmgate` binary: configuration from the
+//! environment, the admin CLI, key rotation, secrets in logs and database,
+//! two instances sharing PostgreSQL and Redis, Redis failing, shutdown.
+
+use std::time::Duration;
+
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+use swarmgate_store::testing::{fresh_postgres_database, test_database_url};
+
+use crate::common::*;
+
+async fn login(client: &Client, base: &str, username: &str, password: &str) -> Value {
+    let r = client
+        .post(format!("{base}/auth/login"))
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    r.json().await.unwrap()
+}
+
+async fn me_status(client: &Client, base: &str, token: &str) -> StatusCode {
+    client
+        .get(format!("{base}/auth/me"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+fn redis_url() -> Option<String> {
+    match std::env::var("TEST_REDIS_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("SWARMGATE_REQUIRE_SERVICES").is_some() => {
+            panic!("TEST_REDIS_URL must be set when SWARMGATE_REQUIRE_SERVICES is set")
+        }
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn a_bad_setting_stops_start_up_with_one_line_naming_it() {
+    let cases: [(&[(&str, &str)], &str); 5] = [
+        (
+            &[("JWT_ALGORITHM", "HS256"), ("JWT_SECRET_KEY", "too-short")],
+            "JWT_SECRET_KEY",
+        ),
+        (&[("JWT_ALGORITHM", "RS512")], "JWT_ALGORITHM"),
+        (&[("AUTH_PORT", "not-a-port")], "AUTH_PORT"),
+        (
+            &[("SWARMGATE_SECURITY__LOGIN_RATE_PER_MINUTE", "lots")],
+            "security.login_rate_per_minute",
+        ),
+        (&[("DATABASE_URL", "mysql://x")], "DATABASE_URL"),
+    ];
+    for (env, named) in cases {
+        let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        let (code, _, stderr) = run_binary(&["check-config"], &env, None).await;
+        assert_eq!(code, 2, "{env:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(named), "{named} not named in: {stderr}");
+    }
+    let (code, _, stderr) =
+        run_binary(&["serve"], &[("JWT_ALGORITHM", "HS256".into())], None).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("JWT_SECRET_KEY"));
+}
+
+#[tokio::test]
+async fn check_config_reads_the_file_and_the_environment() {
+    let dir = std::env::temp_dir().join(format!("sg-cfg-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("swarmgate.toml");
+    std::fs::write(
+        &file,
+        "[server]\nlisten = \"127.0.0.1:9100\"\n[tokens]\naudience = \"swarm\"\n",
+    )
+    .unwrap();
+    let path = file.display().to_string();
+    let (code, out, err) = run_binary(&["check-config", "--config", &path], &[], None).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("127.0.0.1:9100"), "{out}");
+    // SWARMGATE_CONFIG names the file too, and SWARMGATE_LISTEN wins over AUTH_PORT.
+    let (code, out, _) = run_binary(
+        &["check-config"],
+        &[
+            ("SWARMGATE_CONFIG", path.clone()),
+            ("AUTH_PORT", "9200".into()),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("127.0.0.1:9100"),
+        "file listen beats AUTH_PORT: {out}"
+    );
+    let (_, out, _) = run_binary(&["check-config"], &[("AUTH_PORT", "9200".into())], None).await;
+    assert!(out.contains("127.0.0.1:9200"), "{out}");
+    let (_, out, _) = run_binary(
+        &["check-config"],
+        &[
+            ("AUTH_PORT", "9200".into()),
+            ("SWARMGATE_LISTEN", "127.0.0.1:9300".into()),
+        ],
+        None,
+    )
+    .await;
+    assert!(out.contains("127.0.0.1:9300"), "{out}");
+    // Unknown keys in the file are refused, naming them.
+    std::fs::write(&file, "[server]\nlisten_on = \"x\"\n").unwrap();
+    let (code, _, err) = run_binary(&["check-config", "--config", &path], &[], None).await;
+    assert_eq!(code, 2);
+    assert!(err.contains("listen_on"), "{err}");
+    let (code, _, err) = run_binary(
+        &["check-config", "--config", "/nonexistent.toml"],
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(code, 2);
+    assert!(err.contains("/nonexistent.toml"), "{err}");
+}
+
+#[tokio::test]
+async fn environment_settings_reach_the_running_server() {
+    let p = Process::serve(&[
+        ("SWARMGATE_SECURITY__LOGIN_RATE_PER_MINUTE", "2".into()),
+        ("JWT_EXPIRATION_HOURS", "2".into()),
+    ])
+    .await;
+    let client = Client::new();
+    let body = login(&client, &p.base, "admin", ADMIN_PASSWORD).await;
+    assert_eq!(body["expires_in"], 7200);
+    login(&client, &p.base, "admin", ADMIN_PASSWORD).await;
+    let r = client
+        .post(format!("{}/auth/login", p.base))
+        .json(&json!({"username": "admin", "password": ADMIN_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn admin_create_user_works_against_the_configured_database() {
+    let dir = std::env::temp_dir().join(format!("sg-admin-{}", uuid::Uuid::new_v4().simple()));
+    let url = format!("sqlite://{}/swarmgate.db", dir.display());
+    let env = [("DATABASE_URL", url.clone())];
+    let (code, out, err) = run_binary(
+        &[
+            "admin",
+            "create-user",
+            "--username",
+            "mlops",
+            "--email",
+            "ml@example.com",
+            "--role",
+            "ml-engineer",
+            "--password-stdin",
+        ],
+        &env,
+        Some("Ml!Engineer-Pass9\n"),
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ml-engineer"), "{out}");
+    let (code, _, err) = run_binary(
+        &[
+            "admin",
+            "create-user",
+            "--username",
+            "bad",
+            "--email",
+            "b@example.com",
+            "--role",
+            "emperor",
+            "--password-stdin",
+        ],
+        &env,
+        Some("Ml!Engineer-Pass9\n"),
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("role"), "{err}");
+    let p = Process::serve(&[("DATABASE_URL", url)]).await;
+    let body = login(&Client::new(), &p.base, "mlops", "Ml!Engineer-Pass9").await;
+    assert_eq!(body["role"], "ml-engineer");
+}
+
+#[tokio::test]
+async fn keys_rotate_keeps_old_tokens_valid_and_publishes_both_keys() {
+    let dir = std::env::temp_dir().join(format!("sg-rot-{}", uuid::Uuid::new_v4().simple()));
+    let url = format!("sqlite://{}/swarmgate.db", dir.display());
+    let p = Process::serve(&[
+        ("DATABASE_URL", url.clone()),
+        ("SWARMGATE_TOKENS__KEY_RELOAD_SECONDS", "1".into()),
+    ])
+    .await;
+    let client = Client::new();
+    let before = login(&client, &p.base, "admin", ADMIN_PASSWORD).await;
+    let (code, out, err) = run_binary(&["keys", "rotate"], &[("DATABASE_URL", url)], None).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("new signing key"));
+    let mut kids = Vec::new();
+    for _ in 0..60 {
+        let jwks: Value = client
+            .get(format!("{}/.well-known/jwks.json", p.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        kids = jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_string())
+            .collect();
+        if kids.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(kids.len(), 2, "old and new key published");
+    let after = login(&client, &p.base, "admin", ADMIN_PASSWORD).await;
+    let kid_of = |t: &Value| {
+        use base64::Engine;
+        let h = t["access_token"]
+            .as_str()
+            .unwrap()
+            .split('.')
+            .next()
+            .unwrap()
+            .to_string();
+        let h: Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(h)
+                .unwrap(),
+        )
+        .unwrap();
+        h["kid"].as_str().unwrap().to_string()
+    };
+    assert_ne!(
+        kid_of(&before),
+        kid_of(&after),
+        "new tokens are signed with the new key"
+    );
+    assert_eq!(
+        me_status(&client, &p.base, before["access_token"].as_str().unwrap()).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        me_status(&client, &p.base, after["access_token"].as_str().unwrap()).await,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn no_secret_reaches_the_log_or_the_database() {
+    let p = Process::serve(&[
+        ("SWARMGATE_LOG_FORMAT", "json".into()),
+        ("RUST_LOG", "debug".into()),
+    ])
+    .await;
+    let client = Client::new();
+    let base = &p.base;
+    let password = "Sup3r!Secret-Value";
+    let new_password = "An0ther!Secret-Val";
+    let r = client
+        .post(format!("{base}/auth/register"))
+        .json(&json!({"username": "sam", "email": "sam@example.com", "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let wrong = "Wr0ng!Guess-Value";
+    client
+        .post(format!("{base}/auth/login"))
+        .json(&json!({"username": "sam", "password": wrong}))
+        .send()
+        .await
+        .unwrap();
+    let first = login(&client, base, "sam", password).await;
+    let second: Value = client
+        .post(format!("{base}/auth/refresh"))
+        .json(&json!({"refresh_token": first["refresh_token"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = second["access_token"].as_str().unwrap();
+    let r = client
+        .post(format!("{base}/auth/change-password"))
+        .bearer_auth(access)
+        .json(&json!({"current_password": password, "new_password": new_password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    client
+        .post(format!("{base}/auth/logout"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    // Let the log flush before reading it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let log = p.stderr();
+    assert!(
+        log.contains("\"event\":\"password_changed\""),
+        "the log is JSON with audit events: {log}"
+    );
+    let dir = p.stderr_path.parent().unwrap();
+    let mut database = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.to_string_lossy().contains("swarmgate.db") {
+            database.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    assert!(!database.is_empty());
+    let database = String::from_utf8_lossy(&database);
+    let secrets = [
+        password,
+        new_password,
+        wrong,
+        ADMIN_PASSWORD,
+        first["access_token"].as_str().unwrap(),
+        first["refresh_token"].as_str().unwrap(),
+        second["access_token"].as_str().unwrap(),
+        second["refresh_token"].as_str().unwrap(),
+    ];
+    for secret in secrets {
+        assert!(!log.contains(secret), "a secret reached the log");
+        assert!(!database.contains(secret), "a secret reached the database");
+        // Nor a recognisable piece of it (the signature part of a JWT).
+        let tail = secret.rsplit('.').next().unwrap();
+        assert!(!log.contains(tail) && !database.contains(tail));
+    }
+    assert!(!log.contains("$argon2"), "no password hash in the log");
+    // The audit rows hold no hash either.
+    for line in log.lines().filter(|l| l.contains("\"target\":\"audit\"")) {
+        assert!(!line.contains("argon2") && !line.contains("sgr_"), "{line}");
+    }
+}
+
+#[tokio::test]
+async fn two_instances_on_one_postgres_and_redis_share_revocation() {
+    let (Some(admin_url), Some(redis)) = (test_database_url(), redis_url()) else {
+        eprintln!("TEST_DATABASE_URL/TEST_REDIS_URL unset: two-instance test not run");
+        return;
+    };
+    let database = fresh_postgres_database(&admin_url).await.unwrap();
+    let namespace = format!("sgtest-{}", uuid::Uuid::new_v4().simple());
+    let shared = |extra: &[(&'static str, String)]| {
+        let mut env = vec![
+            ("DATABASE_URL", database.clone()),
+            ("REDIS_URL", redis.clone()),
+            ("SWARMGATE_REDIS__NAMESPACE", namespace.clone()),
+            (
+                "SWARMGATE_SERVER__PUBLIC_URL",
+                "http://swarmgate.test".to_string(),
+            ),
+        ];
+        env.extend_from_slice(extra);
+        env
+    };
+    let a = Process::serve(&shared(&[])).await;
+    let b = Process::serve(&shared(&[])).await;
+    let client = Client::new();
+    let session = login(&client, &a.base, "admin", ADMIN_PASSWORD).await;
+    let token = session["access_token"].as_str().unwrap();
+    assert_eq!(
+        me_status(&client, &b.base, token).await,
+        StatusCode::OK,
+        "B accepts A's token"
+    );
+    let r = client
+        .post(format!("{}/auth/logout", a.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let logged_out = std::time::Instant::now();
+    // The very next request on B already fails: well inside the 1 s rule.
+    let status = me_status(&client, &b.base, token).await;
+    let elapsed = logged_out.elapsed();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(elapsed < Duration::from_secs(1), "{elapsed:?}");
+    // Lockout and rate limits are shared too: five failures on A lock B.
+    for _ in 0..5 {
+        client
+            .post(format!("{}/auth/login", a.base))
+            .json(&json!({"username": "admin", "password": "Wrong!Pass1"}))
+            .send()
+            .await
+            .unwrap();
+    }
+    let r = client
+        .post(format!("{}/auth/login", b.base))
+        .json(&json!({"username": "admin", "password": ADMIN_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::LOCKED);
+    // Both instances sign with the one key kept in the database.
+    let ja: Value = client
+        .get(format!("{}/.well-known/jwks.json", a.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let jb: Value = client
+        .get(format!("{}/.well-known/jwks.json", b.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ja, jb);
+    let health: Value = client
+        .get(format!("{}/health", b.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["redis"], "ok");
+    assert_eq!(health["database"], "ok");
+}
+
+#[tokio::test]
+async fn redis_down_fails_closed_with_503_and_health_says_why() {
+    let Some(_) = redis_url() else {
+        eprintln!("TEST_REDIS_URL unset: Redis failure test not run");
+        return;
+    };
+    // A private Redis we are allowed to kill.
+    let port = free_port();
+    let mut redis = tokio::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-server must be installed to run this test");
+    let url = format!("redis://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let p = Process::serve(&[("REDIS_URL", url)]).await;
+    let client = Client::new();
+    let session = login(&client, &p.base, "admin", ADMIN_PASSWORD).await;
+    let token = session["access_token"].as_str().unwrap();
+    assert_eq!(me_status(&client, &p.base, token).await, StatusCode::OK);
+
+    redis.kill().await.unwrap();
+    redis.wait().await.unwrap();
+
+    let r = client
+        .get(format!("{}/auth/me", p.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "service_unavailable");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("redis"),
+        "{body}"
+    );
+    let r = client
+        .post(format!("{}/auth/login", p.base))
+        .json(&json!({"username": "admin", "password": ADMIN_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "login fails closed as well"
+    );
+    let r = client
+        .get(format!("{}/health", p.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let health: Value = r.json().await.unwrap();
+    assert_eq!(health["failing"], json!(["redis"]));
+    assert!(
+        health["redis"].as_str().unwrap().starts_with("error"),
+        "{health}"
+    );
+    assert_eq!(health["database"], "ok");
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_server_cleanly() {
+    let mut p = Process::serve(&[]).await;
+    let pid = p.pid();
+    let status = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(10), p.child.wait())
+        .await
+        .expect("stops within 10 s")
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+    assert!(p.stderr().contains("swarmgate stopped"));
+}
+
+#[tokio::test]
+async fn first_start_generates_and_prints_an_admin_password_once() {
+    let dir = std::env::temp_dir().join(format!("sg-boot-{}", uuid::Uuid::new_v4().simple()));
+    let url = format!("sqlite://{}/swarmgate.db", dir.display());
+    let port = free_port();
+    let start = || {
+        let url = url.clone();
+        async move {
+            let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_swarmgate"))
+                .arg("serve")
+                .env_clear()
+                .env("DATABASE_URL", url)
+                .env("SWARMGATE_LISTEN", format!("127.0.0.1:{port}"))
+                .stderr(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap();
+            let client = Client::new();
+            for _ in 0..200 {
+                if client
+                    .get(format!("http://127.0.0.1:{port}/health"))
+                    .send()
+                    .await
+                    .is_ok()
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            child.start_kill().unwrap();
+            let out = child.wait_with_output().await.unwrap();
+            String::from_utf8_lossy(&out.stderr).into_owned()
+        }
+    };
+    let first = start().await;
+    let line = first
+        .lines()
+        .find(|l| l.contains("generated password"))
+        .expect("password printed");
+    let password = line.rsplit(' ').next().unwrap().to_string();
+    let second = start().await;
+    assert!(!second.contains("generated password"), "printed only once");
+    let p = Process::serve(&[("DATABASE_URL", url)]).await;
+    let body = login(&Client::new(), &p.base, "admin", &password).await;
+    assert_eq!(body["role"], "admin");
+}
