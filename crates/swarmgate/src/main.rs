@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use serde_json::json;
+use swarmgate_server::identity::audit::{Audit, Subject};
 use swarmgate_server::identity::{Identity, NewAccount, RequestMeta};
 use swarmgate_server::{telemetry, App, Config, Settings};
 use swarmgate_state::SharedState;
@@ -98,6 +99,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    telemetry::init(settings.log_json, &settings.log_level);
     match command {
         Command::Serve => serve(settings).await,
         Command::CheckConfig => {
@@ -155,7 +157,6 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
-    telemetry::init(settings.log_json, &settings.log_level);
     let listen = settings.listen;
     let app = App::build(settings).await?;
     app.bootstrap().await?;
@@ -195,18 +196,15 @@ async fn rotate_keys(settings: Settings) -> anyhow::Result<()> {
     let now = swarmgate_server::clock::now_secs();
     let key = swarmgate_tokens::generate_ed25519(now)?;
     store.add_signing_key(&key).await?;
-    store
-        .append_audit(&swarmgate_core::AuditEvent {
-            at: now,
-            event: "key_rotated".into(),
-            user_id: None,
-            username: None,
-            client_ip: None,
-            request_id: None,
-            outcome: "success".into(),
-            detail: json!({ "kid": key.kid, "algorithm": "EdDSA" }),
-        })
-        .await?;
+    Audit::new(store)
+        .record(
+            "key_rotated",
+            "success",
+            Subject::default(),
+            &RequestMeta::default(),
+            json!({ "kid": key.kid, "algorithm": "EdDSA" }),
+        )
+        .await;
     println!(
         "new signing key {}; running instances switch to it within {} seconds",
         key.kid,

@@ -6,6 +6,7 @@ pub mod error;
 mod extract;
 mod middleware;
 mod system;
+mod token;
 
 use std::sync::Arc;
 
@@ -30,6 +31,8 @@ pub fn router(identity: AppState) -> Router {
         .route("/auth/logout", post(auth::logout))
         .route("/auth/me", get(auth::me))
         .route("/auth/change-password", post(auth::change_password))
+        .route("/auth/token", post(token::token))
+        .route("/api/auth/token", post(token::token))
         .route("/health", get(system::health))
         .route("/.well-known/jwks.json", get(system::jwks))
         .route(

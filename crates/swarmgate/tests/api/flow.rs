@@ -629,3 +629,84 @@ async fn audit_trail_records_the_security_events() {
     assert_eq!(failed.client_ip.as_deref(), Some("127.0.0.1"));
     assert!(failed.request_id.is_some());
 }
+
+#[tokio::test]
+async fn oauth2_token_endpoint_serves_password_and_refresh_grants() {
+    let s = TestServer::start().await;
+    s.register("olaf").await;
+    let r = s
+        .client
+        .post(s.url("/auth/token"))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", "olaf"),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 86_400);
+    let access = body["access_token"].as_str().unwrap();
+    assert_eq!(
+        s.get_auth("/auth/me", access).await.status(),
+        StatusCode::OK
+    );
+    let refresh = body["refresh_token"].as_str().unwrap();
+    let r = s
+        .client
+        .post(s.url("/api/auth/token"))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", refresh)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // RFC 6749 error bodies.
+    for (form, status, error) in [
+        (
+            vec![
+                ("grant_type", "password"),
+                ("username", "olaf"),
+                ("password", "Wrong!Pass1"),
+            ],
+            400,
+            "invalid_grant",
+        ),
+        (
+            vec![("grant_type", "refresh_token"), ("refresh_token", refresh)],
+            400,
+            "invalid_grant",
+        ),
+        (
+            vec![("grant_type", "password"), ("username", "olaf")],
+            400,
+            "invalid_request",
+        ),
+        (
+            vec![("grant_type", "authorization_code"), ("code", "x")],
+            400,
+            "unsupported_grant_type",
+        ),
+        (vec![("username", "olaf")], 400, "invalid_request"),
+    ] {
+        let r = s
+            .client
+            .post(s.url("/auth/token"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{form:?}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], error, "{form:?}");
+        assert!(body["error_description"].is_string());
+    }
+    let r = s
+        .post("/auth/token", json!({"grant_type": "password"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_request");
+}

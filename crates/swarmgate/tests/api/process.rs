@@ -202,9 +202,24 @@ async fn keys_rotate_keeps_old_tokens_valid_and_publishes_both_keys() {
     .await;
     let client = Client::new();
     let before = login(&client, &p.base, "admin", ADMIN_PASSWORD).await;
-    let (code, out, err) = run_binary(&["keys", "rotate"], &[("DATABASE_URL", url)], None).await;
+    let (code, out, err) =
+        run_binary(&["keys", "rotate"], &[("DATABASE_URL", url.clone())], None).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("new signing key"));
+    assert!(
+        err.contains("key_rotated"),
+        "rotation reaches the structured log: {err}"
+    );
+    let audit = swarmgate_store::Store::connect(&url)
+        .await
+        .unwrap()
+        .recent_audit(10)
+        .await
+        .unwrap();
+    assert!(
+        audit.iter().any(|e| e.event == "key_rotated"),
+        "and the audit table"
+    );
     let mut kids = Vec::new();
     for _ in 0..60 {
         let jwks: Value = client
