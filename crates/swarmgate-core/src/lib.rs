@@ -5,6 +5,7 @@
 
 pub mod model;
 pub mod password;
+pub mod permission;
 pub mod roles;
 pub mod validate;
 
