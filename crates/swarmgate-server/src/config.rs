@@ -250,7 +250,7 @@ impl Config {
                 .filter(|key| key.as_str().contains("__"))
                 .split("__"),
         );
-        figment.extract::<Config>().map_err(|e| {
+        let mut config = figment.extract::<Config>().map_err(|e| {
             let key = if e.path.is_empty() {
                 String::new()
             } else {
@@ -262,7 +262,23 @@ impl Config {
                 .map(|m| format!(" (from {})", m.name))
                 .unwrap_or_default();
             ConfigError(format!("{key}{}{source}", e.kind))
-        })
+        })?;
+        // Environment over file: AUTH_PORT replaces the port of a listen
+        // address that came from the file, unless a listen address was also
+        // given in the environment (SWARMGATE_LISTEN wins over AUTH_PORT).
+        let listen_in_env = std::env::var_os("SWARMGATE_LISTEN").is_some()
+            || std::env::var_os("SWARMGATE_SERVER__LISTEN").is_some();
+        if let (Some(port), Some(listen), false) = (
+            std::env::var_os("AUTH_PORT"),
+            &config.server.listen,
+            listen_in_env,
+        ) {
+            let host = listen
+                .rsplit_once(':')
+                .map_or("127.0.0.1", |(host, _)| host);
+            config.server.listen = Some(format!("{host}:{}", port.to_string_lossy().trim()));
+        }
+        Ok(config)
     }
 
     /// Checks every value and resolves defaults that depend on others.
@@ -365,6 +381,20 @@ impl Config {
             if value == 0 {
                 return err(format!("{name}: must be at least 1"));
             }
+        }
+        for (name, value) in [
+            ("security.lockout_window_minutes", s.lockout_window_minutes),
+            ("security.lockout_minutes", s.lockout_minutes),
+        ] {
+            if value > 7 * 24 * 60 {
+                return err(format!("{name}: must be at most 10080 (one week)"));
+            }
+        }
+        if s.argon2_memory_kib > 4 * 1024 * 1024
+            || s.argon2_iterations > 100
+            || s.argon2_parallelism > 64
+        {
+            return err("security.argon2_*: values are implausibly large".into());
         }
         if s.argon2_memory_kib < MIN_MEMORY_KIB {
             return err(format!(

@@ -79,6 +79,7 @@ impl App {
                 }
             })
         };
+        let poller = tokio::spawn(self.identity.clone().revocation_poller());
         let app = self
             .router()
             .into_make_service_with_connect_info::<SocketAddr>();
@@ -86,6 +87,7 @@ impl App {
             .with_graceful_shutdown(shutdown)
             .await;
         reloader.abort();
+        poller.abort();
         result
     }
 }

@@ -180,6 +180,17 @@ impl SharedState {
         }
     }
 
+    /// Clears a lockout and its failure count (an administrator's unlock).
+    pub async fn unlock(&self, key: &str) -> Result<(), StateError> {
+        match self {
+            SharedState::Memory(m) => {
+                m.unlock(key);
+                Ok(())
+            }
+            SharedState::Redis(r) => r.unlock(key).await,
+        }
+    }
+
     /// A correct password clears the failure count.
     pub async fn login_succeeded(&self, key: &str) -> Result<(), StateError> {
         match self {

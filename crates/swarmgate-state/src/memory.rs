@@ -9,6 +9,10 @@ use crate::{LockoutPolicy, LoginGate, Rate, RateDecision};
 
 const PRUNE_EVERY: usize = 4096;
 
+/// `Retry-After` for an attempt refused because the threshold is taken by
+/// evaluations still in flight (no lock is set yet).
+pub(crate) const IN_FLIGHT_RETRY_MS: i64 = 1000;
+
 #[derive(Default)]
 struct Expiring<V> {
     entries: HashMap<String, (V, i64)>,
@@ -38,11 +42,18 @@ impl<V> Expiring<V> {
 }
 
 #[derive(Default)]
+struct Lockout {
+    attempts: Expiring<u32>,
+    locks: Expiring<()>,
+}
+
+#[derive(Default)]
 pub struct MemoryState {
     revoked: Mutex<Expiring<()>>,
     gcra: Mutex<Expiring<i64>>,
-    attempts: Mutex<Expiring<u32>>,
-    locks: Mutex<Expiring<()>>,
+    /// Attempts and locks under one lock, so that checking the lock and
+    /// counting an attempt are one atomic step (as in the Redis script).
+    lockout: Mutex<Lockout>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -80,21 +91,23 @@ impl MemoryState {
     }
 
     pub fn login_attempt(&self, key: &str, policy: LockoutPolicy, now_ms: i64) -> LoginGate {
-        if let Some(retry) = self.lock_remaining(key, now_ms) {
+        let mut state = lock(&self.lockout);
+        if let Some((_, until)) = state.locks.entries.get(key).filter(|(_, u)| *u > now_ms) {
             return LoginGate::Locked {
-                retry_after_ms: retry,
+                retry_after_ms: until - now_ms,
             };
         }
-        let mut attempts = lock(&self.attempts);
         let window_ms = policy.window.as_millis() as i64;
-        let (count, until) = match attempts.entries.get(key) {
+        let (count, until) = match state.attempts.entries.get(key) {
             Some((n, until)) if *until > now_ms => (*n + 1, *until),
             _ => (1, now_ms + window_ms),
         };
-        attempts.insert(key, count, until, now_ms);
+        state.attempts.insert(key, count, until, now_ms);
         if count > policy.threshold {
+            // The threshold is reached by evaluations still in flight; the
+            // lock (if they fail) is set in a moment, so ask for a short wait.
             LoginGate::Locked {
-                retry_after_ms: policy.lock_for.as_millis() as i64,
+                retry_after_ms: IN_FLIGHT_RETRY_MS,
             }
         } else {
             LoginGate::Proceed
@@ -102,30 +115,28 @@ impl MemoryState {
     }
 
     pub fn login_failed(&self, key: &str, policy: LockoutPolicy, now_ms: i64) -> bool {
-        let count = lock(&self.attempts).get(key, now_ms).copied().unwrap_or(0);
+        let mut state = lock(&self.lockout);
+        let count = state.attempts.get(key, now_ms).copied().unwrap_or(0);
         if count < policy.threshold {
             return false;
         }
-        let mut locks = lock(&self.locks);
-        if locks.get(key, now_ms).is_some() {
+        state.attempts.remove(key);
+        if state.locks.get(key, now_ms).is_some() {
             return false;
         }
-        locks.insert(key, (), now_ms + policy.lock_for.as_millis() as i64, now_ms);
-        lock(&self.attempts).remove(key);
+        let until = now_ms + policy.lock_for.as_millis() as i64;
+        state.locks.insert(key, (), until, now_ms);
         true
     }
 
     pub fn login_succeeded(&self, key: &str) {
-        lock(&self.attempts).remove(key);
+        lock(&self.lockout).attempts.remove(key);
     }
 
-    fn lock_remaining(&self, key: &str, now_ms: i64) -> Option<i64> {
-        let locks = lock(&self.locks);
-        locks
-            .entries
-            .get(key)
-            .filter(|(_, until)| *until > now_ms)
-            .map(|(_, until)| until - now_ms)
+    pub fn unlock(&self, key: &str) {
+        let mut state = lock(&self.lockout);
+        state.attempts.remove(key);
+        state.locks.remove(key);
     }
 }
 

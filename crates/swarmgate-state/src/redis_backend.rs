@@ -1,11 +1,12 @@
 //! Redis back end. Each decision is a single Lua script, so it is atomic
 //! across every instance that shares the Redis.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
+use tokio::sync::OnceCell;
 
 use crate::{LockoutPolicy, LoginGate, Rate, RateDecision, StateError};
 
@@ -34,7 +35,7 @@ local ttl = redis.call('PTTL', KEYS[1])
 if ttl > 0 then return ttl end
 local n = redis.call('INCR', KEYS[2])
 if n == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
-if n > tonumber(ARGV[1]) then return tonumber(ARGV[3]) end
+if n > tonumber(ARGV[1]) then return tonumber(ARGV[4]) end
 return 0
 "#,
     )
@@ -55,7 +56,8 @@ return 0
 
 #[derive(Clone)]
 pub struct RedisState {
-    conn: ConnectionManager,
+    client: redis::Client,
+    conn: Arc<OnceCell<ConnectionManager>>,
     namespace: String,
 }
 
@@ -64,22 +66,39 @@ fn unavailable(e: redis::RedisError) -> StateError {
 }
 
 impl RedisState {
+    /// Parses the URL and tries to connect once. An unreachable Redis is
+    /// not fatal here: the server starts, every protected request fails
+    /// closed with 503 and `/health` says why, and the connection is retried
+    /// on the next use.
     pub async fn connect(url: &str, namespace: &str) -> Result<Self, StateError> {
         let client = redis::Client::open(url).map_err(|e| StateError::Config(e.to_string()))?;
+        let state = Self {
+            client,
+            conn: Arc::new(OnceCell::new()),
+            namespace: namespace.to_string(),
+        };
+        if let Err(e) = state.conn().await {
+            tracing::warn!(error = %e, "redis is unreachable at start-up; requests fail closed until it is back");
+        }
+        Ok(state)
+    }
+
+    async fn conn(&self) -> Result<ConnectionManager, StateError> {
         // Bounded waits: a hung Redis must turn into a prompt 503, not a
         // request that hangs with it.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(1))
-            .set_response_timeout(Duration::from_secs(1))
-            .set_number_of_retries(1)
-            .set_max_delay(500);
-        let conn = ConnectionManager::new_with_config(client, config)
+        let manager = self
+            .conn
+            .get_or_try_init(|| {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Duration::from_secs(1))
+                    .set_response_timeout(Duration::from_secs(1))
+                    .set_number_of_retries(1)
+                    .set_max_delay(500);
+                ConnectionManager::new_with_config(self.client.clone(), config)
+            })
             .await
             .map_err(unavailable)?;
-        Ok(Self {
-            conn,
-            namespace: namespace.to_string(),
-        })
+        Ok(manager.clone())
     }
 
     fn key(&self, kind: &str, id: &str) -> String {
@@ -87,7 +106,7 @@ impl RedisState {
     }
 
     pub async fn ping(&self) -> Result<(), StateError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await?;
         redis::cmd("PING")
             .query_async::<String>(&mut conn)
             .await
@@ -105,14 +124,14 @@ impl RedisState {
         if ttl <= 0 {
             return Ok(());
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await?;
         conn.pset_ex::<_, _, ()>(self.key("rev", sid), 1, ttl as u64)
             .await
             .map_err(unavailable)
     }
 
     pub async fn is_session_revoked(&self, sid: &str) -> Result<bool, StateError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await?;
         conn.exists(self.key("rev", sid)).await.map_err(unavailable)
     }
 
@@ -123,7 +142,7 @@ impl RedisState {
         now_ms: i64,
     ) -> Result<RateDecision, StateError> {
         let (interval, tolerance) = rate.gcra();
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await?;
         let wait: i64 = GCRA
             .key(self.key("gcra", key))
             .arg(now_ms)
@@ -147,13 +166,14 @@ impl RedisState {
         policy: LockoutPolicy,
         _now_ms: i64,
     ) -> Result<LoginGate, StateError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await?;
         let wait: i64 = LOGIN_ATTEMPT
             .key(self.key("lock", key))
             .key(self.key("fail", key))
             .arg(policy.threshold)
             .arg(policy.window.as_millis() as u64)
             .arg(policy.lock_for.as_millis() as u64)
+            .arg(crate::memory::IN_FLIGHT_RETRY_MS)
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
@@ -172,7 +192,7 @@ impl RedisState {
         policy: LockoutPolicy,
         _now_ms: i64,
     ) -> Result<bool, StateError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await?;
         let engaged: i64 = LOGIN_FAILED
             .key(self.key("lock", key))
             .key(self.key("fail", key))
@@ -184,8 +204,15 @@ impl RedisState {
         Ok(engaged == 1)
     }
 
+    pub async fn unlock(&self, key: &str) -> Result<(), StateError> {
+        let mut conn = self.conn().await?;
+        conn.del::<_, ()>(&[self.key("lock", key), self.key("fail", key)])
+            .await
+            .map_err(unavailable)
+    }
+
     pub async fn login_succeeded(&self, key: &str) -> Result<(), StateError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await?;
         conn.del::<_, ()>(self.key("fail", key))
             .await
             .map_err(unavailable)

@@ -26,9 +26,35 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+            sqlx::Error::Database(db) if is_outage(db.as_ref()) => {
+                StoreError::Unavailable(db.to_string())
+            }
             other => StoreError::Database(other.to_string()),
         }
     }
+}
+
+/// Errors that mean "the database cannot serve us right now" rather than
+/// "this query is wrong": they become 503, not 500.
+fn is_outage(db: &dyn sqlx::error::DatabaseError) -> bool {
+    let Some(code) = db.code() else {
+        return false;
+    };
+    let code = code.as_ref();
+    // PostgreSQL SQLSTATE classes: 08 connection exception, 53 insufficient
+    // resources, 57 operator intervention (shutdown, terminated backend),
+    // 58 system error; 3D000 database missing; 28 authorization; 55000 for
+    // "database does not allow connections".
+    if code.len() == 5 && code.is_ascii() {
+        return ["08", "53", "57", "58", "28"].contains(&&code[..2])
+            || code == "3D000"
+            || (code == "55000" && db.message().contains("connections"));
+    }
+    // SQLite primary result codes (the low byte of the extended code):
+    // BUSY 5, LOCKED 6, READONLY 8, IOERR 10, CORRUPT 11, FULL 13,
+    // CANTOPEN 14, NOTADB 26.
+    code.parse::<i64>()
+        .is_ok_and(|c| [5, 6, 8, 10, 11, 13, 14, 26].contains(&(c & 0xff)))
 }
 
 impl From<sqlx::migrate::MigrateError> for StoreError {

@@ -69,14 +69,19 @@ pub struct KeyRing {
 }
 
 impl KeyRing {
-    /// Builds the ring from the database's Ed25519 keys. The newest key not
-    /// retired signs; retired keys still verify (and stay in the JWKS) while
-    /// `retired_at + keep_retired_secs` is in the future, so tokens they
-    /// signed live out their lifetime.
+    /// Builds the ring from the database's Ed25519 keys (newest first).
+    ///
+    /// Every key is published and verifies at once, but signs only once it
+    /// is `activation_delay_secs` old (unless it is the only key), so every
+    /// instance has loaded it before any token signed with it is presented.
+    /// Until then the previous key keeps signing. Retired keys verify (and
+    /// stay in the JWKS) while `retired_at + keep_retired_secs` is in the
+    /// future, so the tokens they signed live out their lifetime.
     pub fn ed25519(
         rows: &[SigningKeyRow],
         now: i64,
         keep_retired_secs: i64,
+        activation_delay_secs: i64,
     ) -> Result<Self, KeyRingError> {
         let mut signer = None;
         let mut verifiers = HashMap::new();
@@ -105,16 +110,18 @@ impl KeyRing {
                 "alg": "EdDSA",
                 "use": "sig",
             }));
-            if row.retired_at.is_none() && signer.is_none() {
-                let pkcs8 = STANDARD
-                    .decode(&row.private_key)
-                    .map_err(|e| bad(e.to_string()))?;
-                Ed25519KeyPair::from_pkcs8_maybe_unchecked(&pkcs8)
-                    .map_err(|e| bad(e.to_string()))?;
-                signer = Some(Signer {
-                    kid: row.kid.clone(),
-                    key: EncodingKey::from_ed_der(&pkcs8),
-                });
+            let active = row.created_at <= now - activation_delay_secs;
+            if signer.is_none() && active {
+                signer = Some(Self::signer_of(row)?);
+            }
+        }
+        if signer.is_none() {
+            // No key is old enough (a fresh database): the newest signs.
+            if let Some(row) = rows
+                .iter()
+                .find(|r| r.algorithm == Algorithm::EdDSA.as_str())
+            {
+                signer = Some(Self::signer_of(row)?);
             }
         }
         Ok(Self {
@@ -122,6 +129,21 @@ impl KeyRing {
             signer,
             verifiers,
             jwks: json!({ "keys": published }),
+        })
+    }
+
+    fn signer_of(row: &SigningKeyRow) -> Result<Signer, KeyRingError> {
+        let bad = |reason: String| KeyRingError::BadKey {
+            kid: row.kid.clone(),
+            reason,
+        };
+        let pkcs8 = STANDARD
+            .decode(&row.private_key)
+            .map_err(|e| bad(e.to_string()))?;
+        Ed25519KeyPair::from_pkcs8_maybe_unchecked(&pkcs8).map_err(|e| bad(e.to_string()))?;
+        Ok(Signer {
+            kid: row.kid.clone(),
+            key: EncodingKey::from_ed_der(&pkcs8),
         })
     }
 

@@ -35,17 +35,7 @@ where
 fn json_rejection(rejection: JsonRejection) -> Error {
     match rejection {
         JsonRejection::JsonDataError(e) => {
-            let text = e.body_text();
-            // serde names the field in backticks: "missing field `password`".
-            let field = text
-                .split('`')
-                .nth(1)
-                .map(|f| f.to_string())
-                .unwrap_or_else(|| "body".into());
-            let message = text
-                .split_once(": ")
-                .map_or(text.as_str(), |(_, m)| m)
-                .to_string();
+            let (field, message) = data_error_field(&e.body_text());
             Error::Validation(ValidationError::new(field, message))
         }
         JsonRejection::JsonSyntaxError(_) => {
@@ -61,6 +51,32 @@ fn json_rejection(rejection: JsonRejection) -> Error {
         }
         other => Error::BadRequest(other.body_text()),
     }
+}
+
+/// Finds the field a serde error is about. axum's text is
+/// "Failed to deserialize …: PATH: MESSAGE" for a wrong type and
+/// "…: missing field `NAME` at …" for an absent one.
+fn data_error_field(text: &str) -> (String, String) {
+    let detail = text.split_once("target type: ").map_or(text, |(_, d)| d);
+    let named = |prefix: &str| {
+        detail
+            .split_once(prefix)
+            .and_then(|(_, rest)| rest.split_once('`'))
+            .map(|(name, _)| name.to_string())
+    };
+    if let Some(name) = named("missing field `").or_else(|| named("unknown field `")) {
+        return (name, detail.to_string());
+    }
+    if let Some((path, message)) = detail.split_once(": ") {
+        let is_path = !path.is_empty()
+            && path
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'[' | b']'));
+        if is_path {
+            return (path.to_string(), message.to_string());
+        }
+    }
+    ("body".to_string(), detail.to_string())
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
@@ -99,5 +115,23 @@ impl FromRequestParts<AppState> for Principal {
     ) -> Result<Self, Self::Rejection> {
         let token = bearer(parts)?;
         state.authenticate_bearer(token).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::data_error_field;
+
+    #[test]
+    fn serde_errors_name_their_field() {
+        let cases = [
+            ("Failed to deserialize the JSON body into the target type: username: invalid type: integer `5`, expected a string at line 1 column 13", "username"),
+            ("Failed to deserialize the JSON body into the target type: missing field `password` at line 1 column 20", "password"),
+            ("Failed to deserialize the JSON body into the target type: unknown field `extra`, expected one of `a`", "extra"),
+            ("Failed to deserialize the JSON body into the target type: invalid type: string \"x\", expected a map", "body"),
+        ];
+        for (text, field) in cases {
+            assert_eq!(data_error_field(text).0, field, "{text}");
+        }
     }
 }

@@ -21,6 +21,7 @@ pub struct KeyCache {
     issuer: String,
     audience: String,
     keep_retired_secs: i64,
+    activation_delay_secs: i64,
     current: RwLock<Arc<AccessTokens>>,
     last_reload: Mutex<Instant>,
 }
@@ -28,9 +29,10 @@ pub struct KeyCache {
 impl KeyCache {
     /// Loads (or, on an empty database, creates) the signing keys.
     pub async fn load(store: Store, settings: &Settings) -> Result<Self> {
-        let keep_retired_secs = settings.access_ttl_secs
-            + LEEWAY_SECS as i64
-            + 2 * settings.key_reload.as_secs() as i64;
+        let reload = settings.key_reload.as_secs() as i64;
+        let activation_delay_secs = 2 * reload;
+        let keep_retired_secs =
+            settings.access_ttl_secs + LEEWAY_SECS as i64 + activation_delay_secs + 2 * reload;
         let ring = match (settings.algorithm, &settings.secret_key) {
             (Algorithm::HS256, Some(secret)) => KeyRing::hs256(secret.0.as_bytes()),
             _ => {
@@ -44,7 +46,7 @@ impl KeyCache {
                         tracing::info!(kid = %key.kid, "generated the first Ed25519 signing key");
                     }
                 }
-                Self::read_ring(&store, keep_retired_secs).await?
+                Self::read_ring(&store, keep_retired_secs, activation_delay_secs).await?
             }
         };
         let tokens =
@@ -54,14 +56,24 @@ impl KeyCache {
             issuer: settings.public_url.clone(),
             audience: settings.audience.clone(),
             keep_retired_secs,
+            activation_delay_secs,
             current: RwLock::new(Arc::new(tokens)),
             last_reload: Mutex::new(Instant::now()),
         })
     }
 
-    async fn read_ring(store: &Store, keep_retired_secs: i64) -> Result<KeyRing> {
+    async fn read_ring(
+        store: &Store,
+        keep_retired_secs: i64,
+        activation_delay_secs: i64,
+    ) -> Result<KeyRing> {
         let rows = store.signing_keys(Algorithm::EdDSA.as_str()).await?;
-        Ok(KeyRing::ed25519(&rows, now_secs(), keep_retired_secs)?)
+        Ok(KeyRing::ed25519(
+            &rows,
+            now_secs(),
+            keep_retired_secs,
+            activation_delay_secs,
+        )?)
     }
 
     pub fn current(&self) -> Arc<AccessTokens> {
@@ -77,7 +89,12 @@ impl KeyCache {
             return Ok(());
         }
         *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
-        let ring = Self::read_ring(&self.store, self.keep_retired_secs).await?;
+        let ring = Self::read_ring(
+            &self.store,
+            self.keep_retired_secs,
+            self.activation_delay_secs,
+        )
+        .await?;
         let tokens = AccessTokens::new(ring, self.issuer.clone(), self.audience.clone());
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(tokens);
         Ok(())

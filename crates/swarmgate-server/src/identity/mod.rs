@@ -25,6 +25,10 @@ use keys::KeyCache;
 
 /// Prefix of refresh tokens, so a leaked one is recognisable in a scan.
 pub const REFRESH_TOKEN_PREFIX: &str = "sgr_";
+/// How often revocations in the database are re-published to the shared
+/// state (they are published at once when made; this is the safety net).
+pub const REVOCATION_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+const FULL_RESYNC: std::time::Duration = std::time::Duration::from_secs(300);
 /// How many previous passwords a new one must differ from.
 pub const PASSWORD_HISTORY: i64 = 5;
 
@@ -93,6 +97,9 @@ pub struct Identity {
     /// Verified against when the user does not exist, so that an unknown
     /// user costs exactly as much time as a wrong password.
     dummy_hash: String,
+    /// Each argon2 evaluation holds 19 MiB or more; this bounds how many
+    /// run at once, so a flood queues instead of exhausting memory.
+    hashing: Arc<tokio::sync::Semaphore>,
 }
 
 async fn hash_blocking(password: String, params: HashParams) -> Result<String> {
@@ -123,9 +130,30 @@ impl Identity {
             keys,
             settings,
             dummy_hash,
+            hashing: Arc::new(tokio::sync::Semaphore::new(
+                2 * std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
         };
         identity.restore_revocations().await?;
         Ok(identity)
+    }
+
+    async fn hash(&self, password: String) -> Result<String> {
+        let _permit = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        hash_blocking(password, self.settings.hash_params).await
+    }
+
+    async fn verify(&self, password: String, hashes: Vec<String>) -> Result<bool> {
+        let _permit = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        verify_blocking(password, hashes).await
     }
 
     pub fn settings(&self) -> &Settings {
@@ -140,14 +168,53 @@ impl Identity {
     /// than one token lifetime ago must stay revoked across a restart of an
     /// in-process state, so the shared state is seeded from the database.
     async fn restore_revocations(&self) -> Result<()> {
-        let lifetime = self.token_lifetime_ms() / 1000;
-        let now = now_secs();
-        for (sid, revoked_at) in self.store.sessions_revoked_since(now - lifetime).await? {
+        let since = now_secs() - self.token_lifetime_ms() / 1000;
+        self.republish_revocations(since).await?;
+        Ok(())
+    }
+
+    /// Publishes to the shared state every session revoked in the database
+    /// at or after `since` (unix seconds); returns how many. The database is
+    /// the source of truth: this heals a publish that failed, a Redis that
+    /// restarted empty, and revocations written by the CLI.
+    pub async fn republish_revocations(&self, since: i64) -> Result<usize> {
+        let lifetime = self.token_lifetime_ms();
+        let now = now_ms();
+        let revoked = self.store.sessions_revoked_since(since).await?;
+        for (sid, revoked_at) in &revoked {
             self.state
-                .revoke_session(&sid, (revoked_at + lifetime) * 1000, now * 1000)
+                .revoke_session(sid, revoked_at * 1000 + lifetime, now)
                 .await?;
         }
-        Ok(())
+        Ok(revoked.len())
+    }
+
+    /// Runs forever: every `REVOCATION_POLL` publishes what was revoked
+    /// since the last round (with overlap), and every `FULL_RESYNC` all
+    /// revocations still relevant.
+    pub async fn revocation_poller(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(REVOCATION_POLL);
+        let mut last_full = std::time::Instant::now();
+        let mut since = now_secs();
+        loop {
+            tick.tick().await;
+            let started = now_secs();
+            let full = last_full.elapsed() >= FULL_RESYNC;
+            let from = if full {
+                started - self.token_lifetime_ms() / 1000
+            } else {
+                since - 2
+            };
+            match self.republish_revocations(from).await {
+                Ok(_) => {
+                    since = started;
+                    if full {
+                        last_full = std::time::Instant::now();
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "revocation sync failed; retrying"),
+            }
+        }
     }
 
     /// How long after revocation a session's access tokens could still be
@@ -195,7 +262,7 @@ impl Identity {
             );
         }
         password::check_policy("password", &account.password)?;
-        let password_hash = hash_blocking(account.password, self.settings.hash_params).await?;
+        let password_hash = self.hash(account.password).await?;
         let user = self
             .store
             .create_user(&NewUser {
@@ -233,8 +300,13 @@ impl Identity {
         meta: &RequestMeta,
     ) -> Result<User> {
         let ip = meta.client_ip.as_deref().unwrap_or("unknown");
-        self.rate_limit(&format!("register:{ip}"), self.settings.register_rate)
-            .await?;
+        if let Err(e) = self
+            .rate_limit(&format!("register:{ip}"), self.settings.register_rate)
+            .await
+        {
+            self.audit_rate_limited("register", meta).await;
+            return Err(e);
+        }
         self.create_user(
             NewAccount {
                 username,
@@ -246,6 +318,29 @@ impl Identity {
             meta,
         )
         .await
+    }
+
+    /// Audits a refusal by a rate limit at most once a minute per client and
+    /// endpoint, so a flood of refused requests cannot flood the audit table.
+    async fn audit_rate_limited(&self, endpoint: &str, meta: &RequestMeta) {
+        let ip = meta.client_ip.as_deref().unwrap_or("unknown");
+        let key = format!("audit-limited:{endpoint}:{ip}");
+        if let Ok(RateDecision::Allowed) = self
+            .state
+            .rate_limit(&key, swarmgate_state::Rate::per_minute(1), now_ms())
+            .await
+        {
+            let event = format!("{endpoint}_failed");
+            self.audit
+                .record(
+                    &event,
+                    "denied",
+                    Subject::default(),
+                    meta,
+                    json!({ "reason": "rate_limited", "sampled": "at most one row per client per minute" }),
+                )
+                .await;
+        }
     }
 
     async fn rate_limit(&self, key: &str, rate: swarmgate_state::Rate) -> Result<()> {
@@ -271,25 +366,35 @@ impl Identity {
         meta: &RequestMeta,
     ) -> Result<TokenPair> {
         let ip = meta.client_ip.as_deref().unwrap_or("unknown");
-        self.rate_limit(&format!("login:{ip}"), self.settings.login_rate)
-            .await?;
+        if let Err(e) = self
+            .rate_limit(&format!("login:{ip}"), self.settings.login_rate)
+            .await
+        {
+            self.audit_rate_limited("login", meta).await;
+            return Err(e);
+        }
 
-        let user = if login.is_empty() || login.len() > 254 {
+        // Text no account can have (too long, control characters) never
+        // reaches the database, and is never written to the audit trail
+        // (it may be a password typed into the wrong box).
+        let plausible = validate::username(login).is_ok() || validate::email(login).is_ok();
+        let user = if login.is_empty() || login.len() > 254 || login.chars().any(char::is_control) {
             None
         } else {
             self.store.find_user_by_login(login).await?
         };
-        let lock_key = match &user {
-            Some(u) => format!("user:{}", u.id),
-            None => format!("name:{}", login.to_lowercase()),
-        };
+        // Lockout is per login name as typed (case-insensitive), for real and
+        // unknown names alike, so a lock reveals nothing about which names
+        // or emails belong to an account.
+        let lock_key = format!("login:{}", login.to_lowercase());
         let subject_id = user.as_ref().map(|u| u.id.clone());
-        let subject_name = user
-            .as_ref()
-            .map_or(login.to_string(), |u| u.username.clone());
+        let subject_name = match &user {
+            Some(u) => Some(u.username.clone()),
+            None => plausible.then(|| login.to_string()),
+        };
         let subject = || Subject {
             user_id: subject_id.as_deref(),
-            username: Some(subject_name.as_str()),
+            username: subject_name.as_deref(),
         };
         let policy = self.settings.lockout;
         if let LoginGate::Locked { retry_after_ms } = self
@@ -314,7 +419,7 @@ impl Identity {
         let hash = user
             .as_ref()
             .map_or(self.dummy_hash.clone(), |u| u.password_hash.clone());
-        let valid = verify_blocking(password, vec![hash]).await? && user.is_some();
+        let valid = self.verify(password, vec![hash]).await? && user.is_some();
         let Some(user) = user.filter(|_| valid) else {
             let reason = if subject_id.is_some() {
                 "wrong_password"
@@ -452,7 +557,7 @@ impl Identity {
                 session_id,
                 user_id,
             } => {
-                self.publish_revocation(&session_id).await?;
+                self.publish_revocation(&session_id).await;
                 self.audit
                     .record(
                         "refresh_token_reuse",
@@ -471,12 +576,19 @@ impl Identity {
         }
     }
 
-    async fn publish_revocation(&self, session_id: &str) -> Result<()> {
+    /// Tells every instance (through the shared state) that a session is
+    /// revoked. The database already says so and is the source of truth: if
+    /// the shared state is down, authentication fails closed anyway, and the
+    /// revocation poller publishes this as soon as it is back.
+    async fn publish_revocation(&self, session_id: &str) {
         let now = now_ms();
-        self.state
+        if let Err(e) = self
+            .state
             .revoke_session(session_id, now + self.token_lifetime_ms(), now)
-            .await?;
-        Ok(())
+            .await
+        {
+            tracing::warn!(error = %e, "revocation not published yet; the poller will retry");
+        }
     }
 
     /// Ends the caller's session: its access and refresh tokens stop working.
@@ -484,7 +596,7 @@ impl Identity {
         self.store
             .revoke_session(&principal.session_id, "logout", now_secs())
             .await?;
-        self.publish_revocation(&principal.session_id).await?;
+        self.publish_revocation(&principal.session_id).await;
         self.audit
             .record(
                 "logout",
@@ -508,6 +620,9 @@ impl Identity {
     }
 
     /// Changes the caller's password and revokes every other session.
+    ///
+    /// Wrong current passwords count towards a lockout of their own (per
+    /// user), so a stolen access token cannot be used to guess the password.
     pub async fn change_password(
         &self,
         principal: &Principal,
@@ -520,31 +635,53 @@ impl Identity {
             user_id: Some(&user.id),
             username: Some(&user.username),
         };
-        if !verify_blocking(current, vec![user.password_hash.clone()]).await? {
-            self.audit
-                .record(
-                    "password_change_failed",
-                    "denied",
-                    subject(),
-                    meta,
-                    json!({ "reason": "wrong_current_password" }),
-                )
-                .await;
+        let refused = |reason: &'static str| {
+            self.audit.record(
+                "password_change_failed",
+                "denied",
+                subject(),
+                meta,
+                json!({ "reason": reason }),
+            )
+        };
+        let lock_key = format!("password-change:{}", user.id);
+        let policy = self.settings.lockout;
+        if let LoginGate::Locked { retry_after_ms } = self
+            .state
+            .login_attempt(&lock_key, policy, now_ms())
+            .await?
+        {
+            refused("locked").await;
+            return Err(Error::Locked {
+                retry_after_secs: retry_after_secs(retry_after_ms),
+            });
+        }
+        if !self
+            .verify(current, vec![user.password_hash.clone()])
+            .await?
+        {
+            self.state.login_failed(&lock_key, policy, now_ms()).await?;
+            refused("wrong_current_password").await;
             return Err(Error::Forbidden("current password is wrong".into()));
         }
-        password::check_policy("new_password", &new)?;
+        self.state.login_succeeded(&lock_key).await?;
+        if let Err(e) = password::check_policy("new_password", &new) {
+            refused("policy").await;
+            return Err(e.into());
+        }
         let history = self
             .store
             .recent_password_hashes(&user.id, PASSWORD_HISTORY)
             .await?;
-        if verify_blocking(new.clone(), history).await? {
+        if self.verify(new.clone(), history).await? {
+            refused("reused").await;
             return Err(ValidationError::new(
                 "new_password",
                 format!("must differ from your last {PASSWORD_HISTORY} passwords"),
             )
             .into());
         }
-        let hash = hash_blocking(new, self.settings.hash_params).await?;
+        let hash = self.hash(new).await?;
         let now = now_secs();
         self.store.set_password(&user.id, &hash, now).await?;
         let revoked = self
@@ -557,7 +694,7 @@ impl Identity {
             )
             .await?;
         for sid in &revoked {
-            self.publish_revocation(sid).await?;
+            self.publish_revocation(sid).await;
         }
         self.audit
             .record(

@@ -168,6 +168,19 @@ pub struct Process {
 
 impl Process {
     pub async fn serve(env: &[(&str, String)]) -> Self {
+        let process = Self::serve_unready(env).await;
+        process.wait_ready(true).await;
+        process
+    }
+
+    /// Starts and waits until it answers `/health` at all (any status).
+    pub async fn serve_unready(env: &[(&str, String)]) -> Self {
+        let process = Self::spawn(env);
+        process.wait_ready(false).await;
+        process
+    }
+
+    fn spawn(env: &[(&str, String)]) -> Self {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let dir =
@@ -196,20 +209,18 @@ impl Process {
             command.env(k, v);
         }
         let child = command.spawn().unwrap();
-        let process = Self {
+        Self {
             child,
             base: format!("http://{addr}"),
             stderr_path,
-        };
-        process.wait_ready().await;
-        process
+        }
     }
 
-    async fn wait_ready(&self) {
+    async fn wait_ready(&self, healthy: bool) {
         let client = Client::new();
         for _ in 0..200 {
             if let Ok(r) = client.get(format!("{}/health", self.base)).send().await {
-                if r.status().is_success() {
+                if r.status().is_success() || !healthy {
                     return;
                 }
             }

@@ -85,14 +85,17 @@ async fn register_validation_is_422_naming_the_field() {
         ),
         (
             json!({"username": 5, "email": "a@example.com", "password": PASSWORD}),
-            "body",
+            "username",
         ),
+        (
+            json!({"username": "okname", "email": "a@example.com", "password": PASSWORD, "admin": true}),
+            "admin",
+        ),
+        (json!("not an object"), "body"),
     ] {
         let r = s.post("/auth/register", body.clone()).await;
         let err = expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
-        if field != "body" {
-            assert_eq!(err["error"]["field"], field, "{body}");
-        }
+        assert_eq!(err["error"]["field"], field, "{body}");
     }
 }
 

@@ -74,16 +74,13 @@ async fn lockout_of_a_real_user_refuses_even_the_right_password() {
             .await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     }
-    // By email too: the lock is on the account, not the spelling.
-    for login in ["olga", "olga@example.com"] {
-        let r = s
-            .post(
-                "/auth/login",
-                json!({"username": login, "password": PASSWORD}),
-            )
-            .await;
-        expect_error(r, StatusCode::LOCKED, "account_locked").await;
-    }
+    let r = s
+        .post(
+            "/auth/login",
+            json!({"username": "OLGA", "password": PASSWORD}),
+        )
+        .await;
+    expect_error(r, StatusCode::LOCKED, "account_locked").await;
     let events = s.store().await.recent_audit(100).await.unwrap();
     assert_eq!(
         events
@@ -92,6 +89,83 @@ async fn lockout_of_a_real_user_refuses_even_the_right_password() {
             .count(),
         1
     );
+}
+
+#[tokio::test]
+async fn a_lock_reveals_nothing_about_which_emails_exist() {
+    // Lockout is per login name as typed: locking "olga" must not make her
+    // email answer differently from an email that belongs to nobody.
+    let s = TestServer::start().await;
+    s.register("olga").await;
+    for _ in 0..5 {
+        s.post(
+            "/auth/login",
+            json!({"username": "olga", "password": "Wrong!Pass1"}),
+        )
+        .await;
+    }
+    let real = s
+        .post(
+            "/auth/login",
+            json!({"username": "olga@example.com", "password": "Wrong!Pass1"}),
+        )
+        .await;
+    let fake = s
+        .post(
+            "/auth/login",
+            json!({"username": "nobody@example.com", "password": "Wrong!Pass1"}),
+        )
+        .await;
+    assert_eq!(real.status(), fake.status());
+    assert_eq!(
+        real.json::<Value>().await.unwrap(),
+        fake.json::<Value>().await.unwrap()
+    );
+}
+
+#[tokio::test]
+async fn login_names_no_account_can_have_are_401_not_500() {
+    let s = TestServer::start().await;
+    for name in ["nul\u{0}byte", "\u{7}bell", &"x".repeat(300), ""] {
+        let r = s
+            .post(
+                "/auth/login",
+                json!({"username": name, "password": "Wrong!Pass1"}),
+            )
+            .await;
+        expect_error(r, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    }
+    // A password typed into the username box is not written to the audit trail.
+    let events = s.store().await.recent_audit(50).await.unwrap();
+    assert!(events
+        .iter()
+        .all(|e| e.username.as_deref().is_none_or(|u| !u.contains('\u{0}'))));
+}
+
+#[tokio::test]
+async fn wrong_current_passwords_lock_password_change() {
+    let s = TestServer::start().await;
+    let session = s.user_session("rita").await;
+    let token = session["access_token"].as_str().unwrap();
+    for _ in 0..5 {
+        let r = s
+            .post_auth(
+                "/auth/change-password",
+                token,
+                json!({"current_password": "Wrong!Pass1", "new_password": "N3w!Password-Rita"}),
+            )
+            .await;
+        expect_error(r, StatusCode::FORBIDDEN, "forbidden").await;
+    }
+    let r = s
+        .post_auth(
+            "/auth/change-password",
+            token,
+            json!({"current_password": PASSWORD, "new_password": "N3w!Password-Rita"}),
+        )
+        .await;
+    assert!(r.headers().contains_key("retry-after"));
+    expect_error(r, StatusCode::LOCKED, "account_locked").await;
 }
 
 #[tokio::test]

@@ -83,7 +83,7 @@ async fn check_config_reads_the_file_and_the_environment() {
     let (code, out, err) = run_binary(&["check-config", "--config", &path], &[], None).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("127.0.0.1:9100"), "{out}");
-    // SWARMGATE_CONFIG names the file too, and SWARMGATE_LISTEN wins over AUTH_PORT.
+    // SWARMGATE_CONFIG names the file too; AUTH_PORT in the environment overrides the file's port.
     let (code, out, _) = run_binary(
         &["check-config"],
         &[
@@ -95,8 +95,8 @@ async fn check_config_reads_the_file_and_the_environment() {
     .await;
     assert_eq!(code, 0);
     assert!(
-        out.contains("127.0.0.1:9100"),
-        "file listen beats AUTH_PORT: {out}"
+        out.contains("127.0.0.1:9200"),
+        "AUTH_PORT (environment) beats the file: {out}"
     );
     let (_, out, _) = run_binary(&["check-config"], &[("AUTH_PORT", "9200".into())], None).await;
     assert!(out.contains("127.0.0.1:9200"), "{out}");
@@ -110,6 +110,28 @@ async fn check_config_reads_the_file_and_the_environment() {
     )
     .await;
     assert!(out.contains("127.0.0.1:9300"), "{out}");
+    let (_, out, _) = run_binary(
+        &["check-config"],
+        &[
+            ("SWARMGATE_CONFIG", path.clone()),
+            ("AUTH_PORT", "9200".into()),
+            ("SWARMGATE_LISTEN", "127.0.0.1:9300".into()),
+        ],
+        None,
+    )
+    .await;
+    assert!(
+        out.contains("127.0.0.1:9300"),
+        "SWARMGATE_LISTEN wins over AUTH_PORT and the file: {out}"
+    );
+    let (code, _, err) = run_binary(
+        &["check-config"],
+        &[("SWARMGATE_SECURITY__LOCKOUT_MINUTES", "99999999999".into())],
+        None,
+    )
+    .await;
+    assert_eq!(code, 2, "huge values are refused, not overflowed: {err}");
+    assert!(err.contains("lockout_minutes"), "{err}");
     // Unknown keys in the file are refused, naming them.
     std::fs::write(&file, "[server]\nlisten_on = \"x\"\n").unwrap();
     let (code, _, err) = run_binary(&["check-config", "--config", &path], &[], None).await;
@@ -242,7 +264,6 @@ async fn keys_rotate_keeps_old_tokens_valid_and_publishes_both_keys() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(kids.len(), 2, "old and new key published");
-    let after = login(&client, &p.base, "admin", ADMIN_PASSWORD).await;
     let kid_of = |t: &Value| {
         use base64::Engine;
         let h = t["access_token"]
@@ -260,6 +281,16 @@ async fn keys_rotate_keeps_old_tokens_valid_and_publishes_both_keys() {
         .unwrap();
         h["kid"].as_str().unwrap().to_string()
     };
+    // The new key signs once every instance has had time to load it
+    // (2 x key_reload_seconds); until then the old key keeps signing.
+    let mut after = login(&client, &p.base, "admin", ADMIN_PASSWORD).await;
+    for _ in 0..80 {
+        if kid_of(&after) != kid_of(&before) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = login(&client, &p.base, "admin", ADMIN_PASSWORD).await;
+    }
     assert_ne!(
         kid_of(&before),
         kid_of(&after),
@@ -601,4 +632,122 @@ async fn first_start_generates_and_prints_an_admin_password_once() {
     let p = Process::serve(&[("DATABASE_URL", url)]).await;
     let body = login(&Client::new(), &p.base, "admin", &password).await;
     assert_eq!(body["role"], "admin");
+}
+
+#[tokio::test]
+async fn redis_unreachable_at_start_still_starts_and_fails_closed() {
+    let port = free_port();
+    let p = Process::serve_unready(&[("REDIS_URL", format!("redis://127.0.0.1:{port}"))]).await;
+    let client = Client::new();
+    let r = client
+        .get(format!("{}/health", p.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let health: Value = r.json().await.unwrap();
+    assert_eq!(health["failing"], json!(["redis"]));
+    let r = client
+        .post(format!("{}/auth/login", p.base))
+        .json(&json!({"username": "admin", "password": ADMIN_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_request_finish() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut p = Process::serve(&[]).await;
+    let body =
+        serde_json::to_string(&json!({"username": "admin", "password": ADMIN_PASSWORD})).unwrap();
+    let mut stream = tokio::net::TcpStream::connect(p.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    // Half the request is in; then the server is told to stop.
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body.as_bytes()[..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pid = p.pid().to_string();
+    tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stream.write_all(&body.as_bytes()[10..]).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("access_token"));
+    let exit = tokio::time::timeout(Duration::from_secs(10), p.child.wait())
+        .await
+        .expect("stops after the request")
+        .unwrap();
+    assert!(exit.success());
+}
+
+#[tokio::test]
+async fn database_down_is_503_naming_the_database() {
+    let Some(admin_url) = test_database_url() else {
+        eprintln!("TEST_DATABASE_URL unset: database failure test not run");
+        return;
+    };
+    let database = fresh_postgres_database(&admin_url).await.unwrap();
+    let name = database
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string();
+    let p = Process::serve(&[("DATABASE_URL", database.clone())]).await;
+    let client = Client::new();
+    let session = login(&client, &p.base, "admin", ADMIN_PASSWORD).await;
+    // Take the database away: no new connections, existing ones killed.
+    let admin =
+        swarmgate_store::Store::connect(&fresh_postgres_database(&admin_url).await.unwrap())
+            .await
+            .unwrap();
+    admin
+        .raw_execute_for_tests(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
+        .await
+        .unwrap();
+    admin
+        .raw_execute_for_tests(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        ))
+        .await
+        .unwrap();
+    let r = client
+        .get(format!("{}/health", p.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let health: Value = r.json().await.unwrap();
+    assert_eq!(health["failing"], json!(["database"]));
+    let r = client
+        .get(format!("{}/auth/me", p.base))
+        .bearer_auth(session["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "service_unavailable");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("database"));
+    admin
+        .raw_execute_for_tests(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+        .await
+        .unwrap();
 }
