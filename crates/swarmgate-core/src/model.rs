@@ -73,3 +73,23 @@ impl std::fmt::Debug for SigningKeyRow {
             .finish_non_exhaustive()
     }
 }
+
+/// An API key as stored: never the secret itself, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    /// The first 12 characters of the key, so a person can recognise it.
+    pub prefix: String,
+    pub key_hash: String,
+    /// Grants, as written (validated at creation).
+    pub permissions: Vec<String>,
+    /// LLM models the key may call; `None` means no restriction beyond
+    /// permissions.
+    pub models: Option<Vec<String>>,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}

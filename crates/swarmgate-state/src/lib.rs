@@ -28,6 +28,30 @@ pub enum StateError {
     Config(String),
 }
 
+/// Credentials that can be revoked before they expire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Revocable {
+    Session,
+    ApiKey,
+}
+
+impl Revocable {
+    pub(crate) fn tag(self) -> &'static str {
+        match self {
+            Revocable::Session => "sid",
+            Revocable::ApiKey => "key",
+        }
+    }
+}
+
+/// See [`SharedState::credential_status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CredentialStatus {
+    pub revoked: bool,
+    /// Bumped by every administrative change of the user; 0 when never.
+    pub user_version: i64,
+}
+
 /// A rate: `limit` events per `period`, with a burst of `limit` (that many
 /// may come at once; the next waits for the emission interval).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,27 +138,64 @@ impl SharedState {
         }
     }
 
-    /// Records that session `sid` is revoked until `until_ms` (the latest
-    /// expiry of any access token it may have issued).
+    /// Records that credential `id` of `kind` (a session, an API key) is
+    /// revoked until `until_ms` (the latest moment it could still verify).
+    pub async fn revoke(
+        &self,
+        kind: Revocable,
+        id: &str,
+        until_ms: i64,
+        now_ms: i64,
+    ) -> Result<(), StateError> {
+        match self {
+            SharedState::Memory(m) => {
+                m.revoke(kind, id, until_ms, now_ms);
+                Ok(())
+            }
+            SharedState::Redis(r) => r.revoke(kind, id, until_ms, now_ms).await,
+        }
+    }
+
     pub async fn revoke_session(
         &self,
         sid: &str,
         until_ms: i64,
         now_ms: i64,
     ) -> Result<(), StateError> {
-        match self {
-            SharedState::Memory(m) => {
-                m.revoke_session(sid, until_ms, now_ms);
-                Ok(())
-            }
-            SharedState::Redis(r) => r.revoke_session(sid, until_ms, now_ms).await,
-        }
+        self.revoke(Revocable::Session, sid, until_ms, now_ms).await
     }
 
     pub async fn is_session_revoked(&self, sid: &str, now_ms: i64) -> Result<bool, StateError> {
+        Ok(self
+            .credential_status(Revocable::Session, sid, "", now_ms)
+            .await?
+            .revoked)
+    }
+
+    /// Marks a user as changed (role, disabled, deleted): every instance's
+    /// cached copy is stale from now on.
+    pub async fn bump_user(&self, user_id: &str) -> Result<(), StateError> {
         match self {
-            SharedState::Memory(m) => Ok(m.is_session_revoked(sid, now_ms)),
-            SharedState::Redis(r) => r.is_session_revoked(sid).await,
+            SharedState::Memory(m) => {
+                m.bump_user(user_id);
+                Ok(())
+            }
+            SharedState::Redis(r) => r.bump_user(user_id).await,
+        }
+    }
+
+    /// Everything a request needs from the shared state, in one round trip:
+    /// whether its credential is revoked and the version of its user.
+    pub async fn credential_status(
+        &self,
+        kind: Revocable,
+        id: &str,
+        user_id: &str,
+        now_ms: i64,
+    ) -> Result<CredentialStatus, StateError> {
+        match self {
+            SharedState::Memory(m) => Ok(m.credential_status(kind, id, user_id, now_ms)),
+            SharedState::Redis(r) => r.credential_status(kind, id, user_id).await,
         }
     }
 

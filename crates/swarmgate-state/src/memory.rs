@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::{LockoutPolicy, LoginGate, Rate, RateDecision};
+use crate::{CredentialStatus, LockoutPolicy, LoginGate, Rate, RateDecision, Revocable};
 
 const PRUNE_EVERY: usize = 4096;
 
@@ -50,6 +50,7 @@ struct Lockout {
 #[derive(Default)]
 pub struct MemoryState {
     revoked: Mutex<Expiring<()>>,
+    user_versions: Mutex<std::collections::HashMap<String, i64>>,
     gcra: Mutex<Expiring<i64>>,
     /// Attempts and locks under one lock, so that checking the lock and
     /// counting an attempt are one atomic step (as in the Redis script).
@@ -64,12 +65,45 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl MemoryState {
-    pub fn revoke_session(&self, sid: &str, until_ms: i64, now_ms: i64) {
-        lock(&self.revoked).insert(sid, (), until_ms, now_ms);
+    fn revocation_key(kind: Revocable, id: &str) -> String {
+        format!("{}:{id}", kind.tag())
     }
 
-    pub fn is_session_revoked(&self, sid: &str, now_ms: i64) -> bool {
-        lock(&self.revoked).get(sid, now_ms).is_some()
+    pub fn revoke(&self, kind: Revocable, id: &str, until_ms: i64, now_ms: i64) {
+        lock(&self.revoked).insert(&Self::revocation_key(kind, id), (), until_ms, now_ms);
+    }
+
+    pub fn bump_user(&self, user_id: &str) {
+        *lock(&self.user_versions)
+            .entry(user_id.to_string())
+            .or_insert(0) += 1;
+    }
+
+    pub fn credential_status(
+        &self,
+        kind: Revocable,
+        id: &str,
+        user_id: &str,
+        now_ms: i64,
+    ) -> CredentialStatus {
+        let revoked = {
+            let revoked = lock(&self.revoked);
+            // Look up without building the composite key on the hot path
+            // for the common case of an empty map.
+            !revoked.entries.is_empty()
+                && revoked
+                    .get(&Self::revocation_key(kind, id), now_ms)
+                    .is_some()
+        };
+        let user_version = if user_id.is_empty() {
+            0
+        } else {
+            lock(&self.user_versions).get(user_id).copied().unwrap_or(0)
+        };
+        CredentialStatus {
+            revoked,
+            user_version,
+        }
     }
 
     pub fn rate_limit(&self, key: &str, rate: Rate, now_ms: i64) -> RateDecision {
@@ -211,9 +245,19 @@ mod tests {
     #[test]
     fn revocations_expire() {
         let m = MemoryState::default();
-        m.revoke_session("s", 10_000, 0);
-        assert!(m.is_session_revoked("s", 9_999));
-        assert!(!m.is_session_revoked("s", 10_000));
-        assert!(!m.is_session_revoked("t", 0));
+        m.revoke(Revocable::Session, "s", 10_000, 0);
+        let revoked =
+            |id: &str, at: i64| m.credential_status(Revocable::Session, id, "", at).revoked;
+        assert!(revoked("s", 9_999));
+        assert!(!revoked("s", 10_000));
+        assert!(!revoked("t", 0));
+        assert!(!m.credential_status(Revocable::ApiKey, "s", "", 0).revoked);
+        m.bump_user("u");
+        m.bump_user("u");
+        assert_eq!(
+            m.credential_status(Revocable::ApiKey, "k", "u", 0)
+                .user_version,
+            2
+        );
     }
 }

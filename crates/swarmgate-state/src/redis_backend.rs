@@ -8,7 +8,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use tokio::sync::OnceCell;
 
-use crate::{LockoutPolicy, LoginGate, Rate, RateDecision, StateError};
+use crate::{
+    CredentialStatus, LockoutPolicy, LoginGate, Rate, RateDecision, Revocable, StateError,
+};
 
 static GCRA: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -114,9 +116,10 @@ impl RedisState {
             .map_err(unavailable)
     }
 
-    pub async fn revoke_session(
+    pub async fn revoke(
         &self,
-        sid: &str,
+        kind: Revocable,
+        id: &str,
         until_ms: i64,
         now_ms: i64,
     ) -> Result<(), StateError> {
@@ -125,14 +128,39 @@ impl RedisState {
             return Ok(());
         }
         let mut conn = self.conn().await?;
-        conn.pset_ex::<_, _, ()>(self.key("rev", sid), 1, ttl as u64)
+        conn.pset_ex::<_, _, ()>(
+            self.key("rev", &format!("{}:{id}", kind.tag())),
+            1,
+            ttl as u64,
+        )
+        .await
+        .map_err(unavailable)
+    }
+
+    pub async fn bump_user(&self, user_id: &str) -> Result<(), StateError> {
+        let mut conn = self.conn().await?;
+        conn.incr::<_, _, ()>(self.key("uver", user_id), 1)
             .await
             .map_err(unavailable)
     }
 
-    pub async fn is_session_revoked(&self, sid: &str) -> Result<bool, StateError> {
+    pub async fn credential_status(
+        &self,
+        kind: Revocable,
+        id: &str,
+        user_id: &str,
+    ) -> Result<CredentialStatus, StateError> {
         let mut conn = self.conn().await?;
-        conn.exists(self.key("rev", sid)).await.map_err(unavailable)
+        let (revoked, version): (Option<i64>, Option<i64>) = redis::cmd("MGET")
+            .arg(self.key("rev", &format!("{}:{id}", kind.tag())))
+            .arg(self.key("uver", user_id))
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(CredentialStatus {
+            revoked: revoked.is_some(),
+            user_version: version.unwrap_or(0),
+        })
     }
 
     pub async fn rate_limit(

@@ -6,6 +6,8 @@
 //! the migrations are written per dialect. Times are unix seconds, ids text.
 //! This crate owns all SQL; nothing above it writes a query.
 
+mod admin;
+mod api_keys;
 mod error;
 mod identity;
 mod keys;
@@ -19,6 +21,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
+pub use admin::{AuditFilter, UserUpdate};
 pub use error::StoreError;
 pub use identity::{RefreshOutcome, Session};
 

@@ -9,17 +9,31 @@ use sqlx::AnyPool;
 
 use crate::{Backend, StoreError};
 
-const SQLITE: &[(i64, &str, &str)] = &[(
-    1,
-    "identity",
-    include_str!("../migrations/sqlite/0001_identity.sql"),
-)];
+const SQLITE: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "identity",
+        include_str!("../migrations/sqlite/0001_identity.sql"),
+    ),
+    (
+        2,
+        "api_keys",
+        include_str!("../migrations/sqlite/0002_api_keys.sql"),
+    ),
+];
 
-const POSTGRES: &[(i64, &str, &str)] = &[(
-    1,
-    "identity",
-    include_str!("../migrations/postgres/0001_identity.sql"),
-)];
+const POSTGRES: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "identity",
+        include_str!("../migrations/postgres/0001_identity.sql"),
+    ),
+    (
+        2,
+        "api_keys",
+        include_str!("../migrations/postgres/0002_api_keys.sql"),
+    ),
+];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
     let source = match backend {

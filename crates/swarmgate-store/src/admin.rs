@@ -1,0 +1,180 @@
+//! User administration and the audit query: paging is by keyset (the last
+//! row's sort key), never by OFFSET, so pages stay cheap and stable.
+
+use sqlx::Row;
+use swarmgate_core::{AuditEvent, User};
+
+use crate::identity::{user_from_row, USER_COLUMNS};
+use crate::{Store, StoreError};
+
+/// What `update_user` changes; `None` leaves a field alone.
+#[derive(Debug, Default, Clone)]
+pub struct UserUpdate {
+    pub role: Option<String>,
+    pub disabled: Option<bool>,
+    /// `Some(None)` clears the name.
+    pub full_name: Option<Option<String>>,
+}
+
+/// Filters of the audit query.
+#[derive(Debug, Default, Clone)]
+pub struct AuditFilter {
+    pub event: Option<String>,
+    pub user_id: Option<String>,
+    pub since: Option<i64>,
+    /// Only rows with an id below this (the cursor).
+    pub before_id: Option<i64>,
+}
+
+/// `%` and `_` in a search term are literal characters.
+fn like_pattern(term: &str) -> String {
+    let mut escaped = String::with_capacity(term.len() + 2);
+    escaped.push('%');
+    for c in term.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped.push('%');
+    escaped
+}
+
+impl Store {
+    /// Users ordered by lower-case username, after `after` (exclusive),
+    /// optionally matching `q` in the username or email.
+    pub async fn list_users(
+        &self,
+        q: Option<&str>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<User>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users
+             WHERE ($1 = '' OR username_lower LIKE $2 ESCAPE '\\' OR email_lower LIKE $2 ESCAPE '\\')
+               AND username_lower > $3
+             ORDER BY username_lower
+             LIMIT $4"
+        ))
+        .bind(q.unwrap_or(""))
+        .bind(like_pattern(q.unwrap_or("")))
+        .bind(after.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| user_from_row(r).map_err(StoreError::from))
+            .collect()
+    }
+
+    /// Applies an update and records a user event (so every instance drops
+    /// what it cached about this user). Returns the updated user.
+    pub async fn update_user(
+        &self,
+        id: &str,
+        update: &UserUpdate,
+        now: i64,
+    ) -> Result<User, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE users SET
+                role = COALESCE($1, role),
+                disabled = COALESCE($2, disabled),
+                full_name = CASE WHEN $3 = 1 THEN $4 ELSE full_name END,
+                updated_at = $5
+             WHERE id = $6",
+        )
+        .bind(update.role.as_deref())
+        .bind(update.disabled.map(i64::from))
+        .bind(i64::from(update.full_name.is_some()))
+        .bind(update.full_name.clone().flatten())
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query("INSERT INTO user_events (user_id, change, at) VALUES ($1, $2, $3)")
+            .bind(id)
+            .bind("updated")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.get_user(id).await
+    }
+
+    /// Deletes a user (sessions and keys go with it) and records the event.
+    pub async fn delete_user(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query("INSERT INTO user_events (user_id, change, at) VALUES ($1, $2, $3)")
+            .bind(id)
+            .bind("deleted")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ids of users changed by an administrator at or after `since`.
+    pub async fn users_changed_since(&self, since: i64) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT DISTINCT user_id FROM user_events WHERE at >= $1")
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get("user_id").map_err(StoreError::from))
+            .collect()
+    }
+
+    /// Audit rows, newest first, with their ids (the cursor).
+    pub async fn query_audit(
+        &self,
+        filter: &AuditFilter,
+        limit: i64,
+    ) -> Result<Vec<(i64, AuditEvent)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, at, event, user_id, username, client_ip, request_id, outcome, detail FROM audit_events
+             WHERE ($1 = '' OR event = $1)
+               AND ($2 = '' OR user_id = $2)
+               AND at >= $3
+               AND id < $4
+             ORDER BY id DESC
+             LIMIT $5",
+        )
+        .bind(filter.event.as_deref().unwrap_or(""))
+        .bind(filter.user_id.as_deref().unwrap_or(""))
+        .bind(filter.since.unwrap_or(i64::MIN))
+        .bind(filter.before_id.unwrap_or(i64::MAX))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let detail: String = r.try_get("detail")?;
+                Ok((
+                    r.try_get("id")?,
+                    AuditEvent {
+                        at: r.try_get("at")?,
+                        event: r.try_get("event")?,
+                        user_id: r.try_get("user_id")?,
+                        username: r.try_get("username")?,
+                        client_ip: r.try_get("client_ip")?,
+                        request_id: r.try_get("request_id")?,
+                        outcome: r.try_get("outcome")?,
+                        detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+                    },
+                ))
+            })
+            .collect()
+    }
+}
