@@ -11,15 +11,18 @@
 //!
 //! A bad value is one line naming the setting and what is wrong.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::Deserialize;
 use swarmgate_core::password::{HashParams, MIN_ITERATIONS, MIN_MEMORY_KIB};
+use swarmgate_core::roles::Roles;
 use swarmgate_state::{LockoutPolicy, Rate};
 use swarmgate_tokens::Algorithm;
 
@@ -44,6 +47,34 @@ pub struct Config {
     pub security: SecurityConfig,
     pub bootstrap: BootstrapConfig,
     pub logging: LoggingConfig,
+    pub api_keys: ApiKeysConfig,
+    /// Roles added, or built-in roles redefined: `[roles.NAME] permissions`.
+    pub roles: BTreeMap<String, RoleConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoleConfig {
+    pub permissions: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiKeysConfig {
+    /// Put before every key so a leaked key is recognisable.
+    pub prefix: String,
+    pub default_expiry_days: u32,
+    pub max_expiry_days: u32,
+}
+
+impl Default for ApiKeysConfig {
+    fn default() -> Self {
+        Self {
+            prefix: "sgk_".into(),
+            default_expiry_days: 90,
+            max_expiry_days: 365,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -423,7 +454,38 @@ impl Config {
                 ));
             }
         }
+        let k = &self.api_keys;
+        let prefix_ok = (1..=16).contains(&k.prefix.len())
+            && k.prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !prefix_ok {
+            return err("api_keys.prefix: 1 to 16 of [A-Za-z0-9_]".into());
+        }
+        if !(1..=3650).contains(&k.max_expiry_days)
+            || !(1..=k.max_expiry_days).contains(&k.default_expiry_days)
+        {
+            return err(
+                "api_keys.default_expiry_days / max_expiry_days: need 1 <= default <= max <= 3650"
+                    .into(),
+            );
+        }
+        if k.prefix.starts_with(crate::identity::REFRESH_TOKEN_PREFIX)
+            || k.prefix.starts_with("eyJ")
+        {
+            return err("api_keys.prefix: must not look like a refresh token or a JWT".into());
+        }
+        let overrides: BTreeMap<String, Vec<String>> = self
+            .roles
+            .iter()
+            .map(|(name, role)| (name.clone(), role.permissions.clone()))
+            .collect();
+        let roles = Roles::with_overrides(&overrides).map_err(|e| ConfigError(e.0))?;
         Ok(Settings {
+            roles: Arc::new(roles),
+            api_key_prefix: k.prefix.clone(),
+            api_key_default_days: k.default_expiry_days,
+            api_key_max_days: k.max_expiry_days,
             listen,
             public_url,
             database_url: self.database.url.clone(),
@@ -457,6 +519,10 @@ impl Config {
 /// Validated settings the server runs with.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    pub roles: Arc<Roles>,
+    pub api_key_prefix: String,
+    pub api_key_default_days: u32,
+    pub api_key_max_days: u32,
     pub listen: SocketAddr,
     pub public_url: String,
     pub database_url: String,
@@ -514,6 +580,33 @@ mod tests {
         );
         c.tokens.secret_key = Some(Secret("x".repeat(32)));
         assert!(c.resolve().is_ok());
+    }
+
+    #[test]
+    fn config_roles_are_compiled_and_bad_grants_named() {
+        let mut c = Config::default();
+        c.roles.insert(
+            "auditor".into(),
+            RoleConfig {
+                permissions: vec!["audit.read".into()],
+            },
+        );
+        let s = c.resolve().unwrap();
+        assert!(s
+            .roles
+            .get("auditor")
+            .unwrap()
+            .grants
+            .allows("audit.read", None, "u"));
+        assert!(s.roles.get("admin").is_some());
+        c.roles.insert(
+            "broken".into(),
+            RoleConfig {
+                permissions: vec!["tasks.**".into()],
+            },
+        );
+        let e = c.resolve().unwrap_err().0;
+        assert!(e.contains("roles.broken") && e.contains("tasks.**"), "{e}");
     }
 
     #[test]

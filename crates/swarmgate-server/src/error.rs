@@ -23,6 +23,8 @@ pub enum Error {
     InvalidToken(TokenError),
     #[error("session has been revoked")]
     SessionRevoked,
+    #[error("API key is invalid, expired or revoked")]
+    InvalidApiKey,
     #[error("refresh token is invalid or expired")]
     InvalidRefreshToken,
     #[error("refresh token was already used; the session has been revoked")]

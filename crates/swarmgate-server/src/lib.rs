@@ -80,14 +80,15 @@ impl App {
             })
         };
         let poller = tokio::spawn(self.identity.clone().revocation_poller());
-        let app = self
-            .router()
-            .into_make_service_with_connect_info::<SocketAddr>();
+        let app =
+            http::router(self.identity.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let result = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await;
         reloader.abort();
         poller.abort();
+        // Batched writes (last_used_at, denial counts) must not be lost.
+        self.identity.flush().await;
         result
     }
 }

@@ -8,10 +8,12 @@ use swarmgate_core::SigningKeyRow;
 use crate::{Store, StoreError};
 
 impl Store {
-    /// All keys of an algorithm, newest first.
+    /// All keys of an algorithm: the current (unretired) one first, then
+    /// the rest newest first. Creation times are seconds, so a rotation in
+    /// the same second as the previous key must not make the order a tie.
     pub async fn signing_keys(&self, algorithm: &str) -> Result<Vec<SigningKeyRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT kid, algorithm, private_key, public_key, created_at, retired_at FROM signing_keys WHERE algorithm = $1 ORDER BY created_at DESC, kid DESC",
+            "SELECT kid, algorithm, private_key, public_key, created_at, retired_at FROM signing_keys WHERE algorithm = $1 ORDER BY CASE WHEN retired_at IS NULL THEN 0 ELSE 1 END, created_at DESC, kid DESC",
         )
         .bind(algorithm)
         .fetch_all(&self.pool)

@@ -116,11 +116,15 @@ impl KeyRing {
             }
         }
         if signer.is_none() {
-            // No key is old enough (a fresh database): the newest signs.
-            if let Some(row) = rows
+            // No key is old enough. On a fresh database the only key signs;
+            // right after a rotation the previous key keeps signing (rows
+            // come current first, then retired newest first).
+            let usable: Vec<&SigningKeyRow> = rows
                 .iter()
-                .find(|r| r.algorithm == Algorithm::EdDSA.as_str())
-            {
+                .filter(|r| r.algorithm == Algorithm::EdDSA.as_str())
+                .filter(|r| r.retired_at.is_none_or(|t| t + keep_retired_secs > now))
+                .collect();
+            if let Some(row) = usable.get(1).or(usable.first()) {
                 signer = Some(Self::signer_of(row)?);
             }
         }
@@ -212,4 +216,37 @@ pub fn generate_ed25519(now: i64) -> Result<SigningKeyRow, KeyRingError> {
         created_at: now,
         retired_at: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kids(ring: &KeyRing) -> Vec<String> {
+        let mut kids: Vec<String> = ring.verifiers.keys().cloned().collect();
+        kids.sort();
+        kids
+    }
+
+    #[test]
+    fn rotation_publishes_at_once_and_signs_after_the_delay() {
+        let mut old = generate_ed25519(1_000).unwrap();
+        // Fresh database: the only key signs at once.
+        let ring = KeyRing::ed25519(std::slice::from_ref(&old), 1_000, 100, 2).unwrap();
+        assert_eq!(ring.signing_kid(), Some(old.kid.as_str()));
+        // Rotation in the same second: both verify, the old one signs.
+        let new = generate_ed25519(1_000).unwrap();
+        old.retired_at = Some(1_000);
+        let rows = [new.clone(), old.clone()];
+        let ring = KeyRing::ed25519(&rows, 1_001, 100, 2).unwrap();
+        assert_eq!(ring.signing_kid(), Some(old.kid.as_str()));
+        assert_eq!(ring.jwks()["keys"].as_array().unwrap().len(), 2);
+        // Once every instance has had time to load it, the new key signs.
+        let ring = KeyRing::ed25519(&rows, 1_002, 100, 2).unwrap();
+        assert_eq!(ring.signing_kid(), Some(new.kid.as_str()));
+        // The retired key leaves the JWKS when its tokens have expired.
+        let ring = KeyRing::ed25519(&rows, 1_100, 100, 2).unwrap();
+        assert_eq!(kids(&ring), vec![new.kid.clone()]);
+        assert_eq!(ring.jwks()["keys"].as_array().unwrap().len(), 1);
+    }
 }

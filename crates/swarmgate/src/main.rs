@@ -1,5 +1,7 @@
 //! The `swarmgate` command line: serve, check-config, admin, keys.
 
+mod admin;
+
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +49,16 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AdminCommand {
+    /// Users: list, change role, disable, enable, unlock, delete.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// API keys of a named user: create, list, revoke.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
     /// Create a user with any role (password from a prompt or stdin).
     CreateUser {
         #[arg(long)]
@@ -61,6 +73,59 @@ enum AdminCommand {
         #[arg(long)]
         password_stdin: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// List users (optionally matching part of a username or email).
+    List {
+        #[arg(long)]
+        q: Option<String>,
+        #[arg(long, default_value_t = 200)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give a user another role.
+    SetRole { user: String, role: String },
+    /// Disable a user: every session and key of theirs stops working now.
+    Disable { user: String },
+    /// Enable a user again (revoked sessions and keys stay revoked).
+    Enable { user: String },
+    /// Clear a login lockout.
+    Unlock { user: String },
+    /// Delete a user and everything of theirs.
+    Delete { user: String },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Create a key for a user; the key is printed once.
+    Create {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        name: String,
+        /// A grant; repeat for several.
+        #[arg(long = "permission", required = true)]
+        permissions: Vec<String>,
+        /// A model the key may call; repeat for several.
+        #[arg(long = "model")]
+        models: Vec<String>,
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a user's keys (never the secrets).
+    List {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by id.
+    Revoke { id: String },
 }
 
 #[derive(Subcommand)]
@@ -131,8 +196,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 },
         } => {
             let password = read_password(password_stdin)?;
-            let store = Store::connect(&settings.database_url).await?;
-            let identity = Identity::new(store, SharedState::memory(), settings.into()).await?;
+            let identity = open_identity(settings).await?;
             let account = NewAccount {
                 username,
                 email,
@@ -153,7 +217,26 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Keys {
             command: KeysCommand::Rotate,
         } => rotate_keys(settings).await,
+        Command::Admin {
+            command: AdminCommand::User { command },
+        } => admin::user(open_identity(settings).await?, command).await,
+        Command::Admin {
+            command: AdminCommand::Key { command },
+        } => admin::key(open_identity(settings).await?, command).await,
     }
+}
+
+/// The identity service against the configured database, and the
+/// configured Redis when there is one (so changes reach running instances
+/// at once; without Redis they pick changes up from the database within
+/// seconds).
+async fn open_identity(settings: Settings) -> anyhow::Result<Identity> {
+    let store = Store::connect(&settings.database_url).await?;
+    let state = match &settings.redis_url {
+        Some(url) => SharedState::redis(url, &settings.redis_namespace).await?,
+        None => SharedState::memory(),
+    };
+    Ok(Identity::new(store, state, settings.into()).await?)
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
@@ -206,9 +289,9 @@ async fn rotate_keys(settings: Settings) -> anyhow::Result<()> {
         )
         .await;
     println!(
-        "new signing key {}; running instances switch to it within {} seconds",
+        "new signing key {}: published at once, signing new tokens within {} seconds",
         key.kid,
-        settings.key_reload.as_secs()
+        3 * settings.key_reload.as_secs()
     );
     Ok(())
 }

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use swarmgate_core::{roles, User};
+use swarmgate_core::User;
 
 use crate::clock::rfc3339;
 use crate::error::Result;
@@ -130,14 +130,12 @@ pub async fn logout(
 pub struct MeBody {
     #[serde(flatten)]
     user: UserBody,
-    permissions: Vec<&'static str>,
+    permissions: Vec<String>,
 }
 
 pub async fn me(State(identity): State<AppState>, principal: Principal) -> Result<Json<MeBody>> {
     let user = identity.me(&principal).await?;
-    let permissions = roles::built_in_grants(&user.role)
-        .unwrap_or_default()
-        .to_vec();
+    let permissions = principal.role.permissions.clone();
     Ok(Json(MeBody {
         user: user.into(),
         permissions,
@@ -160,4 +158,43 @@ pub async fn change_password(
         .change_password(&principal, body.current_password, body.new_password, &meta)
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyBody {
+    permission: String,
+    #[serde(default)]
+    resource: Option<String>,
+}
+
+pub async fn verify_permission(
+    State(identity): State<AppState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<VerifyBody>,
+) -> Result<Json<serde_json::Value>> {
+    let allowed =
+        identity.check_permission(&principal, &body.permission, body.resource.as_deref())?;
+    Ok(Json(serde_json::json!({
+        "allowed": allowed,
+        "permission": body.permission,
+        "resource": body.resource,
+        "subject": principal.user_id,
+        "role": principal.role.name,
+        "auth_method": principal.auth_method().as_str(),
+    })))
+}
+
+pub async fn roles(
+    State(identity): State<AppState>,
+    _principal: Principal,
+) -> Json<serde_json::Value> {
+    let roles: Vec<serde_json::Value> = identity
+        .settings()
+        .roles
+        .sorted()
+        .into_iter()
+        .map(|r| serde_json::json!({ "name": r.name, "permissions": r.permissions }))
+        .collect();
+    Json(serde_json::json!({ "roles": roles }))
 }

@@ -19,6 +19,7 @@ impl Error {
             | Error::InvalidCredentials
             | Error::InvalidToken(_)
             | Error::SessionRevoked
+            | Error::InvalidApiKey
             | Error::InvalidRefreshToken
             | Error::RefreshTokenReused => StatusCode::UNAUTHORIZED,
             Error::AccountDisabled | Error::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -40,6 +41,7 @@ impl Error {
             Error::InvalidCredentials => "invalid_credentials",
             Error::InvalidToken(_) => "invalid_token",
             Error::SessionRevoked => "session_revoked",
+            Error::InvalidApiKey => "invalid_api_key",
             Error::InvalidRefreshToken => "invalid_refresh_token",
             Error::RefreshTokenReused => "refresh_token_reused",
             Error::AccountDisabled => "account_disabled",
@@ -81,7 +83,7 @@ impl IntoResponse for Error {
             Error::Locked { retry_after_secs } | Error::RateLimited { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
-            Error::InvalidToken(_) | Error::SessionRevoked => {
+            Error::InvalidToken(_) | Error::SessionRevoked | Error::InvalidApiKey => {
                 headers.insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static(r#"Bearer error="invalid_token""#),

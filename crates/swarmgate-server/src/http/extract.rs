@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use crate::error::Error;
 use crate::http::middleware::RequestContext;
 use crate::http::AppState;
-use crate::identity::{Principal, RequestMeta};
+use crate::identity::{Presented, Principal, RequestMeta};
 use swarmgate_core::ValidationError;
 
 /// JSON body whose failures map to 400 (not JSON), 413 (too large) or 422
@@ -91,8 +91,15 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
     }
 }
 
-/// The bearer credential of a request, if any.
-fn bearer(parts: &Parts) -> Result<&str, Error> {
+/// The credential of a request: `X-API-Key`, or `Authorization: Bearer`.
+fn presented(parts: &Parts) -> Result<Presented<'_>, Error> {
+    if let Some(value) = parts.headers.get("x-api-key") {
+        let key = value.to_str().map_err(|_| Error::InvalidApiKey)?.trim();
+        if key.is_empty() {
+            return Err(Error::MissingCredentials);
+        }
+        return Ok(Presented::ApiKey(key));
+    }
     let value = parts
         .headers
         .get(AUTHORIZATION)
@@ -103,7 +110,7 @@ fn bearer(parts: &Parts) -> Result<&str, Error> {
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
         return Err(Error::MissingCredentials);
     }
-    Ok(token.trim())
+    Ok(Presented::Bearer(token.trim()))
 }
 
 impl FromRequestParts<AppState> for Principal {
@@ -113,25 +120,25 @@ impl FromRequestParts<AppState> for Principal {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts)?;
-        state.authenticate_bearer(token).await
+        let credential = presented(parts)?;
+        state.authenticate(credential).await
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::data_error_field;
+/// Query string whose failures are 400 with our error body.
+pub struct ApiQuery<T>(pub T);
 
-    #[test]
-    fn serde_errors_name_their_field() {
-        let cases = [
-            ("Failed to deserialize the JSON body into the target type: username: invalid type: integer `5`, expected a string at line 1 column 13", "username"),
-            ("Failed to deserialize the JSON body into the target type: missing field `password` at line 1 column 20", "password"),
-            ("Failed to deserialize the JSON body into the target type: unknown field `extra`, expected one of `a`", "extra"),
-            ("Failed to deserialize the JSON body into the target type: invalid type: string \"x\", expected a map", "body"),
-        ];
-        for (text, field) in cases {
-            assert_eq!(data_error_field(text).0, field, "{text}");
-        }
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| ApiQuery(value))
+            .map_err(|e| Error::BadRequest(e.body_text()))
     }
 }

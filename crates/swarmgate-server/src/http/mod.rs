@@ -1,6 +1,8 @@
 //! HTTP surface: routes, extractors, middleware, and the error mapping.
 //! Handlers are short: parse, call one `Identity` function, map the result.
 
+mod admin;
+mod api_keys;
 mod auth;
 pub mod error;
 mod extract;
@@ -11,7 +13,7 @@ mod token;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 
 use crate::identity::Identity;
@@ -33,6 +35,19 @@ pub fn router(identity: AppState) -> Router {
         .route("/auth/change-password", post(auth::change_password))
         .route("/auth/token", post(token::token))
         .route("/api/auth/token", post(token::token))
+        .route("/auth/verify-permission", post(auth::verify_permission))
+        .route("/auth/roles", get(auth::roles))
+        .route("/auth/api-keys", post(api_keys::create).get(api_keys::list))
+        .route("/auth/api-keys/{id}", delete(api_keys::revoke))
+        .route("/admin/users", get(admin::list_users))
+        .route(
+            "/admin/users/{id}",
+            get(admin::get_user)
+                .patch(admin::update_user)
+                .delete(admin::delete_user),
+        )
+        .route("/admin/users/{id}/unlock", post(admin::unlock_user))
+        .route("/admin/audit", get(admin::audit))
         .route("/health", get(system::health))
         .route("/.well-known/jwks.json", get(system::jwks))
         .route(

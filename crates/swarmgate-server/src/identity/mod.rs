@@ -5,16 +5,25 @@
 //! these functions and map the result. This module decides; the store keeps;
 //! the shared state coordinates instances.
 
+pub mod admin;
+mod api_keys;
 pub mod audit;
 mod authn;
+mod denials;
 pub mod keys;
 mod session;
 mod sync;
+
+pub use admin::UserPatch;
+pub use api_keys::{Actor, CreatedApiKey, NewApiKey};
+pub use authn::Presented;
 
 use std::sync::Arc;
 
 use serde_json::json;
 use swarmgate_core::password::{self, HashParams};
+use swarmgate_core::permission::GrantSet;
+use swarmgate_core::roles::Role;
 use swarmgate_state::{RateDecision, SharedState};
 use swarmgate_store::Store;
 use swarmgate_tokens::LEEWAY_SECS;
@@ -44,24 +53,81 @@ pub struct RequestMeta {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMethod {
     Jwt,
+    ApiKey,
 }
 
 impl AuthMethod {
     pub fn as_str(self) -> &'static str {
         match self {
             AuthMethod::Jwt => "jwt",
+            AuthMethod::ApiKey => "api_key",
         }
     }
 }
 
-/// A verified caller.
+/// How a principal proved who it is.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    Session {
+        session_id: String,
+    },
+    ApiKey {
+        key_id: String,
+        /// The key's own grants; what it may do is these intersected with
+        /// its owner's current role.
+        grants: Arc<GrantSet>,
+        models: Option<Arc<[String]>>,
+    },
+}
+
+/// A verified caller, with its user's *current* role (not the one in a
+/// token), so a demotion takes effect on the next request.
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub user_id: String,
     pub username: String,
-    pub role: String,
-    pub session_id: String,
-    pub auth_method: AuthMethod,
+    pub role: Arc<Role>,
+    pub credential: Credential,
+}
+
+impl Principal {
+    pub fn auth_method(&self) -> AuthMethod {
+        match self.credential {
+            Credential::Session { .. } => AuthMethod::Jwt,
+            Credential::ApiKey { .. } => AuthMethod::ApiKey,
+        }
+    }
+
+    /// The whole decision: the role allows it, and so does the key if the
+    /// caller came with one.
+    pub fn allows(&self, permission: &str, resource: Option<&str>) -> bool {
+        self.role.grants.allows(permission, resource, &self.user_id)
+            && match &self.credential {
+                Credential::Session { .. } => true,
+                Credential::ApiKey { grants, .. } => {
+                    grants.allows(permission, resource, &self.user_id)
+                }
+            }
+    }
+
+    /// Fails with 403 unless the caller may do `permission`.
+    pub fn require(&self, permission: &str) -> Result<()> {
+        if self.allows(permission, None) {
+            Ok(())
+        } else {
+            Err(Error::Forbidden(format!("missing permission {permission}")))
+        }
+    }
+
+    /// The session of a password login; API keys have none.
+    pub fn session_id(&self) -> Result<&str> {
+        match &self.credential {
+            Credential::Session { session_id } => Ok(session_id),
+            Credential::ApiKey { .. } => Err(Error::Forbidden(
+                "this needs a login session; API keys cannot do it".into(),
+            )),
+        }
+    }
 }
 
 /// What login and refresh return.
@@ -91,6 +157,10 @@ pub struct Health {
 }
 
 pub struct Identity {
+    creds: authn::CredentialCache,
+    users: authn::UserCache,
+    last_used: authn::LastUsed,
+    denials: denials::Denials,
     store: Store,
     state: SharedState,
     keys: KeyCache,
@@ -126,6 +196,10 @@ impl Identity {
         )
         .await?;
         let identity = Self {
+            creds: authn::CredentialCache::new(),
+            users: authn::UserCache::new(),
+            last_used: authn::LastUsed::default(),
+            denials: denials::Denials::default(),
             audit: Audit::new(store.clone()),
             store,
             state,

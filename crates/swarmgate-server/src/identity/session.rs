@@ -340,10 +340,11 @@ impl Identity {
 
     /// Ends the caller's session: its access and refresh tokens stop working.
     pub async fn logout(&self, principal: &Principal, meta: &RequestMeta) -> Result<()> {
+        let session_id = principal.session_id()?;
         self.store
-            .revoke_session(&principal.session_id, "logout", now_secs())
+            .revoke_session(session_id, "logout", now_secs())
             .await?;
-        self.publish_revocation(&principal.session_id).await;
+        self.publish_revocation(session_id).await;
         self.audit
             .record(
                 "logout",
@@ -353,7 +354,7 @@ impl Identity {
                     username: Some(&principal.username),
                 },
                 meta,
-                json!({ "session_id": principal.session_id }),
+                json!({ "session_id": session_id }),
             )
             .await;
         Ok(())
@@ -377,6 +378,7 @@ impl Identity {
         new: String,
         meta: &RequestMeta,
     ) -> Result<()> {
+        let session_id = principal.session_id()?;
         let user = self.me(principal).await?;
         let subject = || Subject {
             user_id: Some(&user.id),
@@ -433,12 +435,7 @@ impl Identity {
         self.store.set_password(&user.id, &hash, now).await?;
         let revoked = self
             .store
-            .revoke_user_sessions(
-                &user.id,
-                Some(&principal.session_id),
-                "password_changed",
-                now,
-            )
+            .revoke_user_sessions(&user.id, Some(session_id), "password_changed", now)
             .await?;
         for sid in &revoked {
             self.publish_revocation(sid).await;

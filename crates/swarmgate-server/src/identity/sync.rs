@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use swarmgate_state::Revocable;
+
 use super::{Identity, FULL_RESYNC, REVOCATION_POLL};
 use crate::clock::{now_ms, now_secs};
 use crate::error::Result;
@@ -24,13 +26,24 @@ impl Identity {
     pub async fn republish_revocations(&self, since: i64) -> Result<usize> {
         let lifetime = self.token_lifetime_ms();
         let now = now_ms();
-        let revoked = self.store.sessions_revoked_since(since).await?;
-        for (sid, revoked_at) in &revoked {
+        let sessions = self.store.sessions_revoked_since(since).await?;
+        for (sid, revoked_at) in &sessions {
             self.state
                 .revoke_session(sid, revoked_at * 1000 + lifetime, now)
                 .await?;
         }
-        Ok(revoked.len())
+        let keys = self.store.api_keys_revoked_since(since).await?;
+        for (key_id, expires_at) in &keys {
+            self.state
+                .revoke(Revocable::ApiKey, key_id, expires_at * 1000, now)
+                .await?;
+        }
+        let users = self.store.users_changed_since(since).await?;
+        for user_id in &users {
+            self.users.forget(user_id);
+            self.state.bump_user(user_id).await?;
+        }
+        Ok(sessions.len() + keys.len() + users.len())
     }
 
     /// Runs forever: every `REVOCATION_POLL` publishes what was revoked
@@ -39,9 +52,12 @@ impl Identity {
     pub async fn revocation_poller(self: Arc<Self>) {
         let mut tick = tokio::time::interval(REVOCATION_POLL);
         let mut last_full = std::time::Instant::now();
+        let mut last_denials = std::time::Instant::now();
         let mut since = now_secs();
+        let mut round: u64 = 0;
         loop {
             tick.tick().await;
+            round += 1;
             let started = now_secs();
             let full = last_full.elapsed() >= FULL_RESYNC;
             let from = if full {
@@ -58,13 +74,22 @@ impl Identity {
                 }
                 Err(e) => tracing::warn!(error = %e, "revocation sync failed; retrying"),
             }
+            if round.is_multiple_of(5) {
+                self.flush_last_used().await;
+            }
+            if last_denials.elapsed().as_secs() >= super::denials::WINDOW_SECS {
+                last_denials = std::time::Instant::now();
+                self.flush_denials().await;
+            }
         }
     }
 
-    /// Tells every instance (through the shared state) that a session is
-    /// revoked. The database already says so and is the source of truth: if
-    /// the shared state is down, authentication fails closed anyway, and the
-    /// revocation poller publishes this as soon as it is back.
+    /// Writes what is batched in memory; called at shutdown.
+    pub async fn flush(&self) {
+        self.flush_last_used().await;
+        self.flush_denials().await;
+    }
+
     pub(super) async fn publish_revocation(&self, session_id: &str) {
         let now = now_ms();
         if let Err(e) = self

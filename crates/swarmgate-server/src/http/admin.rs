@@ -1,0 +1,229 @@
+//! `/admin/*` handlers.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{json, Value};
+use swarmgate_core::User;
+use swarmgate_store::AuditFilter;
+
+use crate::clock::rfc3339;
+use crate::error::{Error, Result};
+use crate::http::extract::{ApiJson, ApiQuery};
+use crate::http::AppState;
+use crate::identity::{Actor, Principal, RequestMeta, UserPatch};
+
+#[derive(Serialize)]
+pub struct AdminUserBody {
+    id: String,
+    username: String,
+    email: String,
+    full_name: Option<String>,
+    role: String,
+    disabled: bool,
+    created_at: String,
+    updated_at: String,
+}
+
+impl From<User> for AdminUserBody {
+    fn from(u: User) -> Self {
+        Self {
+            id: u.id,
+            username: u.username,
+            email: u.email,
+            full_name: u.full_name,
+            role: u.role,
+            disabled: u.disabled,
+            created_at: rfc3339(u.created_at),
+            updated_at: rfc3339(u.updated_at),
+        }
+    }
+}
+
+fn encode_cursor(text: &str) -> String {
+    URL_SAFE_NO_PAD.encode(text)
+}
+
+fn decode_cursor(cursor: Option<&str>) -> Result<Option<String>> {
+    cursor
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            URL_SAFE_NO_PAD
+                .decode(c)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| Error::BadRequest("cursor is not one this server issued".into()))
+        })
+        .transpose()
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    limit: Option<i64>,
+    cursor: Option<String>,
+    q: Option<String>,
+}
+
+pub async fn list_users(
+    State(identity): State<AppState>,
+    principal: Principal,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<Value>> {
+    let after = decode_cursor(query.cursor.as_deref())?;
+    let (users, more) = identity
+        .admin_list_users(
+            Actor::Caller(&principal),
+            query.q.as_deref().filter(|q| !q.is_empty()),
+            after.as_deref(),
+            query.limit.unwrap_or(50),
+        )
+        .await?;
+    let next = more
+        .then(|| {
+            users
+                .last()
+                .map(|u| encode_cursor(&u.username.to_lowercase()))
+        })
+        .flatten();
+    let items: Vec<AdminUserBody> = users.into_iter().map(AdminUserBody::from).collect();
+    Ok(Json(json!({ "items": items, "next_cursor": next })))
+}
+
+pub async fn get_user(
+    State(identity): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<AdminUserBody>> {
+    let user = identity
+        .admin_get_user(Actor::Caller(&principal), &id)
+        .await?;
+    Ok(Json(user.into()))
+}
+
+/// `null` clears the field; absent leaves it alone.
+fn present<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchBody {
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    disabled: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    full_name: Option<Option<String>>,
+}
+
+pub async fn update_user(
+    State(identity): State<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<PatchBody>,
+) -> Result<Json<AdminUserBody>> {
+    let patch = UserPatch {
+        role: body.role,
+        disabled: body.disabled,
+        full_name: body.full_name,
+    };
+    let user = identity
+        .admin_update_user(Actor::Caller(&principal), &id, patch, &meta)
+        .await?;
+    Ok(Json(user.into()))
+}
+
+pub async fn unlock_user(
+    State(identity): State<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    identity
+        .admin_unlock_user(Actor::Caller(&principal), &id, &meta)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn delete_user(
+    State(identity): State<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    identity
+        .admin_delete_user(Actor::Caller(&principal), &id, &meta)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+pub struct AuditQuery {
+    event: Option<String>,
+    user_id: Option<String>,
+    /// Unix seconds or RFC 3339.
+    since: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+fn parse_since(text: &str) -> Result<i64> {
+    if let Ok(secs) = text.parse::<i64>() {
+        return Ok(secs);
+    }
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .map_err(|_| Error::BadRequest("since: give unix seconds or an RFC 3339 time".into()))
+}
+
+pub async fn audit(
+    State(identity): State<AppState>,
+    principal: Principal,
+    ApiQuery(query): ApiQuery<AuditQuery>,
+) -> Result<Json<Value>> {
+    let before_id = decode_cursor(query.cursor.as_deref())?
+        .map(|c| {
+            c.parse::<i64>()
+                .map_err(|_| Error::BadRequest("cursor is not one this server issued".into()))
+        })
+        .transpose()?;
+    let filter = AuditFilter {
+        event: query.event.filter(|e| !e.is_empty()),
+        user_id: query.user_id.filter(|u| !u.is_empty()),
+        since: query.since.as_deref().map(parse_since).transpose()?,
+        before_id,
+    };
+    let (rows, more) = identity
+        .admin_audit(
+            Actor::Caller(&principal),
+            filter,
+            query.limit.unwrap_or(100),
+        )
+        .await?;
+    let next = more
+        .then(|| rows.last().map(|(id, _)| encode_cursor(&id.to_string())))
+        .flatten();
+    let items: Vec<Value> = rows
+        .into_iter()
+        .map(|(id, e)| {
+            json!({
+                "id": id,
+                "at": rfc3339(e.at),
+                "event": e.event,
+                "user_id": e.user_id,
+                "username": e.username,
+                "ip": e.client_ip,
+                "outcome": e.outcome,
+                "request_id": e.request_id,
+                "detail": e.detail,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "items": items, "next_cursor": next })))
+}

@@ -1,0 +1,254 @@
+//! User administration: listing, changing role or status, unlocking,
+//! deleting, and the audit query. Every entry point takes an [`Actor`]: an
+//! API caller (who needs `users.manage`, or `audit.read` for the audit) or
+//! the operator at the command line.
+//!
+//! Privilege escalation is refused: a caller may only assign a role, or
+//! touch a user whose role, is covered by the caller's own grants.
+
+use serde_json::json;
+use swarmgate_core::roles::Role;
+use swarmgate_core::{AuditEvent, User, ValidationError};
+use swarmgate_store::{AuditFilter, UserUpdate};
+
+use super::api_keys::Actor;
+use super::audit::Subject;
+use super::{Identity, RequestMeta};
+use crate::clock::now_secs;
+use crate::error::{Error, Result};
+
+/// A change asked of `PATCH /admin/users/{id}`.
+#[derive(Debug, Default, Clone)]
+pub struct UserPatch {
+    pub role: Option<String>,
+    pub disabled: Option<bool>,
+    pub full_name: Option<Option<String>>,
+}
+
+pub const MAX_PAGE: i64 = 200;
+
+fn covers_role(holder: &Role, target: &Role) -> bool {
+    target
+        .grants
+        .grants()
+        .iter()
+        .all(|g| holder.grants.covers(g))
+}
+
+impl Identity {
+    fn require(&self, actor: Actor<'_>, permission: &str) -> Result<()> {
+        match actor {
+            Actor::Operator => Ok(()),
+            Actor::Caller(p) => p.require(permission),
+        }
+    }
+
+    /// Refuses when the actor's grants do not cover `target`'s.
+    fn require_covers(&self, actor: Actor<'_>, target: &Role) -> Result<()> {
+        match actor {
+            Actor::Operator => Ok(()),
+            Actor::Caller(p) if covers_role(&p.role, target) => Ok(()),
+            Actor::Caller(_) => Err(Error::Forbidden(format!(
+                "role {} has grants beyond your own",
+                target.name
+            ))),
+        }
+    }
+
+    pub async fn admin_list_users(
+        &self,
+        actor: Actor<'_>,
+        q: Option<&str>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<(Vec<User>, bool)> {
+        self.require(actor, "users.manage")?;
+        let limit = limit.clamp(1, MAX_PAGE);
+        let mut users = self.store.list_users(q, after, limit + 1).await?;
+        let more = users.len() as i64 > limit;
+        users.truncate(limit as usize);
+        Ok((users, more))
+    }
+
+    pub async fn admin_get_user(&self, actor: Actor<'_>, id: &str) -> Result<User> {
+        self.require(actor, "users.manage")?;
+        Ok(self.store.get_user(id).await?)
+    }
+
+    /// Finds a user by name (for the CLI).
+    pub async fn user_by_name(&self, name: &str) -> Result<User> {
+        self.store
+            .find_user_by_login(name)
+            .await?
+            .ok_or(Error::NotFound)
+    }
+
+    /// Changes role, status or name. Disabling revokes every session and
+    /// key of the user at once; enabling again does not bring them back.
+    pub async fn admin_update_user(
+        &self,
+        actor: Actor<'_>,
+        id: &str,
+        patch: UserPatch,
+        meta: &RequestMeta,
+    ) -> Result<User> {
+        self.require(actor, "users.manage")?;
+        let before = self.store.get_user(id).await?;
+        self.require_covers(actor, &self.role_of(&before))?;
+        if let Some(role) = &patch.role {
+            let Some(target) = self.settings.roles.get(role) else {
+                return Err(ValidationError::new("role", format!("unknown role {role:?}")).into());
+            };
+            self.require_covers(actor, target)?;
+        }
+        if let Some(Some(name)) = &patch.full_name {
+            swarmgate_core::validate::full_name(name)?;
+        }
+        if patch.disabled == Some(true) && actor.user_id() == Some(id) {
+            return Err(Error::Forbidden(
+                "you cannot disable your own account".into(),
+            ));
+        }
+        let now = now_secs();
+        let update = UserUpdate {
+            role: patch.role.clone(),
+            disabled: patch.disabled,
+            full_name: patch.full_name.clone(),
+        };
+        let user = self.store.update_user(id, &update, now).await?;
+        let mut revoked = (0, 0);
+        if patch.disabled == Some(true) && !before.disabled {
+            revoked = self.revoke_everything_of(id, "user_disabled", now).await?;
+        }
+        self.user_changed(id).await;
+        self.audit
+            .record(
+                "user_updated",
+                "success",
+                Subject {
+                    user_id: Some(&user.id),
+                    username: Some(&user.username),
+                },
+                meta,
+                json!({
+                    "by": actor.user_id(),
+                    "role": patch.role,
+                    "disabled": patch.disabled,
+                    "sessions_revoked": revoked.0,
+                    "keys_revoked": revoked.1,
+                }),
+            )
+            .await;
+        Ok(user)
+    }
+
+    /// Revokes every session and API key of a user; returns the counts.
+    async fn revoke_everything_of(
+        &self,
+        user_id: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<(usize, usize)> {
+        let sessions = self
+            .store
+            .revoke_user_sessions(user_id, None, reason, now)
+            .await?;
+        for sid in &sessions {
+            self.publish_revocation(sid).await;
+        }
+        let keys = self.store.revoke_user_api_keys(user_id, now).await?;
+        let far = now + 10 * 365 * 86_400;
+        for key in &keys {
+            self.publish_key_revocation(key, far).await;
+        }
+        Ok((sessions.len(), keys.len()))
+    }
+
+    /// Drops this instance's copy of a user and tells the others theirs is
+    /// stale (the user-events table tells them too, through the poller).
+    pub(super) async fn user_changed(&self, user_id: &str) {
+        self.users.forget(user_id);
+        if let Err(e) = self.state.bump_user(user_id).await {
+            tracing::warn!(error = %e, "user change not published yet; the poller will retry");
+        }
+    }
+
+    /// Clears a lockout of the user's name, email and password change.
+    pub async fn admin_unlock_user(
+        &self,
+        actor: Actor<'_>,
+        id: &str,
+        meta: &RequestMeta,
+    ) -> Result<()> {
+        self.require(actor, "users.manage")?;
+        let user = self.store.get_user(id).await?;
+        for key in [
+            format!("login:{}", user.username.to_lowercase()),
+            format!("login:{}", user.email.to_lowercase()),
+            format!("password-change:{}", user.id),
+        ] {
+            self.state.unlock(&key).await?;
+        }
+        self.audit
+            .record(
+                "user_unlocked",
+                "success",
+                Subject {
+                    user_id: Some(&user.id),
+                    username: Some(&user.username),
+                },
+                meta,
+                json!({ "by": actor.user_id() }),
+            )
+            .await;
+        Ok(())
+    }
+
+    /// Deletes a user and everything of theirs.
+    pub async fn admin_delete_user(
+        &self,
+        actor: Actor<'_>,
+        id: &str,
+        meta: &RequestMeta,
+    ) -> Result<()> {
+        self.require(actor, "users.manage")?;
+        let user = self.store.get_user(id).await?;
+        self.require_covers(actor, &self.role_of(&user))?;
+        if actor.user_id() == Some(id) {
+            return Err(Error::Forbidden(
+                "you cannot delete your own account".into(),
+            ));
+        }
+        let now = now_secs();
+        self.revoke_everything_of(id, "user_deleted", now).await?;
+        self.store.delete_user(id, now).await?;
+        self.user_changed(id).await;
+        self.audit
+            .record(
+                "user_deleted",
+                "success",
+                Subject {
+                    user_id: Some(&user.id),
+                    username: Some(&user.username),
+                },
+                meta,
+                json!({ "by": actor.user_id() }),
+            )
+            .await;
+        Ok(())
+    }
+
+    pub async fn admin_audit(
+        &self,
+        actor: Actor<'_>,
+        filter: AuditFilter,
+        limit: i64,
+    ) -> Result<(Vec<(i64, AuditEvent)>, bool)> {
+        self.require(actor, "audit.read")?;
+        let limit = limit.clamp(1, MAX_PAGE);
+        let mut rows = self.store.query_audit(&filter, limit + 1).await?;
+        let more = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        Ok((rows, more))
+    }
+}

@@ -1,0 +1,232 @@
+//! `swarmgate admin user …` and `swarmgate admin key …`: the operator's
+//! mirror of the admin API, against the configured database. Readable
+//! tables by default, `--json` for scripts.
+
+use anyhow::anyhow;
+use serde_json::{json, Value};
+use swarmgate_core::{ApiKey, User};
+use swarmgate_server::clock::rfc3339;
+use swarmgate_server::identity::{Actor, Identity, NewApiKey, RequestMeta, UserPatch};
+
+use crate::{KeyCommand, UserCommand};
+
+fn user_json(u: &User) -> Value {
+    json!({
+        "id": u.id, "username": u.username, "email": u.email, "full_name": u.full_name,
+        "role": u.role, "disabled": u.disabled, "created_at": rfc3339(u.created_at),
+    })
+}
+
+fn key_json(k: &ApiKey) -> Value {
+    json!({
+        "id": k.id, "name": k.name, "prefix": k.prefix, "permissions": k.permissions,
+        "models": k.models, "created_at": rfc3339(k.created_at), "expires_at": rfc3339(k.expires_at),
+        "last_used_at": k.last_used_at.map(rfc3339), "revoked": k.revoked_at.is_some(),
+    })
+}
+
+/// Prints rows under a header, each column as wide as its widest cell.
+fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let text: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", text.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| h.to_uppercase()).collect());
+    for row in rows {
+        line(row);
+    }
+}
+
+async fn find(identity: &Identity, user: &str) -> anyhow::Result<User> {
+    match identity.user_by_name(user).await {
+        Ok(u) => Ok(u),
+        Err(_) => identity
+            .admin_get_user(Actor::Operator, user)
+            .await
+            .map_err(|_| anyhow!("no user named {user:?}")),
+    }
+}
+
+fn cli_err(e: swarmgate_server::Error) -> anyhow::Error {
+    anyhow!("{e}")
+}
+
+pub async fn user(identity: Identity, command: UserCommand) -> anyhow::Result<()> {
+    let meta = RequestMeta::default();
+    match command {
+        UserCommand::List { q, limit, json } => {
+            let (users, _) = identity
+                .admin_list_users(Actor::Operator, q.as_deref(), None, limit)
+                .await
+                .map_err(cli_err)?;
+            if json {
+                let items: Vec<Value> = users.iter().map(user_json).collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({ "items": items }))?
+                );
+            } else {
+                table(
+                    &["username", "email", "role", "status", "id"],
+                    users
+                        .iter()
+                        .map(|u| {
+                            vec![
+                                u.username.clone(),
+                                u.email.clone(),
+                                u.role.clone(),
+                                if u.disabled { "disabled" } else { "active" }.to_string(),
+                                u.id.clone(),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+        }
+        UserCommand::SetRole { user, role } => {
+            let u = find(&identity, &user).await?;
+            let patch = UserPatch {
+                role: Some(role),
+                ..UserPatch::default()
+            };
+            let u = identity
+                .admin_update_user(Actor::Operator, &u.id, patch, &meta)
+                .await
+                .map_err(cli_err)?;
+            println!("{} now has role {}", u.username, u.role);
+        }
+        UserCommand::Disable { user } => {
+            let u = find(&identity, &user).await?;
+            let patch = UserPatch {
+                disabled: Some(true),
+                ..UserPatch::default()
+            };
+            identity
+                .admin_update_user(Actor::Operator, &u.id, patch, &meta)
+                .await
+                .map_err(cli_err)?;
+            println!(
+                "{} disabled; every session and key of theirs is revoked",
+                u.username
+            );
+        }
+        UserCommand::Enable { user } => {
+            let u = find(&identity, &user).await?;
+            let patch = UserPatch {
+                disabled: Some(false),
+                ..UserPatch::default()
+            };
+            identity
+                .admin_update_user(Actor::Operator, &u.id, patch, &meta)
+                .await
+                .map_err(cli_err)?;
+            println!(
+                "{} enabled (earlier sessions and keys stay revoked)",
+                u.username
+            );
+        }
+        UserCommand::Unlock { user } => {
+            let u = find(&identity, &user).await?;
+            identity
+                .admin_unlock_user(Actor::Operator, &u.id, &meta)
+                .await
+                .map_err(cli_err)?;
+            println!("{} unlocked", u.username);
+        }
+        UserCommand::Delete { user } => {
+            let u = find(&identity, &user).await?;
+            identity
+                .admin_delete_user(Actor::Operator, &u.id, &meta)
+                .await
+                .map_err(cli_err)?;
+            println!("{} deleted", u.username);
+        }
+    }
+    Ok(())
+}
+
+pub async fn key(identity: Identity, command: KeyCommand) -> anyhow::Result<()> {
+    let meta = RequestMeta::default();
+    match command {
+        KeyCommand::Create {
+            user,
+            name,
+            permissions,
+            models,
+            expires_in_days,
+            json,
+        } => {
+            let owner = find(&identity, &user).await?;
+            let request = NewApiKey {
+                name,
+                permissions,
+                expires_in_days,
+                models: (!models.is_empty()).then_some(models),
+            };
+            let created = identity
+                .create_api_key_for(&owner, request, &meta)
+                .await
+                .map_err(cli_err)?;
+            if json {
+                let mut body = key_json(&created.key);
+                body["key"] = json!(created.secret);
+                println!("{}", serde_json::to_string_pretty(&body)?);
+            } else {
+                println!(
+                    "key {} for {} (shown only now):\n{}",
+                    created.key.id, owner.username, created.secret
+                );
+            }
+        }
+        KeyCommand::List { user, json } => {
+            let owner = find(&identity, &user).await?;
+            let keys = identity.list_api_keys(&owner.id).await.map_err(cli_err)?;
+            if json {
+                let items: Vec<Value> = keys.iter().map(key_json).collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({ "items": items }))?
+                );
+            } else {
+                table(
+                    &["id", "name", "prefix", "permissions", "expires", "status"],
+                    keys.iter()
+                        .map(|k| {
+                            vec![
+                                k.id.clone(),
+                                k.name.clone(),
+                                k.prefix.clone(),
+                                k.permissions.join(","),
+                                rfc3339(k.expires_at),
+                                if k.revoked_at.is_some() {
+                                    "revoked"
+                                } else {
+                                    "active"
+                                }
+                                .to_string(),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+        }
+        KeyCommand::Revoke { id } => {
+            identity
+                .revoke_api_key(Actor::Operator, &id, &meta)
+                .await
+                .map_err(cli_err)?;
+            println!("key {id} revoked");
+        }
+    }
+    Ok(())
+}
