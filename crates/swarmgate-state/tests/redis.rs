@@ -137,3 +137,33 @@ async fn an_unreachable_redis_is_an_error_not_an_allow() {
         ),
     }
 }
+
+#[tokio::test]
+async fn key_revocations_and_user_versions_are_shared() {
+    use swarmgate_state::Revocable;
+    let Some((a, b)) = two_instances().await else {
+        return;
+    };
+    let status = b
+        .credential_status(Revocable::ApiKey, "k1", "u1", 0)
+        .await
+        .unwrap();
+    assert!(!status.revoked);
+    assert_eq!(status.user_version, 0);
+    a.revoke(Revocable::ApiKey, "k1", 60_000, 0).await.unwrap();
+    a.bump_user("u1").await.unwrap();
+    let status = b
+        .credential_status(Revocable::ApiKey, "k1", "u1", 0)
+        .await
+        .unwrap();
+    assert!(status.revoked);
+    assert_eq!(status.user_version, 1);
+    // A session with the same id is a different credential.
+    assert!(
+        !b.credential_status(Revocable::Session, "k1", "u1", 0)
+            .await
+            .unwrap()
+            .revoked
+    );
+    b.unlock("nothing-locked").await.unwrap();
+}

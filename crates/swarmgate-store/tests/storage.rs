@@ -2,9 +2,11 @@
 //! PostgreSQL when `TEST_DATABASE_URL` is set (each test in a database of
 //! its own).
 
-use swarmgate_core::{AuditEvent, NewUser, SigningKeyRow};
+use swarmgate_core::{ApiKey, AuditEvent, NewUser, SigningKeyRow};
 use swarmgate_store::testing::{fresh_postgres_database, fresh_sqlite_url, test_database_url};
-use swarmgate_store::{Backend, RefreshOutcome, Session, Store, StoreError};
+use swarmgate_store::{
+    AuditFilter, Backend, RefreshOutcome, Session, Store, StoreError, UserUpdate,
+};
 
 async fn sqlite() -> Store {
     let store = Store::connect(&fresh_sqlite_url()).await.unwrap();
@@ -47,6 +49,10 @@ on_both!(
     signing_keys_first_key_is_created_once_and_rotation_retires,
     audit_is_append_only,
     migrations_are_idempotent,
+    api_keys_are_found_by_hash_and_revoked,
+    users_are_listed_by_keyset_and_searched,
+    user_updates_and_deletes_are_recorded,
+    audit_query_filters_and_pages,
 );
 
 fn new_user(name: &str, email: &str) -> NewUser {
@@ -316,4 +322,275 @@ async fn migrations_are_idempotent(store: Store) {
     // Connecting again to the same database applies nothing twice and keeps data.
     let again = store.reconnect_for_tests().await.unwrap();
     assert_eq!(again.count_users().await.unwrap(), 1);
+}
+
+fn api_key(id: &str, user_id: &str, hash: &str) -> ApiKey {
+    ApiKey {
+        id: id.into(),
+        user_id: user_id.into(),
+        name: format!("key {id}"),
+        prefix: "sgk_abcdefgh".into(),
+        key_hash: hash.into(),
+        permissions: vec!["tasks.read".into(), "memory.read:own".into()],
+        models: Some(vec!["phi-3.5-mini".into()]),
+        created_at: 100,
+        expires_at: 10_000,
+        last_used_at: None,
+        revoked_at: None,
+    }
+}
+
+async fn api_keys_are_found_by_hash_and_revoked(store: Store) {
+    let user = store
+        .create_user(&new_user("ivan", "ivan@example.com"))
+        .await
+        .unwrap();
+    store
+        .create_api_key(&api_key("k1", &user.id, "h1"))
+        .await
+        .unwrap();
+    store
+        .create_api_key(&ApiKey {
+            models: None,
+            created_at: 200,
+            ..api_key("k2", &user.id, "h2")
+        })
+        .await
+        .unwrap();
+    let found = store.api_key_by_hash("h1").await.unwrap().unwrap();
+    assert_eq!(found, api_key("k1", &user.id, "h1"));
+    assert!(store.api_key_by_hash("nope").await.unwrap().is_none());
+    assert!(
+        store
+            .create_api_key(&api_key("k3", &user.id, "h1"))
+            .await
+            .is_err(),
+        "hashes are unique"
+    );
+    let listed: Vec<String> = store
+        .list_api_keys(&user.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.id)
+        .collect();
+    assert_eq!(listed, ["k2", "k1"]);
+    assert_eq!(store.api_key("k2").await.unwrap().unwrap().models, None);
+
+    store
+        .touch_api_keys(&[("k1".into(), 500), ("k2".into(), 400)])
+        .await
+        .unwrap();
+    store.touch_api_keys(&[("k1".into(), 450)]).await.unwrap();
+    assert_eq!(
+        store.api_key("k1").await.unwrap().unwrap().last_used_at,
+        Some(500),
+        "never backwards"
+    );
+
+    assert!(store.revoke_api_key("k1", 600).await.unwrap());
+    assert!(
+        !store.revoke_api_key("k1", 700).await.unwrap(),
+        "already revoked"
+    );
+    assert_eq!(
+        store.api_key("k1").await.unwrap().unwrap().revoked_at,
+        Some(600)
+    );
+    assert_eq!(
+        store.revoke_user_api_keys(&user.id, 800).await.unwrap(),
+        ["k2"]
+    );
+    let mut revoked = store.api_keys_revoked_since(600).await.unwrap();
+    revoked.sort();
+    assert_eq!(
+        revoked,
+        [("k1".to_string(), 10_000), ("k2".to_string(), 10_000)]
+    );
+    assert_eq!(store.api_keys_revoked_since(700).await.unwrap().len(), 1);
+}
+
+async fn users_are_listed_by_keyset_and_searched(store: Store) {
+    for name in ["delta", "Alpha", "charlie", "bravo", "a_b"] {
+        store
+            .create_user(&new_user(name, &format!("{name}@corp.example")))
+            .await
+            .unwrap();
+    }
+    let names = |users: Vec<swarmgate_core::User>| {
+        users.into_iter().map(|u| u.username).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(store.list_users(None, None, 2).await.unwrap()),
+        ["a_b", "Alpha"]
+    );
+    assert_eq!(
+        names(store.list_users(None, Some("alpha"), 2).await.unwrap()),
+        ["bravo", "charlie"]
+    );
+    assert_eq!(
+        names(store.list_users(None, Some("charlie"), 10).await.unwrap()),
+        ["delta"]
+    );
+    assert_eq!(
+        names(store.list_users(Some("ARL"), None, 10).await.unwrap()),
+        ["charlie"]
+    );
+    assert_eq!(
+        names(store.list_users(Some("_"), None, 10).await.unwrap()),
+        ["a_b"],
+        "_ is literal"
+    );
+    assert_eq!(
+        names(store.list_users(Some("%"), None, 10).await.unwrap()).len(),
+        0
+    );
+    assert_eq!(
+        store
+            .list_users(Some("corp.example"), None, 10)
+            .await
+            .unwrap()
+            .len(),
+        5
+    );
+}
+
+async fn user_updates_and_deletes_are_recorded(store: Store) {
+    let user = store
+        .create_user(&new_user("jack", "jack@example.com"))
+        .await
+        .unwrap();
+    let updated = store
+        .update_user(
+            &user.id,
+            &UserUpdate {
+                role: Some("analyst".into()),
+                disabled: Some(true),
+                full_name: Some(None),
+            },
+            900,
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated.role, "analyst");
+    assert!(updated.disabled);
+    assert_eq!(updated.full_name, None);
+    assert_eq!(updated.updated_at, 900);
+    let unchanged = store
+        .update_user(&user.id, &UserUpdate::default(), 950)
+        .await
+        .unwrap();
+    assert_eq!(unchanged.role, "analyst");
+    assert!(unchanged.disabled);
+    let renamed = store
+        .update_user(
+            &user.id,
+            &UserUpdate {
+                full_name: Some(Some("Jack J.".into())),
+                ..UserUpdate::default()
+            },
+            960,
+        )
+        .await
+        .unwrap();
+    assert_eq!(renamed.full_name.as_deref(), Some("Jack J."));
+    assert_eq!(
+        store.users_changed_since(900).await.unwrap(),
+        [user.id.clone()]
+    );
+    assert!(store.users_changed_since(1_000).await.unwrap().is_empty());
+    assert!(matches!(
+        store.update_user("nope", &UserUpdate::default(), 1).await,
+        Err(StoreError::NotFound)
+    ));
+
+    let session = session_for(&store, &user.id, "jr1").await;
+    store
+        .create_api_key(&api_key("jk", &user.id, "jh"))
+        .await
+        .unwrap();
+    store.delete_user(&user.id, 1_100).await.unwrap();
+    assert!(matches!(
+        store.get_user(&user.id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.get_session(&session.id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(store.api_key("jk").await.unwrap().is_none());
+    assert_eq!(
+        store.users_changed_since(1_100).await.unwrap(),
+        [user.id.clone()]
+    );
+    assert!(matches!(
+        store.delete_user(&user.id, 1_200).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn audit_query_filters_and_pages(store: Store) {
+    for (at, event, user) in [
+        (10, "login_failed", "u1"),
+        (20, "login_succeeded", "u1"),
+        (30, "login_failed", "u2"),
+        (40, "login_failed", "u1"),
+    ] {
+        store
+            .append_audit(&AuditEvent {
+                at,
+                event: event.into(),
+                user_id: Some(user.into()),
+                username: None,
+                client_ip: None,
+                request_id: None,
+                outcome: "x".into(),
+                detail: serde_json::json!({}),
+            })
+            .await
+            .unwrap();
+    }
+    let all = store
+        .query_audit(&AuditFilter::default(), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|(_, e)| e.at).collect::<Vec<_>>(),
+        [40, 30, 20, 10]
+    );
+    let failed = AuditFilter {
+        event: Some("login_failed".into()),
+        ..AuditFilter::default()
+    };
+    let page = store.query_audit(&failed, 2).await.unwrap();
+    assert_eq!(page.iter().map(|(_, e)| e.at).collect::<Vec<_>>(), [40, 30]);
+    let next = AuditFilter {
+        before_id: Some(page[1].0),
+        ..failed.clone()
+    };
+    assert_eq!(
+        store
+            .query_audit(&next, 2)
+            .await
+            .unwrap()
+            .iter()
+            .map(|(_, e)| e.at)
+            .collect::<Vec<_>>(),
+        [10]
+    );
+    let u1_since = AuditFilter {
+        user_id: Some("u1".into()),
+        since: Some(20),
+        ..AuditFilter::default()
+    };
+    assert_eq!(
+        store
+            .query_audit(&u1_since, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|(_, e)| e.at)
+            .collect::<Vec<_>>(),
+        [40, 20]
+    );
 }

@@ -21,6 +21,7 @@ pub struct TestServer {
     pub client: Client,
     pub database_url: String,
     shutdown: Option<oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl Drop for TestServer {
@@ -59,7 +60,7 @@ impl TestServer {
         let app = App::build(settings).await.unwrap();
         app.bootstrap().await.unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(app.serve(listener, async {
+        let served = tokio::spawn(app.serve(listener, async {
             let _ = rx.await;
         }));
         Self {
@@ -67,7 +68,90 @@ impl TestServer {
             client: Client::new(),
             database_url,
             shutdown: Some(tx),
+            served: Some(served),
         }
+    }
+
+    /// Shuts down gracefully and waits until batched writes are flushed.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(served) = self.served.take() {
+            served.await.unwrap().unwrap();
+        }
+    }
+
+    /// Logs in as the bootstrap admin; returns the access token.
+    pub async fn admin_token(&self) -> String {
+        self.login("admin", ADMIN_PASSWORD).await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    pub async fn patch_auth(&self, path: &str, token: &str, body: Value) -> Response {
+        self.client
+            .patch(self.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn delete_auth(&self, path: &str, token: &str) -> Response {
+        self.client
+            .delete(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `POST /auth/verify-permission` with any credential header.
+    pub async fn verify(
+        &self,
+        header: (&str, String),
+        permission: &str,
+        resource: Option<&str>,
+    ) -> Response {
+        let mut body = json!({ "permission": permission });
+        if let Some(r) = resource {
+            body["resource"] = json!(r);
+        }
+        self.client
+            .post(self.url("/auth/verify-permission"))
+            .header(header.0, header.1)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Creates an API key with the given session token; returns the body.
+    pub async fn create_key(&self, token: &str, permissions: &[&str]) -> Value {
+        let r = self
+            .post_auth(
+                "/auth/api-keys",
+                token,
+                json!({ "name": "test key", "permissions": permissions }),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        r.json().await.unwrap()
+    }
+
+    /// Sets a user's role through the admin API.
+    pub async fn set_role(&self, admin: &str, user_id: &str, role: &str) {
+        let r = self
+            .patch_auth(
+                &format!("/admin/users/{user_id}"),
+                admin,
+                json!({ "role": role }),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -268,4 +352,19 @@ pub async fn run_binary(
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+pub fn bearer(token: &str) -> (&'static str, String) {
+    ("authorization", format!("Bearer {token}"))
+}
+
+pub fn api_key(key: &str) -> (&'static str, String) {
+    ("x-api-key", key.to_string())
+}
+
+/// `allowed` of a verify-permission response that must be 200.
+pub async fn allowed(response: Response) -> bool {
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    body["allowed"].as_bool().unwrap()
 }

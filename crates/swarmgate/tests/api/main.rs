@@ -2,8 +2,10 @@
 //! file would be another slow link), each test booting its own server on an
 //! ephemeral port with its own SQLite file, or starting the real binary.
 
+mod admin;
 mod common;
 mod flow;
+mod keys;
 mod lockout;
 mod process;
 mod tokens;

@@ -442,6 +442,46 @@ async fn two_instances_on_one_postgres_and_redis_share_revocation() {
     let elapsed = logged_out.elapsed();
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(elapsed < Duration::from_secs(1), "{elapsed:?}");
+    // A key revoked on A fails on B on the very next request.
+    let fresh = login(&client, &a.base, "admin", ADMIN_PASSWORD).await;
+    let r = client
+        .post(format!("{}/auth/api-keys", a.base))
+        .bearer_auth(fresh["access_token"].as_str().unwrap())
+        .json(&json!({"name": "shared", "permissions": ["tasks.read"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let created: Value = r.json().await.unwrap();
+    let check = |base: String| {
+        let client = client.clone();
+        let key = created["key"].as_str().unwrap().to_string();
+        async move {
+            client
+                .post(format!("{base}/auth/verify-permission"))
+                .header("x-api-key", key)
+                .json(&json!({"permission": "tasks.read"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(check(b.base.clone()).await, StatusCode::OK);
+    let r = client
+        .delete(format!(
+            "{}/auth/api-keys/{}",
+            a.base,
+            created["id"].as_str().unwrap()
+        ))
+        .bearer_auth(fresh["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let revoked = std::time::Instant::now();
+    assert_eq!(check(b.base.clone()).await, StatusCode::UNAUTHORIZED);
+    assert!(revoked.elapsed() < Duration::from_secs(1));
     // Lockout and rate limits are shared too: five failures on A lock B.
     for _ in 0..5 {
         client
@@ -750,4 +790,136 @@ async fn database_down_is_503_naming_the_database() {
         .raw_execute_for_tests(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn the_admin_cli_acts_on_a_running_server_through_the_database() {
+    // No Redis: the server picks up CLI changes from the database (the
+    // revocation poller runs every 2 s).
+    let p = Process::serve(&[]).await;
+    let client = Client::new();
+    let db = format!(
+        "sqlite://{}/swarmgate.db",
+        p.stderr_path.parent().unwrap().display()
+    );
+    let env = [("DATABASE_URL", db)];
+    let r = client
+        .post(format!("{}/auth/register", p.base))
+        .json(&json!({"username": "cli-user", "email": "cli@example.com", "password": "Cl1!User-Password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let session = login(&client, &p.base, "cli-user", "Cl1!User-Password").await;
+    let token = session["access_token"].as_str().unwrap();
+
+    let (code, out, err) = run_binary(&["admin", "user", "list", "--json"], &env, None).await;
+    assert_eq!(code, 0, "{err}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 2);
+    let (code, out, _) = run_binary(&["admin", "user", "list"], &env, None).await;
+    assert_eq!(code, 0);
+    assert!(out.lines().next().unwrap().starts_with("USERNAME"), "{out}");
+    assert!(out.contains("cli-user"));
+
+    let (code, out, err) = run_binary(
+        &[
+            "admin",
+            "key",
+            "create",
+            "--user",
+            "cli-user",
+            "--name",
+            "from cli",
+            "--permission",
+            "tasks.read",
+            "--json",
+        ],
+        &env,
+        None,
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let created: Value = serde_json::from_str(&out).unwrap();
+    let key = created["key"].as_str().unwrap().to_string();
+    let (code, out, _) =
+        run_binary(&["admin", "key", "list", "--user", "cli-user"], &env, None).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("from cli") && !out.contains(&key), "{out}");
+    let (code, _, err) = run_binary(
+        &[
+            "admin",
+            "key",
+            "create",
+            "--user",
+            "cli-user",
+            "--name",
+            "greedy",
+            "--permission",
+            "models.load",
+        ],
+        &env,
+        None,
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("models.load"), "{err}");
+
+    let verify = |credential: (&'static str, String)| {
+        let client = client.clone();
+        let base = p.base.clone();
+        async move {
+            client
+                .post(format!("{base}/auth/verify-permission"))
+                .header(credential.0, credential.1)
+                .json(&json!({"permission": "tasks.read"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(verify(("x-api-key", key.clone())).await, StatusCode::OK);
+
+    let (code, out, err) = run_binary(
+        &["admin", "user", "set-role", "cli-user", "viewer"],
+        &env,
+        None,
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("viewer"));
+    let (code, _, err) = run_binary(&["admin", "user", "disable", "cli-user"], &env, None).await;
+    assert_eq!(code, 0, "{err}");
+    // Within the poll interval the running server refuses both credentials.
+    let mut refused = false;
+    for _ in 0..60 {
+        if verify(("x-api-key", key.clone())).await == StatusCode::UNAUTHORIZED
+            && verify(("authorization", format!("Bearer {token}"))).await
+                == StatusCode::UNAUTHORIZED
+        {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refused, "CLI disable reached the running server");
+    let (code, _, _) = run_binary(&["admin", "user", "enable", "cli-user"], &env, None).await;
+    assert_eq!(code, 0);
+    let (code, _, _) = run_binary(&["admin", "user", "unlock", "cli-user"], &env, None).await;
+    assert_eq!(code, 0);
+    let (code, _, _) = run_binary(
+        &["admin", "key", "revoke", created["id"].as_str().unwrap()],
+        &env,
+        None,
+    )
+    .await;
+    assert_eq!(code, 0);
+    let (code, _, err) =
+        run_binary(&["admin", "user", "delete", "nobody-at-all"], &env, None).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("nobody-at-all"));
+    let (code, out, _) = run_binary(&["admin", "user", "delete", "cli-user"], &env, None).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("deleted"));
 }
