@@ -496,7 +496,7 @@ async fn user_updates_and_deletes_are_recorded(store: Store) {
     assert_eq!(renamed.full_name.as_deref(), Some("Jack J."));
     assert_eq!(
         store.users_changed_since(900).await.unwrap(),
-        [user.id.clone()]
+        vec![user.id.clone()]
     );
     assert!(store.users_changed_since(1_000).await.unwrap().is_empty());
     assert!(matches!(
@@ -521,7 +521,7 @@ async fn user_updates_and_deletes_are_recorded(store: Store) {
     assert!(store.api_key("jk").await.unwrap().is_none());
     assert_eq!(
         store.users_changed_since(1_100).await.unwrap(),
-        [user.id.clone()]
+        vec![user.id.clone()]
     );
     assert!(matches!(
         store.delete_user(&user.id, 1_200).await,
