@@ -6,9 +6,10 @@
 //! alone; any of them may carry `:own`, which allows it only on resources
 //! written `TYPE:CALLER_ID` or `TYPE:CALLER_ID/ANYTHING`.
 //!
-//! [`GrantSet`] compiles a list of grants into a trie of segments, so a check
-//! walks the permission's segments once (one hash look-up each), allocates
-//! nothing and never scans the grant list.
+//! [`GrantSet`] compiles a list of grants into one hash map keyed by name,
+//! so a check hashes the permission (and only those of its prefixes at
+//! which some wildcard exists), allocates nothing and never scans the grant
+//! list.
 
 use std::fmt;
 
@@ -128,37 +129,54 @@ fn access(flags: u8) -> Access {
     }
 }
 
-#[derive(Debug, Default, Clone)]
-struct Node {
-    /// Grants naming exactly the path to this node.
+#[derive(Debug, Default, Clone, Copy)]
+struct Entry {
+    /// Grants naming exactly this permission.
     exact: u8,
-    /// Grants `path.*` (at the root: `*`), covering strictly longer names.
+    /// Grants `this.*`, covering strictly longer names.
     wildcard: u8,
-    children: FxHashMap<Box<str>, Node>,
 }
 
-/// A compiled list of grants.
+/// A compiled list of grants: one hash map from a name (a permission, or
+/// the prefix of a wildcard) to the scopes granted on it, plus a bit mask
+/// of the depths (segment counts) at which wildcard prefixes exist, so a
+/// check looks up only the prefixes that could match: usually one or two
+/// look-ups, whatever the number of grants.
 #[derive(Debug, Default, Clone)]
 pub struct GrantSet {
-    root: Node,
+    /// `*` (and `*:own`).
+    root: u8,
+    entries: FxHashMap<Box<str>, Entry>,
+    /// Bit `d` set: some wildcard prefix has `d` segments.
+    wildcard_depths: u64,
     grants: Vec<Grant>,
 }
 
 impl GrantSet {
     pub fn compile(grants: &[Grant]) -> Self {
-        let mut root = Node::default();
+        let mut set = GrantSet {
+            grants: grants.to_vec(),
+            ..GrantSet::default()
+        };
         for grant in grants {
             let flag = if grant.own { OWN } else { ANY };
             match &grant.pattern {
-                Pattern::All => root.wildcard |= flag,
-                Pattern::Exact(p) => Self::node_mut(&mut root, p).exact |= flag,
-                Pattern::Prefix(p) => Self::node_mut(&mut root, p).wildcard |= flag,
+                Pattern::All => set.root |= flag,
+                Pattern::Exact(p) => {
+                    set.entries.entry(p.as_str().into()).or_default().exact |= flag
+                }
+                Pattern::Prefix(p) => {
+                    set.entries.entry(p.as_str().into()).or_default().wildcard |= flag;
+                    let depth = p.split('.').count();
+                    // Names are at most MAX_LEN bytes, so depth < 64 holds
+                    // for anything that can match; deeper grants never do.
+                    if depth < 64 {
+                        set.wildcard_depths |= 1 << depth;
+                    }
+                }
             }
         }
-        Self {
-            root,
-            grants: grants.to_vec(),
-        }
+        set
     }
 
     /// Parses and compiles; the error names the first invalid grant.
@@ -170,33 +188,52 @@ impl GrantSet {
         Ok(Self::compile(&parsed))
     }
 
-    fn node_mut<'a>(root: &'a mut Node, path: &str) -> &'a mut Node {
-        path.split('.').fold(root, |node, segment| {
-            node.children.entry(segment.into()).or_default()
-        })
-    }
-
     pub fn grants(&self) -> &[Grant] {
         &self.grants
+    }
+
+    /// Wildcard flags of every proper prefix of `name` (and of `name`
+    /// itself when `inclusive`), at the depths where wildcards exist.
+    #[inline]
+    fn wildcard_flags(&self, name: &str, inclusive: bool) -> u8 {
+        let mut flags = self.root;
+        if self.wildcard_depths == 0 || flags & ANY != 0 {
+            return flags;
+        }
+        let mut depth = 0u32;
+        for (i, byte) in name.bytes().enumerate() {
+            if byte == b'.' {
+                depth += 1;
+                if depth < 64 && self.wildcard_depths & (1 << depth) != 0 {
+                    if let Some(entry) = self.entries.get(&name[..i]) {
+                        flags |= entry.wildcard;
+                        if flags & ANY != 0 {
+                            return flags;
+                        }
+                    }
+                }
+            }
+        }
+        if inclusive {
+            depth += 1;
+            if depth < 64 && self.wildcard_depths & (1 << depth) != 0 {
+                if let Some(entry) = self.entries.get(name) {
+                    flags |= entry.wildcard;
+                }
+            }
+        }
+        flags
     }
 
     /// How far `permission` is allowed. An invalid permission is simply not
     /// allowed; callers that must tell the difference validate first.
     pub fn access(&self, permission: &str) -> Access {
-        let mut node = &self.root;
-        let mut flags = 0u8;
-        for segment in permission.split('.') {
-            // More segments follow the path so far, so `path.*` applies.
-            flags |= node.wildcard;
-            if flags & ANY != 0 {
-                return Access::Any;
-            }
-            match node.children.get(segment) {
-                Some(child) => node = child,
-                None => return access(flags),
-            }
+        let flags = self.wildcard_flags(permission, false);
+        if flags & ANY != 0 {
+            return Access::Any;
         }
-        access(flags | node.exact)
+        let exact = self.entries.get(permission).map_or(0, |e| e.exact);
+        access(flags | exact)
     }
 
     /// The full check: `:own` grants count only when `resource` belongs to
@@ -216,22 +253,9 @@ impl GrantSet {
         let needed = if grant.own { Access::Own } else { Access::Any };
         let have = match &grant.pattern {
             Pattern::Exact(p) => self.access(p),
-            Pattern::All => access(self.root.wildcard),
-            Pattern::Prefix(p) => {
-                // Only wildcards on the path (or at its end) cover `p.*`.
-                let mut node = &self.root;
-                let mut flags = node.wildcard;
-                for segment in p.split('.') {
-                    match node.children.get(segment) {
-                        Some(child) => {
-                            node = child;
-                            flags |= node.wildcard;
-                        }
-                        None => break,
-                    }
-                }
-                access(flags)
-            }
+            Pattern::All => access(self.root),
+            // Only wildcards on the path (or at its end) cover `p.*`.
+            Pattern::Prefix(p) => access(self.wildcard_flags(p, true)),
         };
         have >= needed
     }
