@@ -84,7 +84,8 @@ impl Store {
             });
         }
         sqlx::query(
-            "INSERT INTO password_history (user_id, password_hash, created_at) VALUES ($1, $2, $3)",
+            "INSERT INTO password_history (user_id, password_hash, created_at, seq)
+             VALUES ($1, $2, $3, (SELECT COALESCE(MAX(seq), 0) + 1 FROM password_history WHERE user_id = $1))",
         )
         .bind(&new.id)
         .bind(&new.password_hash)
@@ -136,7 +137,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query(
-            "SELECT password_hash FROM password_history WHERE user_id = $1 ORDER BY created_at DESC LIMIT $2",
+            "SELECT password_hash FROM password_history WHERE user_id = $1 ORDER BY seq DESC, created_at DESC LIMIT $2",
         )
         .bind(user_id)
         .bind(limit)
@@ -166,7 +167,8 @@ impl Store {
             return Err(StoreError::NotFound);
         }
         sqlx::query(
-            "INSERT INTO password_history (user_id, password_hash, created_at) VALUES ($1, $2, $3)",
+            "INSERT INTO password_history (user_id, password_hash, created_at, seq)
+             VALUES ($1, $2, $3, (SELECT COALESCE(MAX(seq), 0) + 1 FROM password_history WHERE user_id = $1))",
         )
         .bind(user_id)
         .bind(password_hash)

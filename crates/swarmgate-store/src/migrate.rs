@@ -20,6 +20,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "api_keys",
         include_str!("../migrations/sqlite/0002_api_keys.sql"),
     ),
+    (
+        3,
+        "password_history_order",
+        include_str!("../migrations/sqlite/0003_password_history_order.sql"),
+    ),
 ];
 
 const POSTGRES: &[(i64, &str, &str)] = &[
@@ -32,6 +37,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         2,
         "api_keys",
         include_str!("../migrations/postgres/0002_api_keys.sql"),
+    ),
+    (
+        3,
+        "password_history_order",
+        include_str!("../migrations/postgres/0003_password_history_order.sql"),
     ),
 ];
 

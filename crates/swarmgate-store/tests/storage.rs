@@ -123,7 +123,16 @@ async fn password_history_keeps_newest_first(store: Store) {
     }
     let recent = store.recent_password_hashes(&user.id, 2).await.unwrap();
     assert_eq!(recent, vec!["h3".to_string(), "h2".to_string()]);
-    assert_eq!(store.get_user(&user.id).await.unwrap().password_hash, "h3");
+    // Several changes within one second keep their order.
+    for hash in ["s1", "s2", "s3", "s4", "s5", "s6"] {
+        store
+            .set_password(&user.id, hash, 1_700_000_500)
+            .await
+            .unwrap();
+    }
+    let recent = store.recent_password_hashes(&user.id, 5).await.unwrap();
+    assert_eq!(recent, ["s6", "s5", "s4", "s3", "s2"]);
+    assert_eq!(store.get_user(&user.id).await.unwrap().password_hash, "s6");
     assert!(matches!(
         store.set_password("missing", "h", 1).await,
         Err(StoreError::NotFound)

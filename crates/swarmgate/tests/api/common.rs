@@ -49,7 +49,19 @@ impl TestServer {
 
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
         let mut config = test_config();
+        let default_database = config.database.url.clone();
         adjust(&mut config);
+        // SWARMGATE_TEST_API_DATABASE=postgres runs the same API tests on a
+        // fresh PostgreSQL database each (TEST_DATABASE_URL names the server).
+        if config.database.url == default_database
+            && std::env::var("SWARMGATE_TEST_API_DATABASE").as_deref() == Ok("postgres")
+        {
+            let admin = swarmgate_store::testing::test_database_url()
+                .expect("SWARMGATE_TEST_API_DATABASE=postgres needs TEST_DATABASE_URL");
+            config.database.url = swarmgate_store::testing::fresh_postgres_database(&admin)
+                .await
+                .unwrap();
+        }
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         if config.server.public_url.is_none() {
