@@ -2,9 +2,10 @@
 //! row's sort key), never by OFFSET, so pages stay cheap and stable.
 
 use sqlx::Row;
+use sqlx::{Any, Transaction};
 use swarmgate_core::{AuditEvent, User};
 
-use crate::identity::{user_from_row, USER_COLUMNS};
+use crate::identity::{audit_from_row, user_from_row, USER_COLUMNS};
 use crate::{Store, StoreError};
 
 /// What `update_user` changes; `None` leaves a field alone.
@@ -38,6 +39,22 @@ fn like_pattern(term: &str) -> String {
     }
     escaped.push('%');
     escaped
+}
+
+/// Appends to the feed every instance polls to drop its cached copy.
+async fn record_user_event(
+    tx: &mut Transaction<'_, Any>,
+    user_id: &str,
+    change: &str,
+    at: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO user_events (user_id, change, at) VALUES ($1, $2, $3)")
+        .bind(user_id)
+        .bind(change)
+        .bind(at)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 impl Store {
@@ -95,12 +112,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        sqlx::query("INSERT INTO user_events (user_id, change, at) VALUES ($1, $2, $3)")
-            .bind(id)
-            .bind("updated")
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        record_user_event(&mut tx, id, "updated", now).await?;
         tx.commit().await?;
         self.get_user(id).await
     }
@@ -115,12 +127,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        sqlx::query("INSERT INTO user_events (user_id, change, at) VALUES ($1, $2, $3)")
-            .bind(id)
-            .bind("deleted")
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        record_user_event(&mut tx, id, "deleted", now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -159,22 +166,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| {
-                let detail: String = r.try_get("detail")?;
-                Ok((
-                    r.try_get("id")?,
-                    AuditEvent {
-                        at: r.try_get("at")?,
-                        event: r.try_get("event")?,
-                        user_id: r.try_get("user_id")?,
-                        username: r.try_get("username")?,
-                        client_ip: r.try_get("client_ip")?,
-                        request_id: r.try_get("request_id")?,
-                        outcome: r.try_get("outcome")?,
-                        detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
-                    },
-                ))
-            })
+            .map(|r| Ok((r.try_get("id")?, audit_from_row(r)?)))
             .collect()
     }
 }

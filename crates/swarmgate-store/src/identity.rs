@@ -403,20 +403,21 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let detail: String = r.try_get("detail")?;
-                Ok(AuditEvent {
-                    at: r.try_get("at")?,
-                    event: r.try_get("event")?,
-                    user_id: r.try_get("user_id")?,
-                    username: r.try_get("username")?,
-                    client_ip: r.try_get("client_ip")?,
-                    request_id: r.try_get("request_id")?,
-                    outcome: r.try_get("outcome")?,
-                    detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
-                })
-            })
-            .collect()
+        rows.iter().map(audit_from_row).collect()
     }
+}
+
+/// An audit row (the `detail` column holds JSON text).
+pub(crate) fn audit_from_row(r: &AnyRow) -> Result<AuditEvent, StoreError> {
+    let detail: String = r.try_get("detail")?;
+    Ok(AuditEvent {
+        at: r.try_get("at")?,
+        event: r.try_get("event")?,
+        user_id: r.try_get("user_id")?,
+        username: r.try_get("username")?,
+        client_ip: r.try_get("client_ip")?,
+        request_id: r.try_get("request_id")?,
+        outcome: r.try_get("outcome")?,
+        detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+    })
 }

@@ -61,6 +61,14 @@ fn cli_err(e: swarmgate_server::Error) -> anyhow::Error {
     anyhow!("{e}")
 }
 
+async fn apply(identity: &Identity, user: &str, patch: UserPatch) -> anyhow::Result<User> {
+    let u = find(identity, user).await?;
+    identity
+        .admin_update_user(Actor::Operator, &u.id, patch, &RequestMeta::default())
+        .await
+        .map_err(cli_err)
+}
+
 pub async fn user(identity: Identity, command: UserCommand) -> anyhow::Result<()> {
     let meta = RequestMeta::default();
     match command {
@@ -94,42 +102,30 @@ pub async fn user(identity: Identity, command: UserCommand) -> anyhow::Result<()
             }
         }
         UserCommand::SetRole { user, role } => {
-            let u = find(&identity, &user).await?;
             let patch = UserPatch {
                 role: Some(role),
                 ..UserPatch::default()
             };
-            let u = identity
-                .admin_update_user(Actor::Operator, &u.id, patch, &meta)
-                .await
-                .map_err(cli_err)?;
+            let u = apply(&identity, &user, patch).await?;
             println!("{} now has role {}", u.username, u.role);
         }
         UserCommand::Disable { user } => {
-            let u = find(&identity, &user).await?;
             let patch = UserPatch {
                 disabled: Some(true),
                 ..UserPatch::default()
             };
-            identity
-                .admin_update_user(Actor::Operator, &u.id, patch, &meta)
-                .await
-                .map_err(cli_err)?;
+            let u = apply(&identity, &user, patch).await?;
             println!(
                 "{} disabled; every session and key of theirs is revoked",
                 u.username
             );
         }
         UserCommand::Enable { user } => {
-            let u = find(&identity, &user).await?;
             let patch = UserPatch {
                 disabled: Some(false),
                 ..UserPatch::default()
             };
-            identity
-                .admin_update_user(Actor::Operator, &u.id, patch, &meta)
-                .await
-                .map_err(cli_err)?;
+            let u = apply(&identity, &user, patch).await?;
             println!(
                 "{} enabled (earlier sessions and keys stay revoked)",
                 u.username

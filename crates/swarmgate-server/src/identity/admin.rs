@@ -125,10 +125,7 @@ impl Identity {
             .record(
                 "user_updated",
                 "success",
-                Subject {
-                    user_id: Some(&user.id),
-                    username: Some(&user.username),
-                },
+                Subject::of(&user),
                 meta,
                 json!({
                     "by": actor.user_id(),
@@ -193,10 +190,7 @@ impl Identity {
             .record(
                 "user_unlocked",
                 "success",
-                Subject {
-                    user_id: Some(&user.id),
-                    username: Some(&user.username),
-                },
+                Subject::of(&user),
                 meta,
                 json!({ "by": actor.user_id() }),
             )
@@ -227,10 +221,7 @@ impl Identity {
             .record(
                 "user_deleted",
                 "success",
-                Subject {
-                    user_id: Some(&user.id),
-                    username: Some(&user.username),
-                },
+                Subject::of(&user),
                 meta,
                 json!({ "by": actor.user_id() }),
             )

@@ -137,10 +137,7 @@ impl Identity {
             .record(
                 "api_key_created",
                 "success",
-                Subject {
-                    user_id: Some(&owner.id),
-                    username: Some(&owner.username),
-                },
+                Subject::of(&owner),
                 meta,
                 json!({ "key_id": key.id, "prefix": key.prefix, "permissions": key.permissions }),
             )

@@ -21,6 +21,16 @@ pub struct Subject<'a> {
     pub username: Option<&'a str>,
 }
 
+impl<'a> Subject<'a> {
+    /// The subject for an event about `user`.
+    pub fn of(user: &'a swarmgate_core::User) -> Self {
+        Self {
+            user_id: Some(&user.id),
+            username: Some(&user.username),
+        }
+    }
+}
+
 impl Audit {
     pub fn new(store: Store) -> Self {
         Self { store }

@@ -73,10 +73,7 @@ impl Identity {
             .record(
                 "user_registered",
                 "success",
-                Subject {
-                    user_id: Some(&user.id),
-                    username: Some(&user.username),
-                },
+                Subject::of(&user),
                 meta,
                 json!({ "role": user.role }),
             )
@@ -212,10 +209,7 @@ impl Identity {
             return Err(Error::InvalidCredentials);
         };
         self.state.login_succeeded(&lock_key).await?;
-        let subject = Subject {
-            user_id: Some(&user.id),
-            username: Some(&user.username),
-        };
+        let subject = Subject::of(&user);
         if user.disabled {
             self.audit
                 .record(
@@ -380,10 +374,7 @@ impl Identity {
     ) -> Result<()> {
         let session_id = principal.session_id()?;
         let user = self.me(principal).await?;
-        let subject = || Subject {
-            user_id: Some(&user.id),
-            username: Some(&user.username),
-        };
+        let subject = || Subject::of(&user);
         let refused = |reason: &'static str| {
             self.audit.record(
                 "password_change_failed",
