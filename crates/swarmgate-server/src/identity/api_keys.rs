@@ -137,7 +137,7 @@ impl Identity {
             .record(
                 "api_key_created",
                 "success",
-                Subject::of(&owner),
+                Subject::of(owner),
                 meta,
                 json!({ "key_id": key.id, "prefix": key.prefix, "permissions": key.permissions }),
             )
