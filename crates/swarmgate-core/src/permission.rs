@@ -147,8 +147,10 @@ pub struct GrantSet {
     /// `*` (and `*:own`).
     root: u8,
     entries: FxHashMap<Box<str>, Entry>,
-    /// Bit `d` set: some wildcard prefix has `d` segments.
-    wildcard_depths: u64,
+    /// Bit `d` set: some wildcard prefix has `d` segments. A name of at
+    /// most MAX_LEN (256) bytes has at most 128 segments, so 128 bits hold
+    /// every depth that can match.
+    wildcard_depths: u128,
     grants: Vec<Grant>,
 }
 
@@ -168,9 +170,7 @@ impl GrantSet {
                 Pattern::Prefix(p) => {
                     set.entries.entry(p.as_str().into()).or_default().wildcard |= flag;
                     let depth = p.split('.').count();
-                    // Names are at most MAX_LEN bytes, so depth < 64 holds
-                    // for anything that can match; deeper grants never do.
-                    if depth < 64 {
+                    if depth < 128 {
                         set.wildcard_depths |= 1 << depth;
                     }
                 }
@@ -204,7 +204,7 @@ impl GrantSet {
         for (i, byte) in name.bytes().enumerate() {
             if byte == b'.' {
                 depth += 1;
-                if depth < 64 && self.wildcard_depths & (1 << depth) != 0 {
+                if depth < 128 && self.wildcard_depths & (1 << depth) != 0 {
                     if let Some(entry) = self.entries.get(&name[..i]) {
                         flags |= entry.wildcard;
                         if flags & ANY != 0 {
@@ -216,7 +216,7 @@ impl GrantSet {
         }
         if inclusive {
             depth += 1;
-            if depth < 64 && self.wildcard_depths & (1 << depth) != 0 {
+            if depth < 128 && self.wildcard_depths & (1 << depth) != 0 {
                 if let Some(entry) = self.entries.get(name) {
                     flags |= entry.wildcard;
                 }
@@ -225,8 +225,10 @@ impl GrantSet {
         flags
     }
 
-    /// How far `permission` is allowed. An invalid permission is simply not
-    /// allowed; callers that must tell the difference validate first.
+    /// How far `permission` is allowed. The check assumes a well-formed
+    /// permission (it does not re-validate on the hot path): input from a
+    /// client must pass [`validate_permission`] first, as the check endpoint
+    /// does, or `models.` could match `models.*`.
     pub fn access(&self, permission: &str) -> Access {
         let flags = self.wildcard_flags(permission, false);
         if flags & ANY != 0 {
@@ -363,6 +365,19 @@ mod tests {
     }
 
     #[test]
+    fn deep_wildcards_match_like_shallow_ones() {
+        let segments: Vec<String> = (0..100)
+            .map(|i| ((b'a' + (i % 26) as u8) as char).to_string())
+            .collect();
+        let prefix = segments[..80].join(".");
+        let set = GrantSet::parse(&[format!("{prefix}.*")]).unwrap();
+        let name = segments[..81].join(".");
+        assert!(name.len() <= MAX_LEN);
+        assert_eq!(set.access(&name), Access::Any);
+        assert_eq!(set.access(&prefix), Access::None);
+    }
+
+    #[test]
     fn own_scope_needs_the_callers_resource() {
         let s = set(&["memory.read:own"]);
         assert!(s.allows("memory.read", Some("memory:u1"), "u1"));
@@ -434,7 +449,7 @@ mod tests {
     }
 
     fn permission() -> impl Strategy<Value = String> {
-        prop::collection::vec(segment(), 1..5).prop_map(|s| s.join("."))
+        prop::collection::vec(segment(), 1..9).prop_map(|s| s.join("."))
     }
 
     fn grant() -> impl Strategy<Value = Grant> {
@@ -461,6 +476,18 @@ mod tests {
         fn compiled_check_agrees_with_the_reference(grants in prop::collection::vec(grant(), 0..8), p in permission()) {
             let compiled = GrantSet::compile(&grants);
             prop_assert_eq!(compiled.access(&p), reference(&grants, &p));
+        }
+
+        #[test]
+        fn allows_honours_own_scope(grants in prop::collection::vec(grant(), 0..8), p in permission(), mine in any::<bool>()) {
+            let compiled = GrantSet::compile(&grants);
+            let resource = if mine { "memory:u1/x" } else { "memory:u2" };
+            let expected = match reference(&grants, &p) {
+                Access::Any => true,
+                Access::Own => mine,
+                Access::None => false,
+            };
+            prop_assert_eq!(compiled.allows(&p, Some(resource), "u1"), expected);
         }
 
         #[test]

@@ -470,10 +470,13 @@ impl Config {
                     .into(),
             );
         }
-        if k.prefix.starts_with(crate::identity::REFRESH_TOKEN_PREFIX)
-            || k.prefix.starts_with("eyJ")
-        {
-            return err("api_keys.prefix: must not look like a refresh token or a JWT".into());
+        // Bearer credentials are told apart by prefix: a key prefix that is
+        // a prefix of (or starts with) a JWT's "eyJ" or a refresh token's
+        // "sgr_" would send those down the wrong path.
+        let clashes =
+            |other: &str| k.prefix.starts_with(other) || other.starts_with(k.prefix.as_str());
+        if k.prefix.len() < 3 || clashes("eyJ") || clashes(crate::identity::REFRESH_TOKEN_PREFIX) {
+            return err("api_keys.prefix: at least 3 characters, and not the start of a JWT (eyJ) or a refresh token (sgr_)".into());
         }
         let overrides: BTreeMap<String, Vec<String>> = self
             .roles
@@ -607,6 +610,18 @@ mod tests {
         );
         let e = c.resolve().unwrap_err().0;
         assert!(e.contains("roles.broken") && e.contains("tasks.**"), "{e}");
+    }
+
+    #[test]
+    fn key_prefixes_that_clash_with_other_credentials_are_refused() {
+        for bad in ["e", "ey", "eyJ", "eyJx", "sg", "sgr_", "sgr_x", "a!", ""] {
+            let mut c = Config::default();
+            c.api_keys.prefix = bad.into();
+            assert!(c.resolve().is_err(), "{bad:?}");
+        }
+        let mut c = Config::default();
+        c.api_keys.prefix = "swarm_".into();
+        assert!(c.resolve().is_ok());
     }
 
     #[test]

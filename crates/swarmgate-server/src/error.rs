@@ -73,6 +73,9 @@ impl From<StoreError> for Error {
                 component: "database",
                 detail,
             },
+            StoreError::InvalidInput(_) => Error::BadRequest(
+                "the request contains characters that cannot be stored (such as NUL)".into(),
+            ),
             StoreError::Config(detail) | StoreError::Database(detail) => Error::Internal(detail),
         }
     }

@@ -172,6 +172,24 @@ impl SharedState {
             .revoked)
     }
 
+    /// Whether the shared state has lost what it held (a Redis restarted
+    /// empty, or flushed): the epoch marker written after every full
+    /// resynchronisation is gone. Always false in-process.
+    pub async fn lost_state(&self) -> Result<bool, StateError> {
+        match self {
+            SharedState::Memory(_) => Ok(false),
+            SharedState::Redis(r) => r.epoch_missing().await,
+        }
+    }
+
+    /// Writes the epoch marker: the state is complete again.
+    pub async fn mark_complete(&self) -> Result<(), StateError> {
+        match self {
+            SharedState::Memory(_) => Ok(()),
+            SharedState::Redis(r) => r.set_epoch().await,
+        }
+    }
+
     /// Marks a user as changed (role, disabled, deleted): every instance's
     /// cached copy is stale from now on.
     pub async fn bump_user(&self, user_id: &str) -> Result<(), StateError> {
@@ -185,7 +203,9 @@ impl SharedState {
     }
 
     /// Everything a request needs from the shared state, in one round trip:
-    /// whether its credential is revoked and the version of its user.
+    /// whether its credential is revoked and the version of its user. If the
+    /// state was lost (see [`lost_state`](Self::lost_state)) this fails
+    /// closed until it has been rebuilt from the database.
     pub async fn credential_status(
         &self,
         kind: Revocable,

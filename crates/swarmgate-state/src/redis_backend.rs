@@ -137,6 +137,22 @@ impl RedisState {
         .map_err(unavailable)
     }
 
+    pub async fn epoch_missing(&self) -> Result<bool, StateError> {
+        let mut conn = self.conn().await?;
+        let exists: bool = conn
+            .exists(self.key("epoch", "current"))
+            .await
+            .map_err(unavailable)?;
+        Ok(!exists)
+    }
+
+    pub async fn set_epoch(&self) -> Result<(), StateError> {
+        let mut conn = self.conn().await?;
+        conn.set::<_, _, ()>(self.key("epoch", "current"), "complete")
+            .await
+            .map_err(unavailable)
+    }
+
     pub async fn bump_user(&self, user_id: &str) -> Result<(), StateError> {
         let mut conn = self.conn().await?;
         conn.incr::<_, _, ()>(self.key("uver", user_id), 1)
@@ -151,12 +167,21 @@ impl RedisState {
         user_id: &str,
     ) -> Result<CredentialStatus, StateError> {
         let mut conn = self.conn().await?;
-        let (revoked, version): (Option<i64>, Option<i64>) = redis::cmd("MGET")
-            .arg(self.key("rev", &format!("{}:{id}", kind.tag())))
-            .arg(self.key("uver", user_id))
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
+        let (revoked, version, epoch): (Option<i64>, Option<i64>, Option<String>) =
+            redis::cmd("MGET")
+                .arg(self.key("rev", &format!("{}:{id}", kind.tag())))
+                .arg(self.key("uver", user_id))
+                .arg(self.key("epoch", "current"))
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+        if epoch.is_none() {
+            // Redis came back empty: revocations it held are gone until they
+            // are rebuilt from the database. Trust nothing meanwhile.
+            return Err(StateError::Unavailable(
+                "redis lost its state; rebuilding revocations from the database".into(),
+            ));
+        }
         Ok(CredentialStatus {
             revoked: revoked.is_some(),
             user_version: version.unwrap_or(0),

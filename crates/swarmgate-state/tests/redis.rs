@@ -25,6 +25,7 @@ async fn two_instances() -> Option<(SharedState, SharedState)> {
     let ns = format!("sgtest-{}", uuid::Uuid::new_v4().simple());
     let a = SharedState::redis(&url, &ns).await.unwrap();
     let b = SharedState::redis(&url, &ns).await.unwrap();
+    a.mark_complete().await.unwrap();
     Some((a, b))
 }
 
@@ -166,4 +167,31 @@ async fn key_revocations_and_user_versions_are_shared() {
             .revoked
     );
     b.unlock("nothing-locked").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_redis_that_lost_its_state_fails_closed_until_marked_complete() {
+    use swarmgate_state::Revocable;
+    let Some(url) = redis_url() else {
+        return;
+    };
+    let ns = format!("sgtest-{}", uuid::Uuid::new_v4().simple());
+    let state = SharedState::redis(&url, &ns).await.unwrap();
+    // A fresh namespace looks exactly like a Redis that restarted empty.
+    assert!(state.lost_state().await.unwrap());
+    assert!(matches!(
+        state
+            .credential_status(Revocable::Session, "s", "u", 0)
+            .await,
+        Err(StateError::Unavailable(_))
+    ));
+    state.mark_complete().await.unwrap();
+    assert!(!state.lost_state().await.unwrap());
+    assert!(
+        !state
+            .credential_status(Revocable::Session, "s", "u", 0)
+            .await
+            .unwrap()
+            .revoked
+    );
 }

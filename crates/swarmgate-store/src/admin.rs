@@ -143,6 +143,33 @@ impl Store {
             .collect()
     }
 
+    /// Ids of users whose lockout an administrator cleared at or after
+    /// `since`.
+    pub async fn users_unlocked_since(&self, since: i64) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT user_id FROM user_events WHERE at >= $1 AND change = 'unlocked'",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| r.try_get("user_id").map_err(StoreError::from))
+            .collect()
+    }
+
+    /// Records a change of a user outside an update (an unlock).
+    pub async fn record_user_change(
+        &self,
+        user_id: &str,
+        change: &str,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        record_user_event(&mut tx, user_id, change, at).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Audit rows, newest first, with their ids (the cursor).
     pub async fn query_audit(
         &self,

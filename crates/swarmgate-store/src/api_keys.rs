@@ -131,6 +131,20 @@ impl Store {
             .collect()
     }
 
+    /// `(id, expires_at)` of every revoked key that has not expired yet:
+    /// what the shared state must know after it lost its data.
+    pub async fn live_revoked_api_keys(&self, now: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, expires_at FROM api_keys WHERE revoked_at IS NOT NULL AND expires_at > $1",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("expires_at")?)))
+            .collect()
+    }
+
     /// Writes batched `last_used_at` values (never moving one backwards).
     pub async fn touch_api_keys(&self, used: &[(String, i64)]) -> Result<(), StoreError> {
         if used.is_empty() {

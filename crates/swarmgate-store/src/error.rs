@@ -11,6 +11,10 @@ pub enum StoreError {
     NotFound,
     #[error("{0}")]
     Config(String),
+    /// The database refused a value as data (PostgreSQL class 22, such as a
+    /// NUL byte in text): bad input, not an outage or a bug.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
     #[error("database unavailable: {0}")]
     Unavailable(String),
     #[error("database error: {0}")]
@@ -26,6 +30,13 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+            sqlx::Error::Database(db)
+                if db
+                    .code()
+                    .is_some_and(|c| c.len() == 5 && c.starts_with("22")) =>
+            {
+                StoreError::InvalidInput(db.message().to_string())
+            }
             sqlx::Error::Database(db) if is_outage(db.as_ref()) => {
                 StoreError::Unavailable(db.to_string())
             }

@@ -1,8 +1,10 @@
 //! `swarmgate admin user …` and `swarmgate admin key …`: the operator's
 //! mirror of the admin API, against the configured database. Readable
-//! tables by default, `--json` for scripts.
+//! tables or sentences by default, JSON with `--json`.
 
 use anyhow::anyhow;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use serde_json::{json, Value};
 use swarmgate_core::{ApiKey, User};
 use swarmgate_server::clock::rfc3339;
@@ -10,7 +12,7 @@ use swarmgate_server::identity::{Actor, Identity, NewApiKey, RequestMeta, UserPa
 
 use crate::{KeyCommand, UserCommand};
 
-fn user_json(u: &User) -> Value {
+pub fn user_json(u: &User) -> Value {
     json!({
         "id": u.id, "username": u.username, "email": u.email, "full_name": u.full_name,
         "role": u.role, "disabled": u.disabled, "created_at": rfc3339(u.created_at),
@@ -23,6 +25,16 @@ fn key_json(k: &ApiKey) -> Value {
         "models": k.models, "created_at": rfc3339(k.created_at), "expires_at": rfc3339(k.expires_at),
         "last_used_at": k.last_used_at.map(rfc3339), "revoked": k.revoked_at.is_some(),
     })
+}
+
+/// Prints JSON, or the sentence for people.
+fn report(json: bool, body: Value, sentence: String) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+    } else {
+        println!("{sentence}");
+    }
+    Ok(())
 }
 
 /// Prints rows under a header, each column as wide as its widest cell.
@@ -69,20 +81,34 @@ async fn apply(identity: &Identity, user: &str, patch: UserPatch) -> anyhow::Res
         .map_err(cli_err)
 }
 
-pub async fn user(identity: Identity, command: UserCommand) -> anyhow::Result<()> {
+pub async fn user(identity: Identity, command: UserCommand, json: bool) -> anyhow::Result<()> {
     let meta = RequestMeta::default();
     match command {
-        UserCommand::List { q, limit, json } => {
-            let (users, _) = identity
-                .admin_list_users(Actor::Operator, q.as_deref(), None, limit)
+        UserCommand::List { q, limit, cursor } => {
+            let after = cursor
+                .map(|c| {
+                    URL_SAFE_NO_PAD
+                        .decode(&c)
+                        .ok()
+                        .and_then(|b| String::from_utf8(b).ok())
+                        .ok_or_else(|| anyhow!("--cursor: not a cursor this command printed"))
+                })
+                .transpose()?;
+            let (users, more) = identity
+                .admin_list_users(Actor::Operator, q.as_deref(), after.as_deref(), limit)
                 .await
                 .map_err(cli_err)?;
+            let next = more
+                .then(|| {
+                    users
+                        .last()
+                        .map(|u| URL_SAFE_NO_PAD.encode(u.username.to_lowercase()))
+                })
+                .flatten();
             if json {
                 let items: Vec<Value> = users.iter().map(user_json).collect();
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&json!({ "items": items }))?
-                );
+                let body = json!({ "items": items, "next_cursor": next });
+                println!("{}", serde_json::to_string_pretty(&body)?);
             } else {
                 table(
                     &["username", "email", "role", "status", "id"],
@@ -99,7 +125,11 @@ pub async fn user(identity: Identity, command: UserCommand) -> anyhow::Result<()
                         })
                         .collect(),
                 );
+                if let Some(next) = next {
+                    println!("(more: --cursor {next})");
+                }
             }
+            Ok(())
         }
         UserCommand::SetRole { user, role } => {
             let patch = UserPatch {
@@ -107,7 +137,11 @@ pub async fn user(identity: Identity, command: UserCommand) -> anyhow::Result<()
                 ..UserPatch::default()
             };
             let u = apply(&identity, &user, patch).await?;
-            println!("{} now has role {}", u.username, u.role);
+            report(
+                json,
+                user_json(&u),
+                format!("{} now has role {}", u.username, u.role),
+            )
         }
         UserCommand::Disable { user } => {
             let patch = UserPatch {
@@ -115,10 +149,14 @@ pub async fn user(identity: Identity, command: UserCommand) -> anyhow::Result<()
                 ..UserPatch::default()
             };
             let u = apply(&identity, &user, patch).await?;
-            println!(
-                "{} disabled; every session and key of theirs is revoked",
-                u.username
-            );
+            report(
+                json,
+                user_json(&u),
+                format!(
+                    "{} disabled; every session and key of theirs is revoked",
+                    u.username
+                ),
+            )
         }
         UserCommand::Enable { user } => {
             let patch = UserPatch {
@@ -126,10 +164,14 @@ pub async fn user(identity: Identity, command: UserCommand) -> anyhow::Result<()
                 ..UserPatch::default()
             };
             let u = apply(&identity, &user, patch).await?;
-            println!(
-                "{} enabled (earlier sessions and keys stay revoked)",
-                u.username
-            );
+            report(
+                json,
+                user_json(&u),
+                format!(
+                    "{} enabled (earlier sessions and keys stay revoked)",
+                    u.username
+                ),
+            )
         }
         UserCommand::Unlock { user } => {
             let u = find(&identity, &user).await?;
@@ -137,7 +179,11 @@ pub async fn user(identity: Identity, command: UserCommand) -> anyhow::Result<()
                 .admin_unlock_user(Actor::Operator, &u.id, &meta)
                 .await
                 .map_err(cli_err)?;
-            println!("{} unlocked", u.username);
+            report(
+                json,
+                json!({ "unlocked": u.id }),
+                format!("{} unlocked", u.username),
+            )
         }
         UserCommand::Delete { user } => {
             let u = find(&identity, &user).await?;
@@ -145,13 +191,16 @@ pub async fn user(identity: Identity, command: UserCommand) -> anyhow::Result<()
                 .admin_delete_user(Actor::Operator, &u.id, &meta)
                 .await
                 .map_err(cli_err)?;
-            println!("{} deleted", u.username);
+            report(
+                json,
+                json!({ "deleted": u.id }),
+                format!("{} deleted", u.username),
+            )
         }
     }
-    Ok(())
 }
 
-pub async fn key(identity: Identity, command: KeyCommand) -> anyhow::Result<()> {
+pub async fn key(identity: Identity, command: KeyCommand, json: bool) -> anyhow::Result<()> {
     let meta = RequestMeta::default();
     match command {
         KeyCommand::Create {
@@ -160,7 +209,6 @@ pub async fn key(identity: Identity, command: KeyCommand) -> anyhow::Result<()> 
             permissions,
             models,
             expires_in_days,
-            json,
         } => {
             let owner = find(&identity, &user).await?;
             let request = NewApiKey {
@@ -173,18 +221,18 @@ pub async fn key(identity: Identity, command: KeyCommand) -> anyhow::Result<()> 
                 .create_api_key_for(&owner, request, &meta)
                 .await
                 .map_err(cli_err)?;
-            if json {
-                let mut body = key_json(&created.key);
-                body["key"] = json!(created.secret);
-                println!("{}", serde_json::to_string_pretty(&body)?);
-            } else {
-                println!(
+            let mut body = key_json(&created.key);
+            body["key"] = json!(created.secret);
+            report(
+                json,
+                body,
+                format!(
                     "key {} for {} (shown only now):\n{}",
                     created.key.id, owner.username, created.secret
-                );
-            }
+                ),
+            )
         }
-        KeyCommand::List { user, json } => {
+        KeyCommand::List { user } => {
             let owner = find(&identity, &user).await?;
             let keys = identity.list_api_keys(&owner.id).await.map_err(cli_err)?;
             if json {
@@ -215,14 +263,14 @@ pub async fn key(identity: Identity, command: KeyCommand) -> anyhow::Result<()> 
                         .collect(),
                 );
             }
+            Ok(())
         }
         KeyCommand::Revoke { id } => {
             identity
                 .revoke_api_key(Actor::Operator, &id, &meta)
                 .await
                 .map_err(cli_err)?;
-            println!("key {id} revoked");
+            report(json, json!({ "revoked": id }), format!("key {id} revoked"))
         }
     }
-    Ok(())
 }

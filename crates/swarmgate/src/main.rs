@@ -37,6 +37,9 @@ enum Command {
     CheckConfig,
     /// Administrative tasks against the configured database.
     Admin {
+        /// Print JSON instead of a readable table or sentence.
+        #[arg(long, global = true)]
+        json: bool,
         #[command(subcommand)]
         command: AdminCommand,
     },
@@ -81,10 +84,12 @@ enum UserCommand {
     List {
         #[arg(long)]
         q: Option<String>,
+        /// Users per page (at most 200).
         #[arg(long, default_value_t = 200)]
         limit: i64,
+        /// Continue after the page that printed this cursor.
         #[arg(long)]
-        json: bool,
+        cursor: Option<String>,
     },
     /// Give a user another role.
     SetRole { user: String, role: String },
@@ -114,15 +119,11 @@ enum KeyCommand {
         models: Vec<String>,
         #[arg(long)]
         expires_in_days: Option<u32>,
-        #[arg(long)]
-        json: bool,
     },
     /// List a user's keys (never the secrets).
     List {
         #[arg(long)]
         user: String,
-        #[arg(long)]
-        json: bool,
     },
     /// Revoke a key by id.
     Revoke { id: String },
@@ -186,6 +187,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Admin {
+            json,
             command:
                 AdminCommand::CreateUser {
                     username,
@@ -208,21 +210,30 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 .create_user(account, &RequestMeta::default())
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!(
-                "created user {} ({}) with role {}",
-                user.username, user.id, user.role
-            );
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&admin::user_json(&user))?
+                );
+            } else {
+                println!(
+                    "created user {} ({}) with role {}",
+                    user.username, user.id, user.role
+                );
+            }
             Ok(())
         }
         Command::Keys {
             command: KeysCommand::Rotate,
         } => rotate_keys(settings).await,
         Command::Admin {
+            json,
             command: AdminCommand::User { command },
-        } => admin::user(open_identity(settings).await?, command).await,
+        } => admin::user(open_identity(settings).await?, command, json).await,
         Command::Admin {
+            json,
             command: AdminCommand::Key { command },
-        } => admin::key(open_identity(settings).await?, command).await,
+        } => admin::key(open_identity(settings).await?, command, json).await,
     }
 }
 

@@ -87,7 +87,6 @@ pub async fn list(
     State(identity): State<AppState>,
     principal: Principal,
 ) -> Result<Json<serde_json::Value>> {
-    principal.session_id()?;
     let keys = identity.list_api_keys(&principal.user_id).await?;
     let items: Vec<KeyBody> = keys.into_iter().map(KeyBody::from).collect();
     Ok(Json(json!({ "items": items, "next_cursor": null })))
@@ -99,7 +98,6 @@ pub async fn revoke(
     meta: RequestMeta,
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
-    principal.session_id()?;
     identity
         .revoke_api_key(Actor::Caller(&principal), &id, &meta)
         .await?;

@@ -11,7 +11,7 @@ use crate::clock::rfc3339;
 use crate::error::Result;
 use crate::http::extract::ApiJson;
 use crate::http::AppState;
-use crate::identity::{Principal, RequestMeta, TokenPair};
+use crate::identity::{Credential, Principal, RequestMeta, TokenPair};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -131,14 +131,27 @@ pub struct MeBody {
     #[serde(flatten)]
     user: UserBody,
     permissions: Vec<String>,
+    auth_method: &'static str,
+    /// For an API key: its own grants (what it may do is these and
+    /// `permissions` both).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_permissions: Option<Vec<String>>,
 }
 
 pub async fn me(State(identity): State<AppState>, principal: Principal) -> Result<Json<MeBody>> {
     let user = identity.me(&principal).await?;
     let permissions = principal.role.permissions.clone();
+    let key_permissions = match &principal.credential {
+        Credential::ApiKey { grants, .. } => {
+            Some(grants.grants().iter().map(|g| g.to_string()).collect())
+        }
+        Credential::Session { .. } => None,
+    };
     Ok(Json(MeBody {
         user: user.into(),
         permissions,
+        auth_method: principal.auth_method().as_str(),
+        key_permissions,
     }))
 }
 

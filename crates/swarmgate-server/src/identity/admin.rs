@@ -27,14 +27,6 @@ pub struct UserPatch {
 
 pub const MAX_PAGE: i64 = 200;
 
-fn covers_role(holder: &Role, target: &Role) -> bool {
-    target
-        .grants
-        .grants()
-        .iter()
-        .all(|g| holder.grants.covers(g))
-}
-
 impl Identity {
     fn require(&self, actor: Actor<'_>, permission: &str) -> Result<()> {
         match actor {
@@ -44,10 +36,10 @@ impl Identity {
     }
 
     /// Refuses when the actor's grants do not cover `target`'s.
-    fn require_covers(&self, actor: Actor<'_>, target: &Role) -> Result<()> {
+    pub(super) fn require_covers(&self, actor: Actor<'_>, target: &Role) -> Result<()> {
         match actor {
             Actor::Operator => Ok(()),
-            Actor::Caller(p) if covers_role(&p.role, target) => Ok(()),
+            Actor::Caller(p) if p.covers_role(target) => Ok(()),
             Actor::Caller(_) => Err(Error::Forbidden(format!(
                 "role {} has grants beyond your own",
                 target.name
@@ -179,13 +171,13 @@ impl Identity {
     ) -> Result<()> {
         self.require(actor, "users.manage")?;
         let user = self.store.get_user(id).await?;
-        for key in [
-            format!("login:{}", user.username.to_lowercase()),
-            format!("login:{}", user.email.to_lowercase()),
-            format!("password-change:{}", user.id),
-        ] {
-            self.state.unlock(&key).await?;
-        }
+        self.require_covers(actor, &self.role_of(&user))?;
+        // Recorded in the database too, so instances without a shared Redis
+        // (and so the CLI) clear the lockout through the poller.
+        self.store
+            .record_user_change(id, "unlocked", now_secs())
+            .await?;
+        self.clear_lockout(&user).await?;
         self.audit
             .record(
                 "user_unlocked",
@@ -195,6 +187,19 @@ impl Identity {
                 json!({ "by": actor.user_id() }),
             )
             .await;
+        Ok(())
+    }
+
+    /// Clears the lockout counters of a user's name, email and password
+    /// change on the shared state this instance uses.
+    pub(super) async fn clear_lockout(&self, user: &User) -> Result<()> {
+        for key in [
+            format!("login:{}", user.username.to_lowercase()),
+            format!("login:{}", user.email.to_lowercase()),
+            format!("password-change:{}", user.id),
+        ] {
+            self.state.unlock(&key).await?;
+        }
         Ok(())
     }
 

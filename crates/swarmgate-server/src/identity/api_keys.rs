@@ -164,8 +164,12 @@ impl Identity {
     ) -> Result<()> {
         let key = self.store.api_key(key_id).await?.ok_or(Error::NotFound)?;
         let own = actor.user_id() == Some(key.user_id.as_str());
-        if !own && !actor.may_manage_users() {
-            return Err(Error::NotFound);
+        if !own {
+            if !actor.may_manage_users() {
+                return Err(Error::NotFound);
+            }
+            let owner = self.store.get_user(&key.user_id).await?;
+            self.require_covers(actor, &self.role_of(&owner))?;
         }
         if self.store.revoke_api_key(key_id, now_secs()).await? {
             self.publish_key_revocation(&key.id, key.expires_at).await;
@@ -202,7 +206,8 @@ impl Identity {
     pub async fn flush_last_used(&self) {
         let used = self.last_used.drain();
         if let Err(e) = self.store.touch_api_keys(&used).await {
-            tracing::warn!(error = %e, keys = used.len(), "could not record last_used_at");
+            tracing::warn!(error = %e, keys = used.len(), "could not record last_used_at; will retry");
+            self.last_used.restore(used);
         }
     }
 }

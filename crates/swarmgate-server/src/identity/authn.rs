@@ -25,6 +25,10 @@ use crate::clock::{now_ms, now_secs};
 use crate::error::{Error, Result};
 
 const CACHE_CAPACITY: u64 = 100_000;
+/// Longest a cached user lives regardless of versions; a full resync bumps
+/// every user changed within this long, so even a Redis that lost its
+/// versions cannot make a stale copy look current.
+pub(super) const USER_CACHE_TTL: Duration = Duration::from_secs(600);
 /// How long "no such key" is remembered. Safe: a new key's secret is fresh
 /// random, so it was never presented (and cached as unknown) before.
 const UNKNOWN_KEY_TTL_MS: i64 = 60_000;
@@ -109,8 +113,7 @@ impl UserCache {
         Self {
             inner: Cache::builder()
                 .max_capacity(CACHE_CAPACITY)
-                // A backstop only: versions make entries exact.
-                .time_to_live(Duration::from_secs(600))
+                .time_to_live(USER_CACHE_TTL)
                 .build(),
         }
     }
@@ -133,6 +136,15 @@ impl LastUsed {
             *previous = at;
         } else {
             pending.insert(key_id.to_string(), at);
+        }
+    }
+
+    /// Puts back values whose write failed (newer ones already recorded win).
+    pub(super) fn restore(&self, used: Vec<(String, i64)>) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, at) in used {
+            let slot = pending.entry(id).or_insert(at);
+            *slot = (*slot).max(at);
         }
     }
 

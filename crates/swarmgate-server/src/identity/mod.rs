@@ -110,6 +110,19 @@ impl Principal {
             }
     }
 
+    /// Whether everything `target` grants is also granted to this caller,
+    /// through its role and, for a key, through the key too (so a key
+    /// holding only `users.manage` cannot hand out more than itself).
+    pub fn covers_role(&self, target: &Role) -> bool {
+        target.grants.grants().iter().all(|g| {
+            self.role.grants.covers(g)
+                && match &self.credential {
+                    Credential::Session { .. } => true,
+                    Credential::ApiKey { grants, .. } => grants.covers(g),
+                }
+        })
+    }
+
     /// Fails with 403 unless the caller may do `permission`.
     pub fn require(&self, permission: &str) -> Result<()> {
         if self.allows(permission, None) {
@@ -210,7 +223,18 @@ impl Identity {
                 2 * std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),
         };
-        identity.restore_revocations().await?;
+        match identity.restore_revocations().await {
+            Ok(()) => {}
+            // Redis down at start: requests fail closed, and the poller
+            // rebuilds the state as soon as it is reachable.
+            Err(Error::Unavailable {
+                component: "redis",
+                detail,
+            }) => {
+                tracing::warn!(error = %detail, "could not seed revocations into redis yet");
+            }
+            Err(e) => return Err(e),
+        }
         Ok(identity)
     }
 

@@ -10,20 +10,26 @@ use crate::clock::{now_ms, now_secs};
 use crate::error::Result;
 
 impl Identity {
-    /// Access tokens outlive nothing but their `exp`; a session revoked less
-    /// than one token lifetime ago must stay revoked across a restart of an
-    /// in-process state, so the shared state is seeded from the database.
+    /// Rebuilds everything the shared state must know from the database
+    /// (at start-up, every `FULL_RESYNC`, and at once when a Redis lost its
+    /// data), then marks the state complete: every session revoked within
+    /// one token lifetime, every revoked key not yet expired, and every user
+    /// changed within the user cache's lifetime.
     pub(super) async fn restore_revocations(&self) -> Result<()> {
-        let since = now_secs() - self.token_lifetime_ms() / 1000;
-        self.republish_revocations(since).await?;
+        let now = now_secs();
+        self.republish(now - self.token_lifetime_ms() / 1000, true)
+            .await?;
+        self.state.mark_complete().await?;
         Ok(())
     }
 
-    /// Publishes to the shared state every session revoked in the database
-    /// at or after `since` (unix seconds); returns how many. The database is
-    /// the source of truth: this heals a publish that failed, a Redis that
-    /// restarted empty, and revocations written by the CLI.
-    pub async fn republish_revocations(&self, since: i64) -> Result<usize> {
+    /// Publishes to the shared state what the database says changed at or
+    /// after `since` (unix seconds); with `full`, also every revoked key
+    /// still unexpired and every user changed within the user cache's
+    /// lifetime. The database is the source of truth: this heals a publish
+    /// that failed, a Redis that restarted empty, and changes made by the
+    /// CLI. Returns how many items it published.
+    pub async fn republish(&self, since: i64, full: bool) -> Result<usize> {
         let lifetime = self.token_lifetime_ms();
         let now = now_ms();
         let sessions = self.store.sessions_revoked_since(since).await?;
@@ -32,23 +38,39 @@ impl Identity {
                 .revoke_session(sid, revoked_at * 1000 + lifetime, now)
                 .await?;
         }
-        let keys = self.store.api_keys_revoked_since(since).await?;
+        let keys = if full {
+            self.store.live_revoked_api_keys(now / 1000).await?
+        } else {
+            self.store.api_keys_revoked_since(since).await?
+        };
         for (key_id, expires_at) in &keys {
             self.state
                 .revoke(Revocable::ApiKey, key_id, expires_at * 1000, now)
                 .await?;
         }
-        let users = self.store.users_changed_since(since).await?;
+        let users_since = if full {
+            now / 1000 - super::authn::USER_CACHE_TTL.as_secs() as i64 - 60
+        } else {
+            since
+        };
+        let users = self.store.users_changed_since(users_since).await?;
         for user_id in &users {
             self.users.forget(user_id);
             self.state.bump_user(user_id).await?;
         }
+        for user_id in self.store.users_unlocked_since(since).await? {
+            if let Ok(user) = self.store.get_user(&user_id).await {
+                self.clear_lockout(&user).await?;
+            }
+        }
         Ok(sessions.len() + keys.len() + users.len())
     }
 
-    /// Runs forever: every `REVOCATION_POLL` publishes what was revoked
-    /// since the last round (with overlap), and every `FULL_RESYNC` all
-    /// revocations still relevant.
+    /// Runs forever: every `REVOCATION_POLL` publishes what changed since
+    /// the last round (with overlap), every `FULL_RESYNC` (or at once when
+    /// the shared state lost its data) everything still relevant; flushes
+    /// batched `last_used_at` every fifth round and denial counts every
+    /// minute.
     pub async fn revocation_poller(self: Arc<Self>) {
         let mut tick = tokio::time::interval(REVOCATION_POLL);
         let mut last_full = std::time::Instant::now();
@@ -59,19 +81,25 @@ impl Identity {
             tick.tick().await;
             round += 1;
             let started = now_secs();
-            let full = last_full.elapsed() >= FULL_RESYNC;
-            let from = if full {
-                started - self.token_lifetime_ms() / 1000
-            } else {
-                since - 2
-            };
-            match self.republish_revocations(from).await {
-                Ok(_) => {
-                    since = started;
-                    if full {
-                        last_full = std::time::Instant::now();
-                    }
+            let lost = match self.state.lost_state().await {
+                Ok(lost) => lost,
+                Err(e) => {
+                    tracing::warn!(error = %e, "shared state unreachable; retrying");
+                    continue;
                 }
+            };
+            let result = if lost || last_full.elapsed() >= FULL_RESYNC {
+                if lost {
+                    tracing::warn!("shared state lost its data; rebuilding it from the database");
+                }
+                self.restore_revocations().await.map(|_| {
+                    last_full = std::time::Instant::now();
+                })
+            } else {
+                self.republish(since - 2, false).await.map(|_| ())
+            };
+            match result {
+                Ok(()) => since = started,
                 Err(e) => tracing::warn!(error = %e, "revocation sync failed; retrying"),
             }
             if round.is_multiple_of(5) {

@@ -350,6 +350,25 @@ async fn no_secret_reaches_the_log_or_the_database() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = client
+        .post(format!("{base}/auth/api-keys"))
+        .bearer_auth(access)
+        .json(&json!({"name": "secret-test", "permissions": ["tasks.read"]}))
+        .send()
+        .await
+        .unwrap();
+    let api_key = r.json::<Value>().await.unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = client
+        .post(format!("{base}/auth/verify-permission"))
+        .header("x-api-key", &api_key)
+        .json(&json!({"permission": "tasks.read"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
     client
         .post(format!("{base}/auth/logout"))
         .bearer_auth(access)
@@ -383,6 +402,7 @@ async fn no_secret_reaches_the_log_or_the_database() {
         first["refresh_token"].as_str().unwrap(),
         second["access_token"].as_str().unwrap(),
         second["refresh_token"].as_str().unwrap(),
+        api_key.as_str(),
     ];
     for secret in secrets {
         assert!(!log.contains(secret), "a secret reached the log");
@@ -803,27 +823,51 @@ async fn the_admin_cli_acts_on_a_running_server_through_the_database() {
         p.stderr_path.parent().unwrap().display()
     );
     let env = [("DATABASE_URL", db)];
+    let cli = |args: &'static [&'static str]| {
+        let env = env.clone();
+        async move {
+            let (code, out, err) = run_binary(args, &env, None).await;
+            assert_eq!(code, 0, "{args:?}: {err}");
+            out
+        }
+    };
+    let password = "Cl1!User-Password";
     let r = client
         .post(format!("{}/auth/register", p.base))
-        .json(&json!({"username": "cli-user", "email": "cli@example.com", "password": "Cl1!User-Password"}))
+        .json(&json!({"username": "cli-user", "email": "cli@example.com", "password": password}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
-    let session = login(&client, &p.base, "cli-user", "Cl1!User-Password").await;
-    let token = session["access_token"].as_str().unwrap();
+    let session = login(&client, &p.base, "cli-user", password).await;
+    let token = session["access_token"].as_str().unwrap().to_string();
 
-    let (code, out, err) = run_binary(&["admin", "user", "list", "--json"], &env, None).await;
-    assert_eq!(code, 0, "{err}");
-    let listed: Value = serde_json::from_str(&out).unwrap();
+    let listed: Value =
+        serde_json::from_str(&cli(&["admin", "user", "list", "--json"]).await).unwrap();
     assert_eq!(listed["items"].as_array().unwrap().len(), 2);
-    let (code, out, _) = run_binary(&["admin", "user", "list"], &env, None).await;
-    assert_eq!(code, 0);
-    assert!(out.lines().next().unwrap().starts_with("USERNAME"), "{out}");
-    assert!(out.contains("cli-user"));
+    assert!(listed["next_cursor"].is_null());
+    let page: Value =
+        serde_json::from_str(&cli(&["admin", "user", "list", "--limit", "1", "--json"]).await)
+            .unwrap();
+    assert_eq!(page["items"][0]["username"], "admin");
+    let cursor = page["next_cursor"].as_str().unwrap().to_string();
+    let (_, rest, _) = run_binary(
+        &["admin", "user", "list", "--json", "--cursor", &cursor],
+        &env,
+        None,
+    )
+    .await;
+    let rest: Value = serde_json::from_str(&rest).unwrap();
+    assert_eq!(rest["items"][0]["username"], "cli-user");
+    let table = cli(&["admin", "user", "list"]).await;
+    assert!(
+        table.lines().next().unwrap().starts_with("USERNAME"),
+        "{table}"
+    );
+    assert!(table.contains("cli-user"));
 
-    let (code, out, err) = run_binary(
-        &[
+    let created: Value = serde_json::from_str(
+        &cli(&[
             "admin",
             "key",
             "create",
@@ -833,19 +877,16 @@ async fn the_admin_cli_acts_on_a_running_server_through_the_database() {
             "from cli",
             "--permission",
             "tasks.read",
+            "--permission",
+            "memory.write",
             "--json",
-        ],
-        &env,
-        None,
+        ])
+        .await,
     )
-    .await;
-    assert_eq!(code, 0, "{err}");
-    let created: Value = serde_json::from_str(&out).unwrap();
+    .unwrap();
     let key = created["key"].as_str().unwrap().to_string();
-    let (code, out, _) =
-        run_binary(&["admin", "key", "list", "--user", "cli-user"], &env, None).await;
-    assert_eq!(code, 0);
-    assert!(out.contains("from cli") && !out.contains(&key), "{out}");
+    let keys = cli(&["admin", "key", "list", "--user", "cli-user"]).await;
+    assert!(keys.contains("from cli") && !keys.contains(&key), "{keys}");
     let (code, _, err) = run_binary(
         &[
             "admin",
@@ -865,61 +906,128 @@ async fn the_admin_cli_acts_on_a_running_server_through_the_database() {
     assert_eq!(code, 1);
     assert!(err.contains("models.load"), "{err}");
 
-    let verify = |credential: (&'static str, String)| {
+    let check = |credential: (&'static str, String), permission: &'static str| {
         let client = client.clone();
         let base = p.base.clone();
         async move {
-            client
+            let r = client
                 .post(format!("{base}/auth/verify-permission"))
                 .header(credential.0, credential.1)
-                .json(&json!({"permission": "tasks.read"}))
+                .json(&json!({ "permission": permission }))
                 .send()
                 .await
-                .unwrap()
-                .status()
+                .unwrap();
+            match r.status() {
+                StatusCode::OK => Some(
+                    r.json::<Value>().await.unwrap()["allowed"]
+                        .as_bool()
+                        .unwrap(),
+                ),
+                _ => None,
+            }
         }
     };
-    assert_eq!(verify(("x-api-key", key.clone())).await, StatusCode::OK);
-
-    let (code, out, err) = run_binary(
-        &["admin", "user", "set-role", "cli-user", "viewer"],
-        &env,
-        None,
-    )
-    .await;
-    assert_eq!(code, 0, "{err}");
-    assert!(out.contains("viewer"));
-    let (code, _, err) = run_binary(&["admin", "user", "disable", "cli-user"], &env, None).await;
-    assert_eq!(code, 0, "{err}");
-    // Within the poll interval the running server refuses both credentials.
-    let mut refused = false;
-    for _ in 0..60 {
-        if verify(("x-api-key", key.clone())).await == StatusCode::UNAUTHORIZED
-            && verify(("authorization", format!("Bearer {token}"))).await
-                == StatusCode::UNAUTHORIZED
-        {
-            refused = true;
-            break;
+    /// Polls until `probe` gives `want` (the server sees CLI changes within
+    /// one poll interval).
+    async fn eventually<F, Fut>(mut probe: F, want: Option<bool>) -> bool
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<bool>>,
+    {
+        for _ in 0..60 {
+            if probe().await == want {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        false
     }
-    assert!(refused, "CLI disable reached the running server");
-    let (code, _, _) = run_binary(&["admin", "user", "enable", "cli-user"], &env, None).await;
-    assert_eq!(code, 0);
-    let (code, _, _) = run_binary(&["admin", "user", "unlock", "cli-user"], &env, None).await;
-    assert_eq!(code, 0);
-    let (code, _, _) = run_binary(
-        &["admin", "key", "revoke", created["id"].as_str().unwrap()],
-        &env,
-        None,
+    assert_eq!(
+        check(("x-api-key", key.clone()), "memory.write").await,
+        Some(true)
+    );
+
+    // Demotion through the CLI shrinks the key on the running server.
+    let out: Value = serde_json::from_str(
+        &cli(&["admin", "user", "set-role", "cli-user", "viewer", "--json"]).await,
     )
-    .await;
-    assert_eq!(code, 0);
+    .unwrap();
+    assert_eq!(out["role"], "viewer");
+    assert!(
+        eventually(
+            || check(("x-api-key", key.clone()), "memory.write"),
+            Some(false)
+        )
+        .await
+    );
+    assert_eq!(
+        check(("x-api-key", key.clone()), "tasks.read").await,
+        Some(true)
+    );
+
+    // A lockout cleared by the CLI is cleared on the running server.
+    for _ in 0..5 {
+        client
+            .post(format!("{}/auth/login", p.base))
+            .json(&json!({"username": "cli-user", "password": "Wrong!Pass1"}))
+            .send()
+            .await
+            .unwrap();
+    }
+    let locked = |base: String| {
+        let client = client.clone();
+        async move {
+            let r = client
+                .post(format!("{base}/auth/login"))
+                .json(&json!({"username": "cli-user", "password": "Cl1!User-Password"}))
+                .send()
+                .await
+                .unwrap();
+            Some(r.status() == StatusCode::LOCKED)
+        }
+    };
+    assert_eq!(locked(p.base.clone()).await, Some(true));
+    cli(&["admin", "user", "unlock", "cli-user"]).await;
+    assert!(
+        eventually(|| locked(p.base.clone()), Some(false)).await,
+        "unlock reached the server"
+    );
+
+    // Disabling kills the key and the session; enabling does not revive them.
+    cli(&["admin", "user", "disable", "cli-user"]).await;
+    assert!(eventually(|| check(("x-api-key", key.clone()), "tasks.read"), None).await);
+    assert!(
+        eventually(
+            || check(("authorization", format!("Bearer {token}")), "tasks.read"),
+            None
+        )
+        .await
+    );
+    cli(&["admin", "user", "enable", "cli-user"]).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(check(("x-api-key", key.clone()), "tasks.read").await, None);
+
+    let revoked: Value = serde_json::from_str(&{
+        let (_, out, _) = run_binary(
+            &[
+                "admin",
+                "key",
+                "revoke",
+                created["id"].as_str().unwrap(),
+                "--json",
+            ],
+            &env,
+            None,
+        )
+        .await;
+        out
+    })
+    .unwrap();
+    assert_eq!(revoked["revoked"], created["id"]);
     let (code, _, err) =
         run_binary(&["admin", "user", "delete", "nobody-at-all"], &env, None).await;
     assert_eq!(code, 1);
     assert!(err.contains("nobody-at-all"));
-    let (code, out, _) = run_binary(&["admin", "user", "delete", "cli-user"], &env, None).await;
-    assert_eq!(code, 0);
+    let out = cli(&["admin", "user", "delete", "cli-user"]).await;
     assert!(out.contains("deleted"));
 }
