@@ -1,6 +1,7 @@
 //! The `swarmgate` command line: serve, check-config, admin, keys.
 
 mod admin;
+mod mock_upstream;
 
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
@@ -42,6 +43,21 @@ enum Command {
         json: bool,
         #[command(subcommand)]
         command: AdminCommand,
+    },
+    /// An OpenAI-compatible test server (models, chat and text completions
+    /// with SSE streaming, embeddings; any other path echoes the request).
+    MockUpstream {
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        listen: std::net::SocketAddr,
+        /// Delay every response by this much.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+        /// Fraction (0 to 1) of requests answered with a 500.
+        #[arg(long, default_value_t = 0.0)]
+        fail_rate: f64,
+        /// Models served, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "mock-model")]
+        models: Vec<String>,
     },
     /// Signing-key management.
     Keys {
@@ -138,6 +154,16 @@ enum KeysCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::MockUpstream {
+        listen,
+        latency_ms,
+        fail_rate,
+        models,
+    } = &cli.command
+    {
+        // Needs no configuration: it stands in for an upstream, not for swarmgate.
+        return run_mock(*listen, *latency_ms, *fail_rate, models.clone());
+    }
     let settings = match Config::load(cli.config.as_deref()).and_then(|c| c.resolve()) {
         Ok(s) => s,
         Err(e) => {
@@ -156,6 +182,36 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli.command, settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("swarmgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_mock(
+    listen: std::net::SocketAddr,
+    latency_ms: u64,
+    fail_rate: f64,
+    models: Vec<String>,
+) -> ExitCode {
+    telemetry::init(false, "info");
+    if !(0.0..=1.0).contains(&fail_rate) {
+        eprintln!("swarmgate: --fail-rate must be between 0 and 1");
+        return ExitCode::from(2);
+    }
+    let config = mock_upstream::MockConfig {
+        models,
+        latency: std::time::Duration::from_millis(latency_ms),
+        fail_rate,
+    };
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(mock_upstream::serve(listen, config)));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("swarmgate: {e:#}");
@@ -226,6 +282,9 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Keys {
             command: KeysCommand::Rotate,
         } => rotate_keys(settings).await,
+        Command::MockUpstream { .. } => {
+            bail!("mock-upstream starts before the configuration is read")
+        }
         Command::Admin {
             json,
             command: AdminCommand::User { command },

@@ -7,5 +7,6 @@ mod common;
 mod flow;
 mod keys;
 mod lockout;
+mod mock;
 mod process;
 mod tokens;
