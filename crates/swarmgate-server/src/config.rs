@@ -50,6 +50,9 @@ pub struct Config {
     pub api_keys: ApiKeysConfig,
     /// Roles added, or built-in roles redefined: `[roles.NAME] permissions`.
     pub roles: BTreeMap<String, RoleConfig>,
+    /// `[[routes]]`: paths proxied to upstream services.
+    pub routes: Vec<swarmgate_gateway::RouteConfig>,
+    pub gateway: swarmgate_gateway::GatewayConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -484,7 +487,14 @@ impl Config {
             .map(|(name, role)| (name.clone(), role.permissions.clone()))
             .collect();
         let roles = Roles::with_overrides(&overrides).map_err(|e| ConfigError(e.0))?;
+        if self.gateway.max_body_bytes == 0 {
+            return err("gateway.max_body_bytes: must be at least 1".into());
+        }
+        let routes = swarmgate_gateway::RouteTable::compile(&self.routes, &self.gateway)
+            .map_err(ConfigError)?;
         Ok(Settings {
+            routes: Arc::new(routes),
+            gateway: self.gateway.clone(),
             roles: Arc::new(roles),
             api_key_prefix: k.prefix.clone(),
             api_key_default_days: k.default_expiry_days,
@@ -522,6 +532,8 @@ impl Config {
 /// Validated settings the server runs with.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    pub routes: Arc<swarmgate_gateway::RouteTable>,
+    pub gateway: swarmgate_gateway::GatewayConfig,
     pub roles: Arc<Roles>,
     pub api_key_prefix: String,
     pub api_key_default_days: u32,

@@ -46,6 +46,12 @@ pub enum Error {
         component: &'static str,
         detail: String,
     },
+    #[error("this method is not served on this route")]
+    MethodNotAllowed,
+    #[error("upstream failed: {0}")]
+    BadGateway(String),
+    #[error("upstream did not answer within {0:?}")]
+    GatewayTimeout(std::time::Duration),
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -4,6 +4,7 @@
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod gateway;
 pub mod http;
 pub mod identity;
 pub mod telemetry;
@@ -24,6 +25,7 @@ use identity::Identity;
 /// reachable, signing keys loaded.
 pub struct App {
     pub identity: Arc<Identity>,
+    pub gateway: Arc<gateway::Gateway>,
 }
 
 impl App {
@@ -37,9 +39,11 @@ impl App {
                 .await
                 .map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?,
         };
+        let gateway = Arc::new(gateway::Gateway::new(&settings));
         let identity = Identity::new(store, state, Arc::new(settings)).await?;
         Ok(Self {
             identity: Arc::new(identity),
+            gateway,
         })
     }
 
@@ -56,7 +60,7 @@ impl App {
     }
 
     pub fn router(&self) -> axum::Router {
-        http::router(self.identity.clone())
+        http::router(self.identity.clone(), self.gateway.clone())
     }
 
     /// Serves until `shutdown` resolves, then stops accepting and lets
@@ -80,8 +84,8 @@ impl App {
             })
         };
         let poller = tokio::spawn(self.identity.clone().revocation_poller());
-        let app =
-            http::router(self.identity.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let app = http::router(self.identity.clone(), self.gateway.clone())
+            .into_make_service_with_connect_info::<SocketAddr>();
         let result = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await;

@@ -20,6 +20,27 @@ pub use opaque::{hash_opaque, new_opaque, OpaqueToken};
 
 /// `typ` of every access token swarmgate issues (RFC 9068).
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+/// `typ` of the assertion the gateway sends upstream (`X-Swarm-Assertion`);
+/// different from `at+jwt`, so an assertion can never pass as an access
+/// token here.
+pub const ASSERTION_TYP: &str = "swarm-assertion+jwt";
+/// Lifetime of an assertion.
+pub const ASSERTION_TTL_SECS: i64 = 60;
+
+/// Claims of a gateway assertion: who the caller is, for one route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssertionClaims {
+    pub iss: String,
+    /// The route's name.
+    pub aud: String,
+    pub sub: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub jti: String,
+    pub role: String,
+    pub auth_method: String,
+}
+
 /// Tokens larger than this are refused before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// Clock skew tolerated on `exp` and `nbf`.
@@ -107,6 +128,16 @@ impl AccessTokens {
         let signer = self.keys.signer()?;
         let mut header = Header::new(self.keys.algorithm().jwt());
         header.typ = Some(ACCESS_TOKEN_TYP.to_string());
+        header.kid = Some(signer.kid.clone());
+        jsonwebtoken::encode(&header, claims, &signer.key)
+            .map_err(|e| KeyRingError::Signing(e.to_string()))
+    }
+
+    /// Signs an assertion for an upstream (audience = the route's name).
+    pub fn issue_assertion(&self, claims: &AssertionClaims) -> Result<String, KeyRingError> {
+        let signer = self.keys.signer()?;
+        let mut header = Header::new(self.keys.algorithm().jwt());
+        header.typ = Some(ASSERTION_TYP.to_string());
         header.kid = Some(signer.kid.clone());
         jsonwebtoken::encode(&header, claims, &signer.key)
             .map_err(|e| KeyRingError::Signing(e.to_string()))

@@ -13,7 +13,7 @@ use swarmgate_store::AuditFilter;
 use crate::clock::rfc3339;
 use crate::error::{Error, Result};
 use crate::http::extract::{ApiJson, ApiQuery};
-use crate::http::AppState;
+use crate::http::IdentityState;
 use crate::identity::{Actor, Principal, RequestMeta, UserPatch};
 
 #[derive(Serialize)]
@@ -68,7 +68,7 @@ pub struct ListQuery {
 }
 
 pub async fn list_users(
-    State(identity): State<AppState>,
+    State(identity): State<IdentityState>,
     principal: Principal,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>> {
@@ -93,7 +93,7 @@ pub async fn list_users(
 }
 
 pub async fn get_user(
-    State(identity): State<AppState>,
+    State(identity): State<IdentityState>,
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<AdminUserBody>> {
@@ -122,7 +122,7 @@ pub struct PatchBody {
 }
 
 pub async fn update_user(
-    State(identity): State<AppState>,
+    State(identity): State<IdentityState>,
     principal: Principal,
     meta: RequestMeta,
     Path(id): Path<String>,
@@ -140,7 +140,7 @@ pub async fn update_user(
 }
 
 pub async fn unlock_user(
-    State(identity): State<AppState>,
+    State(identity): State<IdentityState>,
     principal: Principal,
     meta: RequestMeta,
     Path(id): Path<String>,
@@ -152,7 +152,7 @@ pub async fn unlock_user(
 }
 
 pub async fn delete_user(
-    State(identity): State<AppState>,
+    State(identity): State<IdentityState>,
     principal: Principal,
     meta: RequestMeta,
     Path(id): Path<String>,
@@ -183,7 +183,7 @@ fn parse_since(text: &str) -> Result<i64> {
 }
 
 pub async fn audit(
-    State(identity): State<AppState>,
+    State(identity): State<IdentityState>,
     principal: Principal,
     ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> Result<Json<Value>> {

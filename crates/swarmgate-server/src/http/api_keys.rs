@@ -11,7 +11,7 @@ use swarmgate_core::ApiKey;
 use crate::clock::rfc3339;
 use crate::error::Result;
 use crate::http::extract::ApiJson;
-use crate::http::AppState;
+use crate::http::IdentityState;
 use crate::identity::{Actor, NewApiKey, Principal, RequestMeta};
 
 #[derive(Deserialize)]
@@ -55,7 +55,7 @@ impl From<ApiKey> for KeyBody {
 }
 
 pub async fn create(
-    State(identity): State<AppState>,
+    State(identity): State<IdentityState>,
     principal: Principal,
     meta: RequestMeta,
     ApiJson(body): ApiJson<CreateBody>,
@@ -84,7 +84,7 @@ pub async fn create(
 }
 
 pub async fn list(
-    State(identity): State<AppState>,
+    State(identity): State<IdentityState>,
     principal: Principal,
 ) -> Result<Json<serde_json::Value>> {
     let keys = identity.list_api_keys(&principal.user_id).await?;
@@ -93,7 +93,7 @@ pub async fn list(
 }
 
 pub async fn revoke(
-    State(identity): State<AppState>,
+    State(identity): State<IdentityState>,
     principal: Principal,
     meta: RequestMeta,
     Path(id): Path<String>,

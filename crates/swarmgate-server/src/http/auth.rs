@@ -10,7 +10,7 @@ use swarmgate_core::User;
 use crate::clock::rfc3339;
 use crate::error::Result;
 use crate::http::extract::ApiJson;
-use crate::http::AppState;
+use crate::http::IdentityState;
 use crate::identity::{Credential, Principal, RequestMeta, TokenPair};
 
 #[derive(Deserialize)]
@@ -47,7 +47,7 @@ impl From<User> for UserBody {
 }
 
 pub async fn register(
-    State(identity): State<AppState>,
+    State(identity): State<IdentityState>,
     meta: RequestMeta,
     ApiJson(body): ApiJson<RegisterBody>,
 ) -> Result<impl IntoResponse> {
@@ -95,7 +95,7 @@ impl From<TokenPair> for TokenBody {
 }
 
 pub async fn login(
-    State(identity): State<AppState>,
+    State(identity): State<IdentityState>,
     meta: RequestMeta,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> Result<Json<TokenBody>> {
@@ -109,7 +109,7 @@ pub struct RefreshBody {
 }
 
 pub async fn refresh(
-    State(identity): State<AppState>,
+    State(identity): State<IdentityState>,
     meta: RequestMeta,
     ApiJson(body): ApiJson<RefreshBody>,
 ) -> Result<Json<TokenBody>> {
@@ -118,7 +118,7 @@ pub async fn refresh(
 }
 
 pub async fn logout(
-    State(identity): State<AppState>,
+    State(identity): State<IdentityState>,
     principal: Principal,
     meta: RequestMeta,
 ) -> Result<StatusCode> {
@@ -138,7 +138,10 @@ pub struct MeBody {
     key_permissions: Option<Vec<String>>,
 }
 
-pub async fn me(State(identity): State<AppState>, principal: Principal) -> Result<Json<MeBody>> {
+pub async fn me(
+    State(identity): State<IdentityState>,
+    principal: Principal,
+) -> Result<Json<MeBody>> {
     let user = identity.me(&principal).await?;
     let permissions = principal.role.permissions.clone();
     let key_permissions = match &principal.credential {
@@ -162,7 +165,7 @@ pub struct ChangePasswordBody {
 }
 
 pub async fn change_password(
-    State(identity): State<AppState>,
+    State(identity): State<IdentityState>,
     principal: Principal,
     meta: RequestMeta,
     ApiJson(body): ApiJson<ChangePasswordBody>,
@@ -182,7 +185,7 @@ pub struct VerifyBody {
 }
 
 pub async fn verify_permission(
-    State(identity): State<AppState>,
+    State(identity): State<IdentityState>,
     principal: Principal,
     ApiJson(body): ApiJson<VerifyBody>,
 ) -> Result<Json<serde_json::Value>> {
@@ -199,7 +202,7 @@ pub async fn verify_permission(
 }
 
 pub async fn roles(
-    State(identity): State<AppState>,
+    State(identity): State<IdentityState>,
     _principal: Principal,
 ) -> Json<serde_json::Value> {
     let roles: Vec<serde_json::Value> = identity

@@ -28,6 +28,9 @@ impl Error {
             Error::Locked { .. } => StatusCode::LOCKED,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Error::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            Error::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -51,6 +54,9 @@ impl Error {
             Error::Locked { .. } => "account_locked",
             Error::RateLimited { .. } => "rate_limited",
             Error::Unavailable { .. } => "service_unavailable",
+            Error::MethodNotAllowed => "method_not_allowed",
+            Error::BadGateway(_) => "bad_gateway",
+            Error::GatewayTimeout(_) => "gateway_timeout",
             Error::Internal(_) => "internal_error",
         }
     }
@@ -63,6 +69,10 @@ impl IntoResponse for Error {
             Error::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");
                 "internal error; see the server log".to_string()
+            }
+            Error::BadGateway(detail) => {
+                tracing::warn!(error = %detail, "upstream failed");
+                "the upstream failed (connection refused, reset, or not HTTP)".to_string()
             }
             Error::Unavailable { component, detail } => {
                 tracing::warn!(component, error = %detail, "dependency unavailable");

@@ -121,7 +121,7 @@ impl FromRequestParts<AppState> for Principal {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let credential = presented(parts)?;
-        state.authenticate(credential).await
+        state.identity.authenticate(credential).await
     }
 }
 

@@ -6,13 +6,14 @@ mod api_keys;
 mod auth;
 pub mod error;
 mod extract;
+mod gateway;
 mod middleware;
 mod system;
 mod token;
 
 use std::sync::Arc;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::routing::{delete, get, post};
 use axum::Router;
 
@@ -23,9 +24,24 @@ pub use middleware::RequestContext;
 /// Bodies of the identity endpoints are small JSON documents.
 const MAX_JSON_BODY: usize = 64 * 1024;
 
-pub type AppState = Arc<Identity>;
+/// What handlers of the identity API need.
+pub type IdentityState = Arc<Identity>;
 
-pub fn router(identity: AppState) -> Router {
+/// Everything the router serves from.
+#[derive(Clone)]
+pub struct AppState {
+    pub identity: IdentityState,
+    pub gateway: Arc<crate::gateway::Gateway>,
+}
+
+impl FromRef<AppState> for IdentityState {
+    fn from_ref(state: &AppState) -> Self {
+        state.identity.clone()
+    }
+}
+
+pub fn router(identity: IdentityState, gateway: Arc<crate::gateway::Gateway>) -> Router {
+    let state = AppState { identity, gateway };
     Router::new()
         .route("/auth/register", post(auth::register))
         .route("/auth/login", post(auth::login))
@@ -54,9 +70,9 @@ pub fn router(identity: AppState) -> Router {
             "/.well-known/openid-configuration",
             get(system::openid_configuration),
         )
-        .fallback(system::not_found)
+        .fallback(gateway::proxy)
         .method_not_allowed_fallback(system::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(axum::middleware::from_fn(middleware::request_context))
-        .with_state(identity)
+        .with_state(state)
 }

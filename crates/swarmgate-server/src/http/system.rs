@@ -5,10 +5,9 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
-use crate::error::Error;
-use crate::http::AppState;
+use crate::http::IdentityState;
 
-pub async fn health(State(identity): State<AppState>) -> (StatusCode, Json<Value>) {
+pub async fn health(State(identity): State<IdentityState>) -> (StatusCode, Json<Value>) {
     let h = identity.health().await;
     let database = match &h.database {
         Ok(()) => "ok".to_string(),
@@ -44,11 +43,11 @@ pub async fn health(State(identity): State<AppState>) -> (StatusCode, Json<Value
     (status, Json(body))
 }
 
-pub async fn jwks(State(identity): State<AppState>) -> Json<Value> {
+pub async fn jwks(State(identity): State<IdentityState>) -> Json<Value> {
     Json(identity.jwks())
 }
 
-pub async fn openid_configuration(State(identity): State<AppState>) -> Json<Value> {
+pub async fn openid_configuration(State(identity): State<IdentityState>) -> Json<Value> {
     let settings = identity.settings();
     let base = &settings.public_url;
     let alg = settings.algorithm.as_str();
@@ -64,10 +63,6 @@ pub async fn openid_configuration(State(identity): State<AppState>) -> Json<Valu
         "access_token_signing_alg_values_supported": [alg],
         "claims_supported": ["iss", "aud", "sub", "exp", "iat", "nbf", "jti", "sid", "role", "username"],
     }))
-}
-
-pub async fn not_found() -> Error {
-    Error::NotFound
 }
 
 pub async fn method_not_allowed() -> (StatusCode, Json<Value>) {

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::Error;
-use crate::http::AppState;
+use crate::http::IdentityState;
 use crate::identity::{RequestMeta, TokenPair};
 
 #[derive(Deserialize)]
@@ -118,7 +118,7 @@ fn required(value: Option<String>, name: &str) -> Result<String, OAuthError> {
 }
 
 pub async fn token(
-    State(identity): State<AppState>,
+    State(identity): State<IdentityState>,
     meta: RequestMeta,
     form: Result<Form<TokenForm>, FormRejection>,
 ) -> Response {
@@ -129,7 +129,7 @@ pub async fn token(
 }
 
 async fn grant(
-    identity: AppState,
+    identity: IdentityState,
     meta: RequestMeta,
     form: Result<Form<TokenForm>, FormRejection>,
 ) -> Result<TokenPair, OAuthError> {

@@ -335,6 +335,23 @@ impl Identity {
 }
 
 impl Identity {
+    /// A 60-second assertion of who `principal` is, for the route named
+    /// `audience`, signed with the current key (`X-Swarm-Assertion`).
+    pub fn issue_assertion(&self, principal: &Principal, audience: &str) -> Result<String> {
+        let now = now_secs();
+        let claims = swarmgate_tokens::AssertionClaims {
+            iss: self.settings.public_url.clone(),
+            aud: audience.to_string(),
+            sub: principal.user_id.clone(),
+            exp: now + swarmgate_tokens::ASSERTION_TTL_SECS,
+            iat: now,
+            jti: uuid::Uuid::new_v4().to_string(),
+            role: principal.role.name.clone(),
+            auth_method: principal.auth_method().as_str().to_string(),
+        };
+        Ok(self.keys.current().issue_assertion(&claims)?)
+    }
+
     /// The permission check of `POST /auth/verify-permission`. Malformed
     /// input is a 422; a denial is counted and audited in aggregate.
     pub fn check_permission(

@@ -5,6 +5,7 @@
 mod admin;
 mod common;
 mod flow;
+mod gateway;
 mod keys;
 mod lockout;
 mod mock;

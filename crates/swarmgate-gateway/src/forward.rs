@@ -1,0 +1,309 @@
+//! Forwarding one request to an upstream of its route: credentials and
+//! hop-by-hop headers stripped, `X-Forwarded-*` and identity headers set,
+//! bodies streamed both ways over pooled keep-alive connections.
+//!
+//! A request that never reached an upstream (the connection failed) is
+//! retried on the next one when its body can be sent again: no body, or a
+//! small one (up to `REPLAYABLE_BYTES`, read first). A larger body streams
+//! through and is not retried.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, Uri};
+use http_body_util::{BodyExt, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::routes::RouteMatch;
+
+/// Bodies up to this size are read before sending so a failed connection
+/// can be retried on another upstream.
+pub const REPLAYABLE_BYTES: u64 = 64 * 1024;
+
+/// Who the caller is, as the upstream is told.
+pub struct Identity {
+    pub subject: String,
+    pub role: String,
+    pub auth_method: &'static str,
+    /// A short-lived JWT for the route's audience (`X-Swarm-Assertion`).
+    pub assertion: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("every upstream of route {0} is ejected")]
+    NoUpstream(String),
+    #[error("upstream connection failed: {0}")]
+    Connect(String),
+    #[error("upstream did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("upstream answered badly: {0}")]
+    Upstream(String),
+    #[error("request body is larger than {0} bytes")]
+    TooLarge(u64),
+}
+
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Headers a caller must never get to the upstream: credentials, and any
+/// identity or forwarding header it might try to forge.
+fn stripped_from_request(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    HOP_BY_HOP.contains(&n)
+        || n == "host"
+        || n == "authorization"
+        || n == "x-api-key"
+        || n == "cookie"
+        || n.starts_with("x-swarm-")
+        || n.starts_with("x-forwarded-")
+}
+
+fn remove_connection_listed(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+}
+
+pub struct Forwarder {
+    client: Client<HttpConnector, Body>,
+    trusted_proxies: Vec<IpAddr>,
+    max_body_bytes: u64,
+}
+
+/// What the server hands over: the incoming request's parts.
+pub struct Incoming {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub body: Body,
+    pub peer: IpAddr,
+}
+
+impl Forwarder {
+    pub fn new(trusted_proxies: Vec<IpAddr>, max_body_bytes: u64) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .build(connector);
+        Self {
+            client,
+            trusted_proxies,
+            max_body_bytes,
+        }
+    }
+
+    pub fn max_body_bytes(&self) -> u64 {
+        self.max_body_bytes
+    }
+
+    /// The headers the upstream gets.
+    fn upstream_headers(&self, incoming: &Incoming, identity: &Identity) -> HeaderMap {
+        let trusted = self.trusted_proxies.contains(&incoming.peer);
+        let mut headers = HeaderMap::with_capacity(incoming.headers.len() + 8);
+        let mut source = incoming.headers.clone();
+        remove_connection_listed(&mut source);
+        for (name, value) in &source {
+            if !stripped_from_request(name) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        let peer = incoming.peer.to_string();
+        let forwarded_for = match incoming
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(chain) if trusted => format!("{chain}, {peer}"),
+            _ => peer,
+        };
+        let forwarded = |name: &str, default: &str| -> String {
+            incoming
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .filter(|_| trusted)
+                .unwrap_or(default)
+                .to_string()
+        };
+        let host = incoming
+            .headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let set = |headers: &mut HeaderMap, name: &'static str, value: String| {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.insert(name, v);
+            }
+        };
+        set(&mut headers, "x-forwarded-for", forwarded_for);
+        set(
+            &mut headers,
+            "x-forwarded-proto",
+            forwarded("x-forwarded-proto", "http"),
+        );
+        set(
+            &mut headers,
+            "x-forwarded-host",
+            forwarded("x-forwarded-host", &host),
+        );
+        set(&mut headers, "x-swarm-subject", identity.subject.clone());
+        set(&mut headers, "x-swarm-role", identity.role.clone());
+        set(
+            &mut headers,
+            "x-swarm-auth-method",
+            identity.auth_method.to_string(),
+        );
+        set(
+            &mut headers,
+            "x-swarm-assertion",
+            identity.assertion.clone(),
+        );
+        headers
+    }
+
+    pub async fn forward(
+        &self,
+        matched: &RouteMatch<'_>,
+        incoming: Incoming,
+        identity: &Identity,
+        now_ms: impl Fn() -> i64,
+    ) -> Result<Response<Body>, ForwardError> {
+        let length = incoming
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if length.is_some_and(|l| l > self.max_body_bytes) {
+            return Err(ForwardError::TooLarge(self.max_body_bytes));
+        }
+        let headers = self.upstream_headers(&incoming, identity);
+        let max = self.max_body_bytes;
+        // Replayable: no body at all, or a small one read now.
+        let bodyless = length == Some(0)
+            || (length.is_none()
+                && !incoming.headers.contains_key(header::TRANSFER_ENCODING)
+                && matches!(
+                    incoming.method,
+                    Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE
+                ));
+        let mut replay: Option<Bytes> = None;
+        let mut stream: Option<Body> = None;
+        if bodyless {
+            replay = Some(Bytes::new());
+        } else if length.is_some_and(|l| l <= REPLAYABLE_BYTES) {
+            let bytes = Limited::new(incoming.body, REPLAYABLE_BYTES as usize)
+                .collect()
+                .await
+                .map_err(|_| ForwardError::TooLarge(max))?
+                .to_bytes();
+            replay = Some(bytes);
+        } else {
+            stream = Some(Body::new(Limited::new(incoming.body, max as usize)));
+        }
+
+        let route = matched.route;
+        let pool = &route.upstreams;
+        let query = incoming
+            .uri
+            .query()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
+        let mut tried = Vec::new();
+        let mut last_error = None;
+        loop {
+            let Some(i) = pool.pick(now_ms(), &tried) else {
+                return Err(
+                    last_error.unwrap_or_else(|| ForwardError::NoUpstream(route.name.clone()))
+                );
+            };
+            tried.push(i);
+            let base = &pool.upstreams[i].base;
+            let base_path = base.path().trim_end_matches('/');
+            let uri = format!(
+                "{}://{}{base_path}{}{query}",
+                base.scheme_str().unwrap_or("http"),
+                base.authority().map(|a| a.as_str()).unwrap_or(""),
+                matched.upstream_path,
+            );
+            let body = match (&replay, stream.take()) {
+                (Some(bytes), _) => Body::from(bytes.clone()),
+                (None, Some(body)) => body,
+                (None, None) => {
+                    return Err(
+                        last_error.unwrap_or_else(|| ForwardError::NoUpstream(route.name.clone()))
+                    )
+                }
+            };
+            let mut request = Request::builder()
+                .method(incoming.method.clone())
+                .uri(uri)
+                .body(body)
+                .map_err(|e| ForwardError::Upstream(e.to_string()))?;
+            *request.headers_mut() = headers.clone();
+            match tokio::time::timeout(route.timeout, self.client.request(request)).await {
+                Err(_) => return Err(ForwardError::Timeout(route.timeout)),
+                Ok(Ok(response)) => {
+                    pool.succeeded(i);
+                    let (mut parts, body) = response.into_parts();
+                    remove_connection_listed(&mut parts.headers);
+                    for name in HOP_BY_HOP {
+                        parts.headers.remove(*name);
+                    }
+                    return Ok(Response::from_parts(parts, Body::new(body)));
+                }
+                Ok(Err(e)) => {
+                    if is_body_too_large(&e) {
+                        return Err(ForwardError::TooLarge(max));
+                    }
+                    if e.is_connect() {
+                        pool.failed(i, now_ms());
+                        tracing::warn!(route = %route.name, upstream = %base, error = %e, "upstream connection failed");
+                        last_error = Some(ForwardError::Connect(e.to_string()));
+                        if replay.is_some() {
+                            continue;
+                        }
+                        return Err(last_error
+                            .unwrap_or_else(|| ForwardError::NoUpstream(route.name.clone())));
+                    }
+                    return Err(ForwardError::Upstream(e.to_string()));
+                }
+            }
+        }
+    }
+}
+
+fn is_body_too_large(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}

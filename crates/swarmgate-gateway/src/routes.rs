@@ -1,0 +1,316 @@
+//! The route table: longest-prefix match by path segments, where a segment
+//! `{owner}` matches any one segment and names the resource's owner.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Uri};
+use swarmgate_core::permission::validate_permission;
+
+use crate::config::{GatewayConfig, RouteConfig};
+use crate::upstream::UpstreamPool;
+
+/// Paths the server itself answers; a route may not shadow them.
+const RESERVED: &[&str] = &[
+    "/auth",
+    "/admin",
+    "/health",
+    "/.well-known",
+    "/api/auth",
+    "/v1",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Owner,
+}
+
+pub struct Route {
+    pub name: String,
+    segments: Vec<Segment>,
+    pub upstreams: Arc<UpstreamPool>,
+    permissions: HashMap<Method, String>,
+    permission: Option<String>,
+    pub strip_prefix: bool,
+    pub timeout: Duration,
+}
+
+impl Route {
+    /// The permission a method needs on this route, if the route serves it.
+    pub fn permission_for(&self, method: &Method) -> Option<&str> {
+        self.permissions
+            .get(method)
+            .or(self.permission.as_ref())
+            .map(String::as_str)
+    }
+}
+
+/// A path matched to a route.
+pub struct RouteMatch<'a> {
+    pub route: &'a Route,
+    /// The `{owner}` segment, when the route has one.
+    pub owner: Option<String>,
+    /// The path to send upstream (the prefix removed when `strip_prefix`).
+    pub upstream_path: String,
+}
+
+pub struct RouteTable {
+    routes: Vec<Route>,
+}
+
+impl std::fmt::Debug for RouteTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.routes.iter().map(|r| &r.name))
+            .finish()
+    }
+}
+
+fn segments(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/').filter(|s| !s.is_empty())
+}
+
+impl RouteTable {
+    /// Validates and compiles the routes; the error names the route and
+    /// what is wrong with it.
+    pub fn compile(routes: &[RouteConfig], gateway: &GatewayConfig) -> Result<Self, String> {
+        let mut compiled = Vec::with_capacity(routes.len());
+        let mut names = std::collections::HashSet::new();
+        for r in routes {
+            let at = |msg: String| format!("routes.{}: {msg}", r.name);
+            if r.name.is_empty() || !names.insert(r.name.clone()) {
+                return Err(format!(
+                    "routes: route names must be present and unique ({:?})",
+                    r.name
+                ));
+            }
+            if !r.path_prefix.starts_with('/') {
+                return Err(at("path_prefix must start with /".into()));
+            }
+            for reserved in RESERVED {
+                if r.path_prefix == *reserved
+                    || r.path_prefix.starts_with(&format!("{reserved}/"))
+                    || r.path_prefix == "/"
+                {
+                    return Err(at(format!(
+                        "path_prefix {:?} would shadow swarmgate's own {reserved}",
+                        r.path_prefix
+                    )));
+                }
+            }
+            let segs: Vec<Segment> = segments(&r.path_prefix)
+                .map(|s| {
+                    if s == "{owner}" {
+                        Segment::Owner
+                    } else {
+                        Segment::Literal(s.to_string())
+                    }
+                })
+                .collect();
+            if segs.iter().filter(|s| **s == Segment::Owner).count() > 1 {
+                return Err(at("at most one {owner} segment".into()));
+            }
+            if r.upstreams.is_empty() {
+                return Err(at("needs at least one upstream".into()));
+            }
+            let mut bases = Vec::new();
+            for u in &r.upstreams {
+                let uri: Uri = u
+                    .parse()
+                    .map_err(|_| at(format!("upstream {u:?} is not a URL")))?;
+                if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+                    return Err(at(format!(
+                        "upstream {u:?} must be http://HOST:PORT[/PATH]"
+                    )));
+                }
+                bases.push(uri);
+            }
+            let mut permissions = HashMap::new();
+            for (method, permission) in &r.permissions {
+                let m: Method = method
+                    .to_uppercase()
+                    .parse()
+                    .map_err(|_| at(format!("{method:?} is not an HTTP method")))?;
+                validate_permission(permission).map_err(|e| at(e.0))?;
+                permissions.insert(m, permission.clone());
+            }
+            if let Some(p) = &r.permission {
+                validate_permission(p).map_err(|e| at(e.0))?;
+            }
+            if permissions.is_empty() && r.permission.is_none() {
+                return Err(at(
+                    "needs `permissions` per method or one `permission`".into()
+                ));
+            }
+            if r.timeout_ms == 0 {
+                return Err(at("timeout_ms must be at least 1".into()));
+            }
+            compiled.push(Route {
+                name: r.name.clone(),
+                segments: segs,
+                upstreams: Arc::new(UpstreamPool::new(
+                    bases,
+                    gateway.eject_after_failures,
+                    gateway.probe_after_ms,
+                )),
+                permissions,
+                permission: r.permission.clone(),
+                strip_prefix: r.strip_prefix,
+                timeout: Duration::from_millis(r.timeout_ms),
+            });
+        }
+        // Longest first: more segments, then more literal segments.
+        compiled.sort_by_key(|r| {
+            let literals = r
+                .segments
+                .iter()
+                .filter(|s| matches!(s, Segment::Literal(_)))
+                .count();
+            std::cmp::Reverse((r.segments.len(), literals))
+        });
+        Ok(Self { routes: compiled })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// The route with the longest prefix that matches `path`.
+    pub fn find(&self, path: &str) -> Option<RouteMatch<'_>> {
+        let parts: Vec<&str> = segments(path).collect();
+        'routes: for route in &self.routes {
+            if parts.len() < route.segments.len() {
+                continue;
+            }
+            let mut owner = None;
+            for (segment, part) in route.segments.iter().zip(&parts) {
+                match segment {
+                    Segment::Literal(l) if l == part => {}
+                    Segment::Owner => owner = Some((*part).to_string()),
+                    Segment::Literal(_) => continue 'routes,
+                }
+            }
+            let upstream_path = if route.strip_prefix {
+                let rest = parts[route.segments.len()..].join("/");
+                let trailing = if path.ends_with('/') && !rest.is_empty() {
+                    "/"
+                } else {
+                    ""
+                };
+                format!("/{rest}{trailing}")
+            } else {
+                path.to_string()
+            };
+            return Some(RouteMatch {
+                route,
+                owner,
+                upstream_path,
+            });
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(name: &str, prefix: &str, strip: bool) -> RouteConfig {
+        RouteConfig {
+            name: name.into(),
+            path_prefix: prefix.into(),
+            upstreams: vec!["http://127.0.0.1:1".into()],
+            permissions: Default::default(),
+            permission: Some("x.read".into()),
+            strip_prefix: strip,
+            timeout_ms: 1000,
+        }
+    }
+
+    #[test]
+    fn longest_prefix_wins_and_owner_is_captured() {
+        let table = RouteTable::compile(
+            &[
+                route("tasks", "/tasks", false),
+                route("tasks-admin", "/tasks/admin", true),
+                route("memory", "/memory/{owner}", false),
+                route("memory-shared", "/memory/shared", false),
+            ],
+            &GatewayConfig::default(),
+        )
+        .unwrap();
+        let m = table.find("/tasks/7").unwrap();
+        assert_eq!(m.route.name, "tasks");
+        assert_eq!(m.upstream_path, "/tasks/7");
+        let m = table.find("/tasks/admin/reset").unwrap();
+        assert_eq!(m.route.name, "tasks-admin");
+        assert_eq!(m.upstream_path, "/reset");
+        let m = table.find("/memory/u1/notes").unwrap();
+        assert_eq!(m.route.name, "memory");
+        assert_eq!(m.owner.as_deref(), Some("u1"));
+        assert_eq!(
+            table.find("/memory/shared/x").unwrap().route.name,
+            "memory-shared"
+        );
+        assert!(
+            table.find("/memory").is_none(),
+            "the owner segment is required"
+        );
+        assert!(
+            table.find("/tasksx").is_none(),
+            "segments, not string prefixes"
+        );
+        assert!(table.find("/other").is_none());
+    }
+
+    #[test]
+    fn bad_routes_are_refused_naming_them() {
+        let g = GatewayConfig::default();
+        for (r, needle) in [
+            (route("a", "tasks", false), "start with /"),
+            (route("b", "/auth/x", false), "shadow"),
+            (route("c", "/", false), "shadow"),
+            (
+                RouteConfig {
+                    upstreams: vec![],
+                    ..route("d", "/d", false)
+                },
+                "upstream",
+            ),
+            (
+                RouteConfig {
+                    upstreams: vec!["ftp://x".into()],
+                    ..route("e", "/e", false)
+                },
+                "http://",
+            ),
+            (
+                RouteConfig {
+                    permission: None,
+                    ..route("f", "/f", false)
+                },
+                "permission",
+            ),
+            (
+                RouteConfig {
+                    permission: Some("Bad.Perm".into()),
+                    ..route("g", "/g", false)
+                },
+                "g",
+            ),
+        ] {
+            let e = RouteTable::compile(&[r], &g).err().unwrap();
+            assert!(e.contains(needle), "{e}");
+        }
+        let e = RouteTable::compile(&[route("x", "/x", false), route("x", "/y", false)], &g)
+            .err()
+            .unwrap();
+        assert!(e.contains("unique"));
+    }
+}

@@ -1,0 +1,132 @@
+//! A route's upstreams: round robin, with passive health. An upstream that
+//! fails to connect `eject_after` times in a row is skipped until
+//! `probe_after` has passed; then one request probes it, and a success
+//! brings it back.
+
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicUsize, Ordering};
+
+use http::Uri;
+
+pub struct Upstream {
+    pub base: Uri,
+    failures: AtomicU32,
+    ejected_until_ms: AtomicI64,
+}
+
+impl Upstream {
+    pub fn healthy(&self, now_ms: i64) -> bool {
+        self.ejected_until_ms.load(Ordering::Relaxed) <= now_ms
+    }
+}
+
+pub struct UpstreamPool {
+    pub upstreams: Vec<Upstream>,
+    next: AtomicUsize,
+    eject_after: u32,
+    probe_after_ms: i64,
+}
+
+impl UpstreamPool {
+    pub fn new(bases: Vec<Uri>, eject_after: u32, probe_after_ms: u64) -> Self {
+        Self {
+            upstreams: bases
+                .into_iter()
+                .map(|base| Upstream {
+                    base,
+                    failures: AtomicU32::new(0),
+                    ejected_until_ms: AtomicI64::new(0),
+                })
+                .collect(),
+            next: AtomicUsize::new(0),
+            eject_after: eject_after.max(1),
+            probe_after_ms: probe_after_ms as i64,
+        }
+    }
+
+    /// The next usable upstream not in `tried`, or `None` when every one is
+    /// ejected (or tried). An ejected upstream whose rest is over is handed
+    /// out once as a probe (its rest restarts, so only one probe runs).
+    pub fn pick(&self, now_ms: i64, tried: &[usize]) -> Option<usize> {
+        let n = self.upstreams.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        for offset in 0..n {
+            let i = (start + offset) % n;
+            if tried.contains(&i) {
+                continue;
+            }
+            let upstream = &self.upstreams[i];
+            let until = upstream.ejected_until_ms.load(Ordering::Relaxed);
+            if until == 0 {
+                return Some(i);
+            }
+            if until <= now_ms
+                && upstream
+                    .ejected_until_ms
+                    .compare_exchange(
+                        until,
+                        now_ms + self.probe_after_ms,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+            {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    pub fn succeeded(&self, i: usize) {
+        let upstream = &self.upstreams[i];
+        upstream.failures.store(0, Ordering::Relaxed);
+        upstream.ejected_until_ms.store(0, Ordering::Relaxed);
+    }
+
+    pub fn failed(&self, i: usize, now_ms: i64) {
+        let upstream = &self.upstreams[i];
+        let failures = upstream.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures >= self.eject_after {
+            upstream
+                .ejected_until_ms
+                .store(now_ms + self.probe_after_ms, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(n: usize) -> UpstreamPool {
+        let bases = (0..n)
+            .map(|i| format!("http://127.0.0.1:{}", 9000 + i).parse().unwrap())
+            .collect();
+        UpstreamPool::new(bases, 2, 1_000)
+    }
+
+    #[test]
+    fn round_robin_skips_tried_and_ejected() {
+        let p = pool(3);
+        let picks: Vec<usize> = (0..6).map(|_| p.pick(0, &[]).unwrap()).collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+        assert_eq!(p.pick(0, &[0, 1, 2]), None);
+        p.failed(1, 0);
+        assert!(p.upstreams[1].healthy(0), "one failure does not eject");
+        p.failed(1, 0);
+        assert!(!p.upstreams[1].healthy(0));
+        let picks: Vec<usize> = (0..4).map(|_| p.pick(10, &[]).unwrap()).collect();
+        assert!(!picks.contains(&1));
+    }
+
+    #[test]
+    fn an_ejected_upstream_is_probed_once_then_restored() {
+        let p = pool(1);
+        p.failed(0, 0);
+        p.failed(0, 0);
+        assert_eq!(p.pick(500, &[]), None, "resting");
+        assert_eq!(p.pick(1_000, &[]), Some(0), "one probe");
+        assert_eq!(p.pick(1_001, &[]), None, "only one probe at a time");
+        p.succeeded(0);
+        assert_eq!(p.pick(1_002, &[]), Some(0));
+    }
+}

@@ -1,0 +1,41 @@
+//! The fallback handler: any path that is not swarmgate's own API is looked
+//! up in the route table and proxied.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::response::Response;
+use swarmgate_gateway::forward::Incoming;
+
+use crate::error::{Error, Result};
+use crate::http::AppState;
+use crate::identity::{Principal, RequestMeta};
+
+pub async fn proxy(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    request: Request,
+) -> Result<Response> {
+    let path = request.uri().path().to_string();
+    let Some(matched) = state.gateway.routes().find(&path) else {
+        return Err(Error::NotFound);
+    };
+    let (mut parts, body) = request.into_parts();
+    let principal = Principal::from_request_parts(&mut parts, &state).await?;
+    let peer = meta
+        .client_ip
+        .as_deref()
+        .and_then(|ip| ip.parse::<IpAddr>().ok())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let incoming = Incoming {
+        method: parts.method,
+        uri: parts.uri,
+        headers: parts.headers,
+        body: axum::body::Body::new(body),
+        peer,
+    };
+    state
+        .gateway
+        .proxy(&state.identity, &principal, &matched, incoming)
+        .await
+}
