@@ -19,7 +19,19 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::routes::RouteMatch;
+use crate::upstream::UpstreamPool;
+
+/// Where a request goes: a pool of upstreams and the path to ask for.
+pub struct Target<'a> {
+    /// The route or model name, for messages and logs.
+    pub name: &'a str,
+    pub pool: &'a UpstreamPool,
+    pub timeout: Duration,
+    pub path: String,
+    /// `Authorization` to send upstream (a model's API key); the caller's
+    /// own credentials never are.
+    pub authorization: Option<HeaderValue>,
+}
 
 /// Bodies up to this size are read before sending so a failed connection
 /// can be retried on another upstream.
@@ -36,7 +48,7 @@ pub struct Identity {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
-    #[error("every upstream of route {0} is ejected")]
+    #[error("every upstream of {0} is ejected")]
     NoUpstream(String),
     #[error("upstream connection failed: {0}")]
     Connect(String),
@@ -188,7 +200,7 @@ impl Forwarder {
 
     pub async fn forward(
         &self,
-        matched: &RouteMatch<'_>,
+        target: Target<'_>,
         incoming: Incoming,
         identity: &Identity,
         now_ms: impl Fn() -> i64,
@@ -201,7 +213,10 @@ impl Forwarder {
         if length.is_some_and(|l| l > self.max_body_bytes) {
             return Err(ForwardError::TooLarge(self.max_body_bytes));
         }
-        let headers = self.upstream_headers(&incoming, identity);
+        let mut headers = self.upstream_headers(&incoming, identity);
+        if let Some(authorization) = &target.authorization {
+            headers.insert(header::AUTHORIZATION, authorization.clone());
+        }
         let max = self.max_body_bytes;
         // Replayable: no body at all, or a small one read now.
         let bodyless = length == Some(0)
@@ -226,8 +241,7 @@ impl Forwarder {
             stream = Some(Body::new(Limited::new(incoming.body, max as usize)));
         }
 
-        let route = matched.route;
-        let pool = &route.upstreams;
+        let pool = target.pool;
         let query = incoming
             .uri
             .query()
@@ -238,7 +252,7 @@ impl Forwarder {
         loop {
             let Some(i) = pool.pick(now_ms(), &tried) else {
                 return Err(
-                    last_error.unwrap_or_else(|| ForwardError::NoUpstream(route.name.clone()))
+                    last_error.unwrap_or_else(|| ForwardError::NoUpstream(target.name.to_string()))
                 );
             };
             tried.push(i);
@@ -248,15 +262,14 @@ impl Forwarder {
                 "{}://{}{base_path}{}{query}",
                 base.scheme_str().unwrap_or("http"),
                 base.authority().map(|a| a.as_str()).unwrap_or(""),
-                matched.upstream_path,
+                target.path,
             );
             let body = match (&replay, stream.take()) {
                 (Some(bytes), _) => Body::from(bytes.clone()),
                 (None, Some(body)) => body,
                 (None, None) => {
-                    return Err(
-                        last_error.unwrap_or_else(|| ForwardError::NoUpstream(route.name.clone()))
-                    )
+                    return Err(last_error
+                        .unwrap_or_else(|| ForwardError::NoUpstream(target.name.to_string())))
                 }
             };
             let mut request = Request::builder()
@@ -265,8 +278,8 @@ impl Forwarder {
                 .body(body)
                 .map_err(|e| ForwardError::Upstream(e.to_string()))?;
             *request.headers_mut() = headers.clone();
-            match tokio::time::timeout(route.timeout, self.client.request(request)).await {
-                Err(_) => return Err(ForwardError::Timeout(route.timeout)),
+            match tokio::time::timeout(target.timeout, self.client.request(request)).await {
+                Err(_) => return Err(ForwardError::Timeout(target.timeout)),
                 Ok(Ok(response)) => {
                     pool.succeeded(i);
                     let (mut parts, body) = response.into_parts();
@@ -282,13 +295,13 @@ impl Forwarder {
                     }
                     if e.is_connect() {
                         pool.failed(i, now_ms());
-                        tracing::warn!(route = %route.name, upstream = %base, error = %e, "upstream connection failed");
+                        tracing::warn!(target = %target.name, upstream = %base, error = %e, "upstream connection failed");
                         last_error = Some(ForwardError::Connect(e.to_string()));
                         if replay.is_some() {
                             continue;
                         }
                         return Err(last_error
-                            .unwrap_or_else(|| ForwardError::NoUpstream(route.name.clone())));
+                            .unwrap_or_else(|| ForwardError::NoUpstream(target.name.to_string())));
                     }
                     return Err(ForwardError::Upstream(e.to_string()));
                 }

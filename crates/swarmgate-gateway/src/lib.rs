@@ -7,9 +7,11 @@
 
 pub mod config;
 pub mod forward;
+pub mod models;
 pub mod routes;
 pub mod upstream;
 
 pub use config::{GatewayConfig, RouteConfig};
-pub use forward::{ForwardError, Forwarder, Identity};
+pub use forward::{ForwardError, Forwarder, Identity, Target};
+pub use models::{Model, ModelConfig, ModelTable};
 pub use routes::{Route, RouteMatch, RouteTable};

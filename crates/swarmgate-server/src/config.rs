@@ -52,6 +52,8 @@ pub struct Config {
     pub roles: BTreeMap<String, RoleConfig>,
     /// `[[routes]]`: paths proxied to upstream services.
     pub routes: Vec<swarmgate_gateway::RouteConfig>,
+    /// `[[models]]`: LLMs behind the OpenAI-compatible API at /v1.
+    pub models: Vec<swarmgate_gateway::ModelConfig>,
     pub gateway: swarmgate_gateway::GatewayConfig,
 }
 
@@ -492,7 +494,12 @@ impl Config {
         }
         let routes = swarmgate_gateway::RouteTable::compile(&self.routes, &self.gateway)
             .map_err(ConfigError)?;
+        let models = swarmgate_gateway::ModelTable::compile(&self.models, &self.gateway, |var| {
+            std::env::var(var).ok()
+        })
+        .map_err(ConfigError)?;
         Ok(Settings {
+            models: Arc::new(models),
             routes: Arc::new(routes),
             gateway: self.gateway.clone(),
             roles: Arc::new(roles),
@@ -533,6 +540,7 @@ impl Config {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub routes: Arc<swarmgate_gateway::RouteTable>,
+    pub models: Arc<swarmgate_gateway::ModelTable>,
     pub gateway: swarmgate_gateway::GatewayConfig,
     pub roles: Arc<Roles>,
     pub api_key_prefix: String,

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::response::Response;
 use swarmgate_gateway::forward::Incoming;
-use swarmgate_gateway::{ForwardError, Forwarder, RouteMatch, RouteTable};
+use swarmgate_gateway::{
+    ForwardError, Forwarder, Model, ModelTable, RouteMatch, RouteTable, Target,
+};
 
 use crate::clock::now_ms;
 use crate::config::Settings;
@@ -18,6 +20,7 @@ use crate::identity::{Identity, Principal};
 
 pub struct Gateway {
     routes: Arc<RouteTable>,
+    models: Arc<ModelTable>,
     forwarder: Forwarder,
 }
 
@@ -25,6 +28,7 @@ impl Gateway {
     pub fn new(settings: &Settings) -> Self {
         Self {
             routes: settings.routes.clone(),
+            models: settings.models.clone(),
             forwarder: Forwarder::new(
                 settings.gateway.trusted_proxies.clone(),
                 settings.gateway.max_body_bytes,
@@ -65,19 +69,80 @@ impl Gateway {
             auth_method: principal.auth_method().as_str(),
             assertion,
         };
+        let target = Target {
+            name: &route.name,
+            pool: &route.upstreams,
+            timeout: route.timeout,
+            path: matched.upstream_path.clone(),
+            authorization: None,
+        };
         self.forwarder
-            .forward(matched, incoming, &who, now_ms)
+            .forward(target, incoming, &who, now_ms)
             .await
-            .map_err(|e| match e {
-                ForwardError::NoUpstream(route) => Error::Unavailable {
-                    component: "upstream",
-                    detail: format!("every upstream of route {route} is ejected"),
-                },
-                ForwardError::Timeout(after) => Error::GatewayTimeout(after),
-                ForwardError::TooLarge(_) => Error::PayloadTooLarge,
-                ForwardError::Connect(detail) | ForwardError::Upstream(detail) => {
-                    Error::BadGateway(detail)
-                }
-            })
+            .map_err(forward_error)
+    }
+
+    pub fn models(&self) -> &ModelTable {
+        &self.models
+    }
+
+    pub fn max_body_bytes(&self) -> u64 {
+        self.forwarder.max_body_bytes()
+    }
+
+    /// Whether `principal` may call `model`: the permission
+    /// `models.NAME.invoke`, or `inference.invoke` (so `inference.*` grants
+    /// every model, as `models.*` does), and, for a key restricted to a
+    /// list of models, that list.
+    pub fn may_use(&self, principal: &Principal, model: &Model) -> bool {
+        let permitted = principal.allows(&model.permission(), None)
+            || principal.allows("inference.invoke", None);
+        let listed = match &principal.credential {
+            crate::identity::Credential::ApiKey {
+                models: Some(list), ..
+            } => list.contains(&model.name),
+            _ => true,
+        };
+        permitted && listed
+    }
+
+    /// Forwards an OpenAI API call to the model's upstreams.
+    pub async fn call_model(
+        &self,
+        identity: &Identity,
+        principal: &Principal,
+        model: &Model,
+        incoming: Incoming,
+    ) -> Result<Response<Body>> {
+        let assertion = identity.issue_assertion(principal, &model.name)?;
+        let who = swarmgate_gateway::Identity {
+            subject: principal.user_id.clone(),
+            role: principal.role.name.clone(),
+            auth_method: principal.auth_method().as_str(),
+            assertion,
+        };
+        let target = Target {
+            name: &model.name,
+            pool: &model.upstreams,
+            timeout: model.timeout,
+            path: incoming.uri.path().to_string(),
+            authorization: model.authorization.clone(),
+        };
+        self.forwarder
+            .forward(target, incoming, &who, now_ms)
+            .await
+            .map_err(forward_error)
+    }
+}
+
+fn forward_error(e: ForwardError) -> Error {
+    match e {
+        ForwardError::NoUpstream(name) => Error::Unavailable {
+            component: "upstream",
+            detail: format!("every upstream of {name} is ejected"),
+        },
+        ForwardError::Timeout(after) => Error::GatewayTimeout(after),
+        ForwardError::TooLarge(_) => Error::PayloadTooLarge,
+        ForwardError::Connect(detail) | ForwardError::Upstream(detail) => Error::BadGateway(detail),
     }
 }

@@ -8,6 +8,7 @@ pub mod error;
 mod extract;
 mod gateway;
 mod middleware;
+mod openai;
 mod system;
 mod token;
 
@@ -64,6 +65,10 @@ pub fn router(identity: IdentityState, gateway: Arc<crate::gateway::Gateway>) ->
         )
         .route("/admin/users/{id}/unlock", post(admin::unlock_user))
         .route("/admin/audit", get(admin::audit))
+        .route("/v1/models", get(openai::list_models))
+        .route("/v1/chat/completions", post(openai::call))
+        .route("/v1/completions", post(openai::call))
+        .route("/v1/embeddings", post(openai::call))
         .route("/health", get(system::health))
         .route("/.well-known/jwks.json", get(system::jwks))
         .route(

@@ -352,6 +352,11 @@ impl Identity {
         Ok(self.keys.current().issue_assertion(&claims)?)
     }
 
+    /// Counts (and audits, in aggregate) a denial decided elsewhere.
+    pub fn note_denial(&self, principal: &Principal, permission: &str) {
+        self.record_denial(&principal.user_id, permission);
+    }
+
     /// The permission check of `POST /auth/verify-permission`. Malformed
     /// input is a 422; a denial is counted and audited in aggregate.
     pub fn check_permission(

@@ -9,5 +9,6 @@ mod gateway;
 mod keys;
 mod lockout;
 mod mock;
+mod openai;
 mod process;
 mod tokens;

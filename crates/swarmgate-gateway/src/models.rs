@@ -1,0 +1,184 @@
+//! LLM models reachable through the OpenAI-compatible API: each a pool of
+//! upstreams, an optional API key the caller never sees, and the name used
+//! in its permission `models.NAME.invoke`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderValue, Uri};
+use serde::Deserialize;
+
+use crate::config::GatewayConfig;
+use crate::upstream::UpstreamPool;
+
+/// `[[models]]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub name: String,
+    pub upstreams: Vec<String>,
+    /// Environment variable holding the upstream's API key, if it needs one.
+    #[serde(default)]
+    pub upstream_api_key_env: Option<String>,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_timeout_ms() -> u64 {
+    300_000
+}
+
+pub struct Model {
+    pub name: String,
+    /// `models.<this>.invoke`: the name lower-cased, with every character
+    /// outside `[a-z0-9_.-]` turned into `-` (`Qwen/Qwen2-7B` becomes
+    /// `qwen-qwen2-7b`).
+    pub permission_name: String,
+    pub upstreams: Arc<UpstreamPool>,
+    pub authorization: Option<HeaderValue>,
+    pub timeout: Duration,
+}
+
+impl Model {
+    pub fn permission(&self) -> String {
+        format!("models.{}.invoke", self.permission_name)
+    }
+}
+
+pub struct ModelTable {
+    models: Vec<Model>,
+}
+
+impl std::fmt::Debug for ModelTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.models.iter().map(|m| &m.name))
+            .finish()
+    }
+}
+
+pub fn permission_name(model: &str) -> String {
+    let mapped: String = model
+        .to_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    // Empty segments (leading, trailing or doubled dots) are not allowed in
+    // a permission; fold them away.
+    mapped
+        .split('.')
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+impl ModelTable {
+    /// `env` reads an environment variable (a parameter, for tests).
+    pub fn compile(
+        models: &[ModelConfig],
+        gateway: &GatewayConfig,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, String> {
+        let mut compiled = Vec::new();
+        for m in models {
+            let at = |msg: String| format!("models.{}: {msg}", m.name);
+            if m.name.is_empty() || compiled.iter().any(|c: &Model| c.name == m.name) {
+                return Err(format!(
+                    "models: names must be present and unique ({:?})",
+                    m.name
+                ));
+            }
+            let permission_name = permission_name(&m.name);
+            if permission_name.is_empty() {
+                return Err(at("the name has no letters or digits".into()));
+            }
+            if m.upstreams.is_empty() {
+                return Err(at("needs at least one upstream".into()));
+            }
+            let mut bases = Vec::new();
+            for u in &m.upstreams {
+                let uri: Uri = u
+                    .parse()
+                    .map_err(|_| at(format!("upstream {u:?} is not a URL")))?;
+                if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+                    return Err(at(format!("upstream {u:?} must be http://HOST:PORT")));
+                }
+                bases.push(uri);
+            }
+            let authorization = match &m.upstream_api_key_env {
+                None => None,
+                Some(var) => {
+                    let key = env(var)
+                        .ok_or_else(|| at(format!("upstream_api_key_env: {var} is not set")))?;
+                    Some(
+                        HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
+                            at(format!("{var} holds characters not allowed in a header"))
+                        })?,
+                    )
+                }
+            };
+            compiled.push(Model {
+                name: m.name.clone(),
+                permission_name,
+                upstreams: Arc::new(UpstreamPool::new(
+                    bases,
+                    gateway.eject_after_failures,
+                    gateway.probe_after_ms,
+                )),
+                authorization,
+                timeout: Duration::from_millis(m.timeout_ms.max(1)),
+            });
+        }
+        Ok(Self { models: compiled })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Model> {
+        self.models.iter().find(|m| m.name == name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Model> {
+        self.models.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_names_map_to_permission_segments() {
+        assert_eq!(permission_name("phi-3.5-mini"), "phi-3.5-mini");
+        assert_eq!(permission_name("Qwen/Qwen2-7B"), "qwen-qwen2-7b");
+        assert_eq!(permission_name("a..b."), "a.b");
+    }
+
+    #[test]
+    fn a_missing_key_variable_is_named() {
+        let cfg = ModelConfig {
+            name: "m".into(),
+            upstreams: vec!["http://127.0.0.1:1".into()],
+            upstream_api_key_env: Some("NOPE".into()),
+            timeout_ms: 1,
+        };
+        let e = ModelTable::compile(
+            std::slice::from_ref(&cfg),
+            &GatewayConfig::default(),
+            |_| None,
+        )
+        .unwrap_err();
+        assert!(e.contains("NOPE"), "{e}");
+        let t =
+            ModelTable::compile(&[cfg], &GatewayConfig::default(), |_| Some("k".into())).unwrap();
+        assert_eq!(
+            t.get("m").unwrap().authorization.as_ref().unwrap(),
+            "Bearer k"
+        );
+        assert_eq!(t.get("m").unwrap().permission(), "models.m.invoke");
+    }
+}

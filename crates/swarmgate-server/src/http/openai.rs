@@ -1,0 +1,97 @@
+//! The OpenAI-compatible API at `/v1`: the model list filtered to what the
+//! caller may use, and chat/text completions and embeddings routed by the
+//! body's `model`. OpenAI SDKs work unchanged with this base URL and an API
+//! key as their key.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http_body_util::{BodyExt, Limited};
+use serde_json::{json, Value};
+use swarmgate_gateway::forward::Incoming;
+
+use crate::error::{Error, Result};
+use crate::http::AppState;
+use crate::identity::{Principal, RequestMeta};
+
+/// An error in OpenAI's shape, for the cases its SDKs look at closely.
+fn openai_error(status: StatusCode, message: String, kind: &str, code: &str) -> Response {
+    (
+        status,
+        Json(json!({ "error": { "message": message, "type": kind, "param": "model", "code": code } })),
+    )
+        .into_response()
+}
+
+pub async fn list_models(State(state): State<AppState>, principal: Principal) -> Json<Value> {
+    let data: Vec<Value> = state
+        .gateway
+        .models()
+        .iter()
+        .filter(|m| state.gateway.may_use(&principal, m))
+        .map(|m| json!({ "id": m.name, "object": "model", "created": 0, "owned_by": "swarmgate" }))
+        .collect();
+    Json(json!({ "object": "list", "data": data }))
+}
+
+pub async fn call(
+    State(state): State<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+    request: Request,
+) -> Result<Response> {
+    let (parts, body) = request.into_parts();
+    let max = state.gateway.max_body_bytes();
+    let bytes: Bytes = Limited::new(body, max as usize)
+        .collect()
+        .await
+        .map_err(|_| Error::PayloadTooLarge)?
+        .to_bytes();
+    let body: Value = serde_json::from_slice(&bytes)
+        .map_err(|_| Error::BadRequest("request body is not valid JSON".into()))?;
+    let Some(name) = body["model"].as_str() else {
+        return Err(
+            swarmgate_core::ValidationError::new("model", "the body must name a model").into(),
+        );
+    };
+    let Some(model) = state.gateway.models().get(name) else {
+        return Ok(openai_error(
+            StatusCode::NOT_FOUND,
+            format!("The model `{name}` does not exist"),
+            "invalid_request_error",
+            "model_not_found",
+        ));
+    };
+    if !state.gateway.may_use(&principal, model) {
+        state.identity.note_denial(&principal, &model.permission());
+        return Ok(openai_error(
+            StatusCode::FORBIDDEN,
+            format!("You may not use the model `{name}`"),
+            "permission_error",
+            "model_not_allowed",
+        ));
+    }
+    let peer = meta
+        .client_ip
+        .as_deref()
+        .and_then(|ip| ip.parse::<IpAddr>().ok())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let mut headers = parts.headers;
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    headers.remove(header::TRANSFER_ENCODING);
+    let incoming = Incoming {
+        method: parts.method,
+        uri: parts.uri,
+        headers,
+        body: axum::body::Body::from(bytes),
+        peer,
+    };
+    state
+        .gateway
+        .call_model(&state.identity, &principal, model, incoming)
+        .await
+}
