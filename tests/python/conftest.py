@@ -18,34 +18,58 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def swarmgate():
+MODEL = "phi-3.5-mini"
+
+
+def _binary():
     binary = os.environ.get("SWARMGATE_BIN", "target/debug/swarmgate")
     if not os.path.exists(binary):
         pytest.fail(f"swarmgate binary not found at {binary}; run cargo build first")
-    port = _free_port()
+    return binary
+
+
+def _wait(url):
+    for _ in range(200):
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.05)
+    pytest.fail(f"{url} did not come up")
+
+
+@pytest.fixture(scope="session")
+def swarmgate():
+    """swarmgate on a fresh SQLite file, with one model served by a real
+    `swarmgate mock-upstream` process."""
+    binary = _binary()
+    port, mock_port = _free_port(), _free_port()
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as tmp:
+        config = os.path.join(tmp, "swarmgate.toml")
+        with open(config, "w") as f:
+            f.write(
+                f'[[models]]\nname = "{MODEL}"\nupstreams = ["http://127.0.0.1:{mock_port}"]\n'
+            )
         env = {
             "PATH": os.environ.get("PATH", ""),
             "SWARMGATE_LISTEN": f"127.0.0.1:{port}",
             "DATABASE_URL": f"sqlite://{tmp}/swarmgate.db",
             "SWARMGATE_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "SWARMGATE_CONFIG": config,
         }
         log = open(os.path.join(tmp, "stderr.log"), "w")
+        mock = subprocess.Popen(
+            [binary, "mock-upstream", "--listen", f"127.0.0.1:{mock_port}", "--models", MODEL],
+            env={"PATH": env["PATH"]}, stderr=log, stdout=subprocess.DEVNULL,
+        )
         proc = subprocess.Popen([binary, "serve"], env=env, stderr=log, stdout=subprocess.DEVNULL)
         try:
-            for _ in range(200):
-                try:
-                    if requests.get(f"{base}/health", timeout=1).ok:
-                        break
-                except requests.ConnectionError:
-                    pass
-                time.sleep(0.05)
-            else:
-                pytest.fail("swarmgate did not start")
+            _wait(f"http://127.0.0.1:{mock_port}/v1/models")
+            _wait(f"{base}/health")
             yield base
         finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+            for p in (proc, mock):
+                p.terminate()
+                p.wait(timeout=10)
             log.close()
