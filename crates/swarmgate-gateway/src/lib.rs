@@ -10,6 +10,7 @@ pub mod forward;
 pub mod models;
 pub mod routes;
 pub mod upstream;
+pub mod usage;
 
 pub use config::{GatewayConfig, RouteConfig};
 pub use forward::{ForwardError, Forwarder, Identity, Target};

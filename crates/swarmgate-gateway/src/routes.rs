@@ -19,6 +19,7 @@ const RESERVED: &[&str] = &[
     "/.well-known",
     "/api/auth",
     "/v1",
+    "/usage",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -55,6 +55,22 @@ pub struct Config {
     /// `[[models]]`: LLMs behind the OpenAI-compatible API at /v1.
     pub models: Vec<swarmgate_gateway::ModelConfig>,
     pub gateway: swarmgate_gateway::GatewayConfig,
+    pub usage: UsageConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageConfig {
+    /// How often recorded token usage is written to the database.
+    pub flush_interval_ms: u64,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        Self {
+            flush_interval_ms: 1000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -498,7 +514,11 @@ impl Config {
             std::env::var(var).ok()
         })
         .map_err(ConfigError)?;
+        if !(10..=60_000).contains(&self.usage.flush_interval_ms) {
+            return err("usage.flush_interval_ms: must be between 10 and 60000".into());
+        }
         Ok(Settings {
+            usage_flush: Duration::from_millis(self.usage.flush_interval_ms),
             models: Arc::new(models),
             routes: Arc::new(routes),
             gateway: self.gateway.clone(),
@@ -539,6 +559,7 @@ impl Config {
 /// Validated settings the server runs with.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    pub usage_flush: Duration,
     pub routes: Arc<swarmgate_gateway::RouteTable>,
     pub models: Arc<swarmgate_gateway::ModelTable>,
     pub gateway: swarmgate_gateway::GatewayConfig,

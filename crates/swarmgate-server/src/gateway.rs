@@ -17,16 +17,19 @@ use crate::clock::now_ms;
 use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::identity::{Identity, Principal};
+use crate::usage::UsageRecorder;
 
 pub struct Gateway {
+    pub usage: Arc<UsageRecorder>,
     routes: Arc<RouteTable>,
     models: Arc<ModelTable>,
     forwarder: Forwarder,
 }
 
 impl Gateway {
-    pub fn new(settings: &Settings) -> Self {
+    pub fn new(settings: &Settings, store: swarmgate_store::Store) -> Self {
         Self {
+            usage: Arc::new(UsageRecorder::new(store)),
             routes: settings.routes.clone(),
             models: settings.models.clone(),
             forwarder: Forwarder::new(
@@ -106,14 +109,37 @@ impl Gateway {
         permitted && listed
     }
 
-    /// Forwards an OpenAI API call to the model's upstreams.
+    /// Forwards an OpenAI API call to the model's upstreams and meters the
+    /// response. A streamed call is made to report its usage
+    /// (`stream_options.include_usage`); when the caller had not asked for
+    /// it, that chunk is read and removed on the way back.
     pub async fn call_model(
         &self,
         identity: &Identity,
         principal: &Principal,
         model: &Model,
-        incoming: Incoming,
+        mut incoming: Incoming,
+        mut body: serde_json::Value,
     ) -> Result<Response<Body>> {
+        let streamed = body["stream"] == serde_json::json!(true);
+        let asked = body["stream_options"]["include_usage"] == serde_json::json!(true);
+        let strip_usage = streamed && !asked;
+        if strip_usage {
+            if !body["stream_options"].is_object() {
+                body["stream_options"] = serde_json::json!({});
+            }
+            body["stream_options"]["include_usage"] = serde_json::json!(true);
+        }
+        let bytes = serde_json::to_vec(&body).map_err(|e| Error::Internal(e.to_string()))?;
+        incoming.headers.insert(
+            axum::http::header::CONTENT_LENGTH,
+            axum::http::HeaderValue::from(bytes.len()),
+        );
+        incoming.body = Body::from(bytes);
+        let prompt_estimate = swarmgate_gateway::usage::estimate_tokens(
+            &swarmgate_gateway::usage::prompt_text(&body),
+        );
+
         let assertion = identity.issue_assertion(principal, &model.name)?;
         let who = swarmgate_gateway::Identity {
             subject: principal.user_id.clone(),
@@ -128,10 +154,51 @@ impl Gateway {
             path: incoming.uri.path().to_string(),
             authorization: model.authorization.clone(),
         };
-        self.forwarder
+        let response = self
+            .forwarder
             .forward(target, incoming, &who, now_ms)
             .await
-            .map_err(forward_error)
+            .map_err(forward_error)?;
+        if !response.status().is_success() {
+            return Ok(response);
+        }
+        let sse = response
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        let (mut parts, inner) = response.into_parts();
+        if sse && strip_usage {
+            parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+        }
+        let recorder = self.usage.clone();
+        let user_id = principal.user_id.clone();
+        let key_id = match &principal.credential {
+            crate::identity::Credential::ApiKey { key_id, .. } => Some(key_id.clone()),
+            crate::identity::Credential::Session { .. } => None,
+        };
+        let model_name = model.name.clone();
+        let report = Box::new(move |u: swarmgate_gateway::usage::Usage| {
+            recorder.record(swarmgate_store::UsageRecord {
+                at: crate::clock::now_secs(),
+                user_id,
+                key_id,
+                model: model_name,
+                prompt_tokens: u.prompt_tokens as i64,
+                completion_tokens: u.completion_tokens as i64,
+                total_tokens: u.total_tokens as i64,
+                estimated: u.estimated,
+                streamed,
+            });
+        });
+        let metered = swarmgate_gateway::usage::Metered::new(
+            inner,
+            sse,
+            strip_usage,
+            prompt_estimate,
+            report,
+        );
+        Ok(Response::from_parts(parts, Body::new(metered)))
     }
 }
 

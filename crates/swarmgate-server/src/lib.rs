@@ -8,6 +8,7 @@ pub mod gateway;
 pub mod http;
 pub mod identity;
 pub mod telemetry;
+pub mod usage;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -39,7 +40,7 @@ impl App {
                 .await
                 .map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?,
         };
-        let gateway = Arc::new(gateway::Gateway::new(&settings));
+        let gateway = Arc::new(gateway::Gateway::new(&settings, store.clone()));
         let identity = Identity::new(store, state, Arc::new(settings)).await?;
         Ok(Self {
             identity: Arc::new(identity),
@@ -84,6 +85,17 @@ impl App {
             })
         };
         let poller = tokio::spawn(self.identity.clone().revocation_poller());
+        let usage_flusher = {
+            let usage = self.gateway.usage.clone();
+            let every = self.identity.settings().usage_flush;
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    usage.flush().await;
+                }
+            })
+        };
         let app = http::router(self.identity.clone(), self.gateway.clone())
             .into_make_service_with_connect_info::<SocketAddr>();
         let result = axum::serve(listener, app)
@@ -91,6 +103,8 @@ impl App {
             .await;
         reloader.abort();
         poller.abort();
+        usage_flusher.abort();
+        self.gateway.usage.flush().await;
         // Batched writes (last_used_at, denial counts) must not be lost.
         self.identity.flush().await;
         result

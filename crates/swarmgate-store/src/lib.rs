@@ -13,6 +13,7 @@ mod identity;
 mod keys;
 mod migrate;
 pub mod testing;
+mod usage;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -24,6 +25,7 @@ use sqlx::{AnyPool, ConnectOptions, Executor};
 pub use admin::{AuditFilter, UserUpdate};
 pub use error::StoreError;
 pub use identity::{RefreshOutcome, Session};
+pub use usage::{UsageGroup, UsageRecord, UsageRow};
 
 /// Which engine a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

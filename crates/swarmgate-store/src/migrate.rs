@@ -25,6 +25,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "password_history_order",
         include_str!("../migrations/sqlite/0003_password_history_order.sql"),
     ),
+    (
+        4,
+        "usage",
+        include_str!("../migrations/sqlite/0004_usage.sql"),
+    ),
 ];
 
 const POSTGRES: &[(i64, &str, &str)] = &[
@@ -42,6 +47,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         3,
         "password_history_order",
         include_str!("../migrations/postgres/0003_password_history_order.sql"),
+    ),
+    (
+        4,
+        "usage",
+        include_str!("../migrations/postgres/0004_usage.sql"),
     ),
 ];
 

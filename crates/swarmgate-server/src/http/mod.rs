@@ -11,6 +11,7 @@ mod middleware;
 mod openai;
 mod system;
 mod token;
+mod usage;
 
 use std::sync::Arc;
 
@@ -69,6 +70,7 @@ pub fn router(identity: IdentityState, gateway: Arc<crate::gateway::Gateway>) ->
         .route("/v1/chat/completions", post(openai::call))
         .route("/v1/completions", post(openai::call))
         .route("/v1/embeddings", post(openai::call))
+        .route("/usage", get(usage::usage))
         .route("/health", get(system::health))
         .route("/.well-known/jwks.json", get(system::jwks))
         .route(

@@ -92,6 +92,6 @@ pub async fn call(
     };
     state
         .gateway
-        .call_model(&state.identity, &principal, model, incoming)
+        .call_model(&state.identity, &principal, model, incoming, body)
         .await
 }

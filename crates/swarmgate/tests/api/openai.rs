@@ -204,3 +204,164 @@ async fn the_upstream_api_key_is_sent_and_the_callers_is_not() {
     assert!(!echo.to_string().contains(&admin));
     assert_eq!(echo["headers"]["x-swarm-auth-method"], "jwt");
 }
+
+async fn usage(s: &TestServer, token: &str, query: &str) -> Value {
+    let r = s.get_auth(&format!("/usage{query}"), token).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    r.json().await.unwrap()
+}
+
+async fn stream_text(s: &TestServer, token: &str, body: Value) -> String {
+    let mut r = s
+        .client
+        .post(s.url("/v1/chat/completions"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let mut text = String::new();
+    while let Some(chunk) = r.chunk().await.unwrap() {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    text
+}
+
+#[tokio::test]
+async fn usage_is_recorded_for_plain_and_streamed_calls() {
+    let m = Mock::start(&["--models", "phi-3.5-mini,big"]).await;
+    let s = llm_server(&m).await;
+    let admin = s.admin_token().await;
+    let msg = |stream: bool| json!({"model": "phi-3.5-mini", "stream": stream, "messages": [{"role": "user", "content": "count these words"}]});
+    // Plain: prompt 3, reply "Mock reply: you said count these words." = 9.
+    let r = s
+        .client
+        .post(s.url("/v1/chat/completions"))
+        .bearer_auth(&admin)
+        .json(&msg(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // Streamed without asking for usage: the gateway asks, reads it, and
+    // removes the chunk from what the caller sees.
+    let text = stream_text(&s, &admin, msg(true)).await;
+    assert!(!text.contains("\"usage\":{"), "usage chunk removed: {text}");
+    assert!(text.contains("data: [DONE]"));
+    // Streamed asking for it: the chunk stays.
+    let mut asked = msg(true);
+    asked["stream_options"] = json!({"include_usage": true});
+    let text = stream_text(&s, &admin, asked).await;
+    assert!(text.contains("\"prompt_tokens\":3"), "{text}");
+    let body = usage(&s, &admin, "?group_by=model").await;
+    assert_eq!(
+        body["items"],
+        json!([{"group": "phi-3.5-mini", "requests": 3, "prompt_tokens": 9, "completion_tokens": 27, "total_tokens": 36}])
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_mid_stream_is_still_charged() {
+    let m = Mock::start(&["--models", "phi-3.5-mini"]).await;
+    let s = llm_server(&m).await;
+    let admin = s.admin_token().await;
+    let body = json!({"model": "phi-3.5-mini", "stream": true,
+                      "messages": [{"role": "user", "content": "w1 w2 w3 w4 w5 w6 w7 w8 w9 w10"}]});
+    let mut r = s
+        .client
+        .post(s.url("/v1/chat/completions"))
+        .bearer_auth(&admin)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    // Read two chunks, then hang up.
+    r.chunk().await.unwrap();
+    r.chunk().await.unwrap();
+    drop(r);
+    let mut items = Value::Null;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        items = usage(&s, &admin, "").await["items"].clone();
+        if items.as_array().is_some_and(|i| !i.is_empty()) {
+            break;
+        }
+    }
+    let row = &items[0];
+    assert_eq!(row["requests"], 1);
+    assert_eq!(
+        row["prompt_tokens"], 10,
+        "prompt estimated from the request"
+    );
+    assert!(
+        row["completion_tokens"].as_i64().unwrap() < 15,
+        "only what was produced before the hang-up: {row}"
+    );
+}
+
+#[tokio::test]
+async fn usage_is_per_caller_unless_allowed_to_read_all() {
+    let m = Mock::start(&["--models", "phi-3.5-mini,big"]).await;
+    let s = llm_server(&m).await;
+    let admin = s.admin_token().await;
+    let session = s.user_session("ursa").await;
+    s.set_role(&admin, session["user_id"].as_str().unwrap(), "ml-engineer")
+        .await;
+    let token = session["access_token"].as_str().unwrap().to_string();
+    let key = s.create_key(&token, &["models.*"]).await["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let call = |cred: (&'static str, String), model: &'static str| {
+        let client = s.client.clone();
+        let url = s.url("/v1/chat/completions");
+        async move {
+            let r = client
+                .post(url)
+                .header(cred.0, cred.1)
+                .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+        }
+    };
+    call(bearer(&admin), "big").await;
+    call(bearer(&token), "phi-3.5-mini").await;
+    call(api_key(&key), "big").await;
+    let own = usage(&s, &token, "?group_by=model").await;
+    let groups: Vec<&str> = own["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["group"].as_str().unwrap())
+        .collect();
+    assert_eq!(groups, ["big", "phi-3.5-mini"], "only her own calls");
+    let by_key = usage(&s, &token, "?group_by=key").await;
+    assert_eq!(
+        by_key["items"].as_array().unwrap().len(),
+        2,
+        "her session and her key"
+    );
+    let all = usage(&s, &admin, "?group_by=user").await;
+    assert_eq!(
+        all["items"].as_array().unwrap().len(),
+        2,
+        "the admin reads everyone's"
+    );
+    let future = usage(&s, &admin, "?since=2999-01-01T00:00:00Z").await;
+    assert_eq!(future["items"], json!([]));
+    expect_error(
+        s.get_auth("/usage?group_by=colour", &admin).await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    )
+    .await;
+    expect_error(
+        s.get_auth("/usage?since=yesterday", &admin).await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    )
+    .await;
+}

@@ -1,0 +1,415 @@
+//! Token accounting for LLM responses as they stream past.
+//!
+//! [`Metered`] wraps a response body: a JSON body passes through untouched
+//! while a copy is kept to read `usage` at the end; an SSE body is relayed
+//! event by event, its final usage chunk read (and removed when the caller
+//! had not asked for it). When the body ends, or is dropped because the
+//! client went away, the usage seen is reported once; when no usage
+//! arrived, it is estimated from the streamed text and marked so.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use serde_json::Value;
+
+/// Tokens of one call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    /// True when no usage came from the upstream and these are estimates.
+    pub estimated: bool,
+}
+
+/// Words and punctuation marks: the estimate used when an upstream reports
+/// no usage (the same rule `mock-upstream` counts by).
+pub fn estimate_tokens(text: &str) -> u64 {
+    let mut count = 0;
+    let mut in_word = false;
+    for c in text.chars() {
+        if c.is_alphanumeric() {
+            if !in_word {
+                count += 1;
+                in_word = true;
+            }
+        } else {
+            in_word = false;
+            if !c.is_whitespace() {
+                count += 1;
+            }
+        }
+    }
+    count
+}
+
+/// The prompt text of an OpenAI request body, for estimates.
+pub fn prompt_text(body: &Value) -> String {
+    let mut text = String::new();
+    if let Some(messages) = body["messages"].as_array() {
+        for m in messages {
+            match &m["content"] {
+                Value::String(s) => text.push_str(s),
+                Value::Array(parts) => parts
+                    .iter()
+                    .filter_map(|p| p["text"].as_str())
+                    .for_each(|t| text.push_str(t)),
+                _ => {}
+            }
+            text.push('\n');
+        }
+    }
+    for key in ["prompt", "input"] {
+        match &body[key] {
+            Value::String(s) => text.push_str(s),
+            Value::Array(items) => items.iter().filter_map(Value::as_str).for_each(|t| {
+                text.push_str(t);
+                text.push('\n');
+            }),
+            _ => {}
+        }
+    }
+    text
+}
+
+fn usage_of(value: &Value) -> Option<Usage> {
+    let u = value.get("usage").filter(|u| u.is_object())?;
+    let prompt = u["prompt_tokens"].as_u64().unwrap_or(0);
+    let completion = u["completion_tokens"].as_u64().unwrap_or(0);
+    Some(Usage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: u["total_tokens"].as_u64().unwrap_or(prompt + completion),
+        estimated: false,
+    })
+}
+
+/// The text a streamed chunk carries (chat deltas or completion text).
+fn chunk_text(value: &Value) -> String {
+    let mut text = String::new();
+    if let Some(choices) = value["choices"].as_array() {
+        for c in choices {
+            if let Some(t) = c["delta"]["content"].as_str() {
+                text.push_str(t);
+            }
+            if let Some(t) = c["text"].as_str() {
+                text.push_str(t);
+            }
+        }
+    }
+    text
+}
+
+const JSON_COPY_LIMIT: usize = 16 * 1024 * 1024;
+
+enum Mode {
+    Json {
+        copy: BytesMut,
+        overflow: bool,
+    },
+    Sse {
+        pending: BytesMut,
+        strip_usage: bool,
+        text: String,
+    },
+}
+
+type Report = Box<dyn FnOnce(Usage) + Send + Sync>;
+
+pub struct Metered<B> {
+    inner: B,
+    mode: Mode,
+    out: VecDeque<Bytes>,
+    found: Option<Usage>,
+    prompt_estimate: u64,
+    report: Option<Report>,
+    ended: bool,
+}
+
+impl<B> Metered<B> {
+    /// `sse`: the response is an event stream; `strip_usage`: remove its
+    /// usage chunk (the caller did not ask for it; we did).
+    pub fn new(
+        inner: B,
+        sse: bool,
+        strip_usage: bool,
+        prompt_estimate: u64,
+        report: Report,
+    ) -> Self {
+        let mode = if sse {
+            Mode::Sse {
+                pending: BytesMut::new(),
+                strip_usage,
+                text: String::new(),
+            }
+        } else {
+            Mode::Json {
+                copy: BytesMut::new(),
+                overflow: false,
+            }
+        };
+        Self {
+            inner,
+            mode,
+            out: VecDeque::new(),
+            found: None,
+            prompt_estimate,
+            report: Some(report),
+            ended: false,
+        }
+    }
+
+    fn take_in(&mut self, data: Bytes) {
+        match &mut self.mode {
+            Mode::Json { copy, overflow } => {
+                if copy.len() + data.len() <= JSON_COPY_LIMIT {
+                    copy.extend_from_slice(&data);
+                } else {
+                    *overflow = true;
+                }
+                self.out.push_back(data);
+            }
+            Mode::Sse {
+                pending,
+                strip_usage,
+                text,
+            } => {
+                pending.extend_from_slice(&data);
+                // Relay every complete event; keep a partial one for later.
+                while let Some(end) = find_event_end(pending) {
+                    let event = pending.split_to(end).freeze();
+                    let mut keep = true;
+                    for line in event.split(|b| *b == b'\n') {
+                        let Some(payload) = line.strip_prefix(b"data:") else {
+                            continue;
+                        };
+                        let payload = payload.strip_prefix(b" ").unwrap_or(payload);
+                        let Ok(value) = serde_json::from_slice::<Value>(payload) else {
+                            continue;
+                        };
+                        text.push_str(&chunk_text(&value));
+                        if let Some(u) = usage_of(&value) {
+                            self.found = Some(u);
+                            let no_choices =
+                                value["choices"].as_array().is_none_or(|c| c.is_empty());
+                            if *strip_usage && no_choices {
+                                keep = false;
+                            }
+                        }
+                    }
+                    if keep {
+                        self.out.push_back(event);
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(report) = self.report.take() {
+            let usage = match (&self.mode, self.found) {
+                (_, Some(u)) => u,
+                (
+                    Mode::Json {
+                        copy,
+                        overflow: false,
+                    },
+                    None,
+                ) => serde_json::from_slice::<Value>(copy)
+                    .ok()
+                    .and_then(|v| usage_of(&v))
+                    .unwrap_or_else(|| self.estimate("")),
+                (Mode::Sse { text, .. }, None) => self.estimate(text),
+                (Mode::Json { .. }, None) => self.estimate(""),
+            };
+            report(usage);
+        }
+    }
+
+    fn estimate(&self, text: &str) -> Usage {
+        let completion = estimate_tokens(text);
+        Usage {
+            prompt_tokens: self.prompt_estimate,
+            completion_tokens: completion,
+            total_tokens: self.prompt_estimate + completion,
+            estimated: true,
+        }
+    }
+}
+
+/// End (exclusive) of the first complete SSE event: after a blank line.
+fn find_event_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(2)
+        .position(|w| w == b"\n\n")
+        .map(|i| i + 2)
+        .or_else(|| buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4))
+}
+
+impl<B> Drop for Metered<B> {
+    fn drop(&mut self) {
+        // Ended normally, or the client went away mid-stream: either way
+        // the caller is charged what the upstream produced.
+        self.finish();
+    }
+}
+
+impl<B> Body for Metered<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        loop {
+            if let Some(bytes) = self.out.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(bytes))));
+            }
+            if self.ended {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    self.ended = true;
+                    // A trailing event without its blank line still counts.
+                    if let Mode::Sse { pending, .. } = &mut self.mode {
+                        if !pending.is_empty() {
+                            let rest = pending.split().freeze();
+                            let mut with_end = BytesMut::from(&rest[..]);
+                            with_end.extend_from_slice(b"\n\n");
+                            self.take_in(with_end.freeze());
+                        }
+                    }
+                    self.finish();
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => self.take_in(data),
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+            }
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.mode {
+            Mode::Json { .. } => self.inner.size_hint(),
+            Mode::Sse { .. } => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use http_body_util::{BodyExt, StreamBody};
+
+    use super::*;
+
+    fn body_of(
+        chunks: Vec<&'static str>,
+    ) -> impl Body<Data = Bytes, Error = std::convert::Infallible> + Unpin {
+        let frames = chunks
+            .into_iter()
+            .map(|c| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(c))));
+        StreamBody::new(tokio_stream::iter(frames))
+    }
+
+    async fn run(chunks: Vec<&'static str>, sse: bool, strip: bool) -> (String, Usage) {
+        let seen = Arc::new(Mutex::new(None));
+        let s2 = seen.clone();
+        let metered = Metered::new(
+            body_of(chunks),
+            sse,
+            strip,
+            3,
+            Box::new(move |u| *s2.lock().unwrap() = Some(u)),
+        );
+        let out = metered.collect().await.unwrap().to_bytes();
+        let usage = seen.lock().unwrap().expect("reported");
+        (String::from_utf8(out.to_vec()).unwrap(), usage)
+    }
+
+    #[tokio::test]
+    async fn json_usage_is_read_and_the_body_unchanged() {
+        let body =
+            r#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}"#;
+        let (out, usage) = run(vec![&body[..20], &body[20..]], false, false).await;
+        assert_eq!(out, body);
+        assert_eq!(
+            usage,
+            Usage {
+                prompt_tokens: 5,
+                completion_tokens: 7,
+                total_tokens: 12,
+                estimated: false
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn the_usage_chunk_is_read_and_removed_when_not_asked_for() {
+        let chunks = vec![
+            "data: {\"choices\":[{\"delta\":{\"content\":\"Hi \"}}]}\n\ndata: {\"choi",
+            "ces\":[{\"delta\":{\"content\":\"there\"}}]}\n\n",
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":2,\"total_tokens\":4}}\n\n",
+            "data: [DONE]\n\n",
+        ];
+        let (out, usage) = run(chunks.clone(), true, true).await;
+        assert!(!out.contains("usage"), "{out}");
+        assert!(out.contains("there") && out.ends_with("data: [DONE]\n\n"));
+        assert_eq!(usage.total_tokens, 4);
+        assert!(!usage.estimated);
+        let (out, _) = run(chunks, true, false).await;
+        assert!(
+            out.contains("\"usage\""),
+            "kept when the caller asked for it"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_usage_the_stream_is_estimated() {
+        let chunks = vec![
+            "data: {\"choices\":[{\"delta\":{\"content\":\"one two three\"}}]}\n\n",
+            "data: [DONE]\n\n",
+        ];
+        let (_, usage) = run(chunks, true, true).await;
+        assert_eq!(
+            usage,
+            Usage {
+                prompt_tokens: 3,
+                completion_tokens: 3,
+                total_tokens: 6,
+                estimated: true
+            }
+        );
+    }
+
+    #[test]
+    fn a_dropped_stream_still_reports_what_it_saw() {
+        let seen = Arc::new(Mutex::new(None));
+        let s2 = seen.clone();
+        let mut metered = Metered::new(
+            body_of(vec![]),
+            true,
+            true,
+            1,
+            Box::new(move |u| *s2.lock().unwrap() = Some(u)),
+        );
+        metered.take_in(Bytes::from_static(
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"a b\"}}]}\n\n",
+        ));
+        drop(metered);
+        let usage = seen.lock().unwrap().unwrap();
+        assert!(usage.estimated);
+        assert_eq!(usage.completion_tokens, 2);
+    }
+}
