@@ -1,6 +1,7 @@
 //! The `swarmgate` command line: serve, check-config, admin, keys.
 
 mod admin;
+mod demo;
 mod mock_upstream;
 
 use std::io::{BufRead, IsTerminal};
@@ -34,6 +35,10 @@ struct Cli {
 enum Command {
     /// Run the HTTP server.
     Serve,
+    /// Run the server with a mock LLM upstream started in the same process,
+    /// the model `demo-model` (which role `user` may call) and the route
+    /// `/demo` (echo) configured: the README's quick start.
+    Demo,
     /// Validate the configuration and exit.
     CheckConfig,
     /// Administrative tasks against the configured database.
@@ -164,7 +169,16 @@ fn main() -> ExitCode {
         // Needs no configuration: it stands in for an upstream, not for swarmgate.
         return run_mock(*listen, *latency_ms, *fail_rate, models.clone());
     }
-    let settings = match Config::load(cli.config.as_deref()).and_then(|c| c.resolve()) {
+    let mut demo_upstream = None;
+    let config = Config::load(cli.config.as_deref()).and_then(|mut config| {
+        if matches!(cli.command, Command::Demo) {
+            let listener = demo::add_to(&mut config)
+                .map_err(|e| swarmgate_server::ConfigError(format!("demo upstream: {e}")))?;
+            demo_upstream = Some(listener);
+        }
+        Ok(config)
+    });
+    let settings = match config.and_then(|c| c.resolve()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("swarmgate: {e}");
@@ -181,6 +195,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(listener) = demo_upstream {
+        runtime.spawn(demo::serve_upstream(listener));
+    }
     match runtime.block_on(run(cli.command, settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -223,7 +240,7 @@ fn run_mock(
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     telemetry::init(settings.log_json, &settings.log_level);
     match command {
-        Command::Serve => serve(settings).await,
+        Command::Serve | Command::Demo => serve(settings).await,
         Command::CheckConfig => {
             println!(
                 "configuration ok: listen {}, database {}, shared state {}, algorithm {}",
