@@ -56,6 +56,16 @@ pub struct Config {
     pub models: Vec<swarmgate_gateway::ModelConfig>,
     pub gateway: swarmgate_gateway::GatewayConfig,
     pub usage: UsageConfig,
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// A second address serving `GET /metrics` without authentication (for
+    /// a scraper on a private network). Unset: only the authenticated
+    /// `/metrics` on the main address.
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -517,7 +527,16 @@ impl Config {
         if !(10..=60_000).contains(&self.usage.flush_interval_ms) {
             return err("usage.flush_interval_ms: must be between 10 and 60000".into());
         }
+        let metrics_listen = match &self.metrics.listen {
+            None => None,
+            Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| {
+                ConfigError(format!(
+                    "metrics.listen: {text:?} is not HOST:PORT with a numeric IP address"
+                ))
+            })?),
+        };
         Ok(Settings {
+            metrics_listen,
             usage_flush: Duration::from_millis(self.usage.flush_interval_ms),
             models: Arc::new(models),
             routes: Arc::new(routes),
@@ -559,6 +578,7 @@ impl Config {
 /// Validated settings the server runs with.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    pub metrics_listen: Option<SocketAddr>,
     pub usage_flush: Duration,
     pub routes: Arc<swarmgate_gateway::RouteTable>,
     pub models: Arc<swarmgate_gateway::ModelTable>,

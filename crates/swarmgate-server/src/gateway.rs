@@ -5,6 +5,7 @@
 //! assertion the upstream can verify offline.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::response::Response;
@@ -50,6 +51,7 @@ impl Gateway {
         principal: &Principal,
         matched: &RouteMatch<'_>,
         incoming: Incoming,
+        started: Option<Instant>,
     ) -> Result<Response<Body>> {
         let route = matched.route;
         let Some(permission) = route.permission_for(&incoming.method) else {
@@ -79,10 +81,11 @@ impl Gateway {
             path: matched.upstream_path.clone(),
             authorization: None,
         };
-        self.forwarder
-            .forward(target, incoming, &who, now_ms)
-            .await
-            .map_err(forward_error)
+        let upstream_started = Instant::now();
+        let result = self.forwarder.forward(target, incoming, &who, now_ms).await;
+        let response = labelled(result.map_err(forward_error)?, &route.name);
+        record_overhead(started, upstream_started);
+        Ok(response)
     }
 
     pub fn models(&self) -> &ModelTable {
@@ -120,6 +123,7 @@ impl Gateway {
         model: &Model,
         mut incoming: Incoming,
         mut body: serde_json::Value,
+        started: Option<Instant>,
     ) -> Result<Response<Body>> {
         let streamed = body["stream"] == serde_json::json!(true);
         let asked = body["stream_options"]["include_usage"] == serde_json::json!(true);
@@ -154,11 +158,13 @@ impl Gateway {
             path: incoming.uri.path().to_string(),
             authorization: model.authorization.clone(),
         };
-        let response = self
-            .forwarder
-            .forward(target, incoming, &who, now_ms)
-            .await
-            .map_err(forward_error)?;
+        let upstream_started = Instant::now();
+        let result = self.forwarder.forward(target, incoming, &who, now_ms).await;
+        let response = labelled(
+            result.map_err(forward_error)?,
+            &format!("model:{}", model.name),
+        );
+        record_overhead(started, upstream_started);
         if !response.status().is_success() {
             return Ok(response);
         }
@@ -179,6 +185,10 @@ impl Gateway {
         };
         let model_name = model.name.clone();
         let report = Box::new(move |u: swarmgate_gateway::usage::Usage| {
+            metrics::counter!("swarmgate_llm_tokens_total", "model" => model_name.clone(), "kind" => "prompt")
+                .increment(u.prompt_tokens);
+            metrics::counter!("swarmgate_llm_tokens_total", "model" => model_name.clone(), "kind" => "completion")
+                .increment(u.completion_tokens);
             recorder.record(swarmgate_store::UsageRecord {
                 at: crate::clock::now_secs(),
                 user_id,
@@ -199,6 +209,25 @@ impl Gateway {
             report,
         );
         Ok(Response::from_parts(parts, Body::new(metered)))
+    }
+}
+
+/// Tags a response with its route, for the request metrics.
+fn labelled(mut response: Response<Body>, route: &str) -> Response<Body> {
+    response
+        .extensions_mut()
+        .insert(crate::http::RouteLabel(format!("gateway:{route}")));
+    response
+}
+
+/// What the gateway added: the time to the response head minus the time
+/// the upstream took (measured around the forward).
+fn record_overhead(started: Option<Instant>, upstream_started: Instant) {
+    if let Some(started) = started {
+        let total = started.elapsed();
+        let upstream = upstream_started.elapsed();
+        metrics::histogram!("swarmgate_gateway_overhead_seconds")
+            .record(total.saturating_sub(upstream).as_secs_f64());
     }
 }
 

@@ -7,6 +7,7 @@ pub mod error;
 pub mod gateway;
 pub mod http;
 pub mod identity;
+pub mod metrics;
 pub mod telemetry;
 pub mod usage;
 
@@ -40,6 +41,7 @@ impl App {
                 .await
                 .map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?,
         };
+        metrics::handle();
         let gateway = Arc::new(gateway::Gateway::new(&settings, store.clone()));
         let identity = Identity::new(store, state, Arc::new(settings)).await?;
         Ok(Self {
@@ -85,6 +87,24 @@ impl App {
             })
         };
         let poller = tokio::spawn(self.identity.clone().revocation_poller());
+        let metrics_server = match self.identity.settings().metrics_listen {
+            None => None,
+            Some(addr) => {
+                let listener = TcpListener::bind(addr).await?;
+                tracing::info!(address = %addr, "unauthenticated /metrics listening");
+                let gateway = self.gateway.clone();
+                let app = axum::Router::new().route(
+                    "/metrics",
+                    axum::routing::get(move || {
+                        let gateway = gateway.clone();
+                        async move { http::metrics_response(&gateway) }
+                    }),
+                );
+                Some(tokio::spawn(async move {
+                    let _ = axum::serve(listener, app).await;
+                }))
+            }
+        };
         let usage_flusher = {
             let usage = self.gateway.usage.clone();
             let every = self.identity.settings().usage_flush;
@@ -104,6 +124,9 @@ impl App {
         reloader.abort();
         poller.abort();
         usage_flusher.abort();
+        if let Some(server) = metrics_server {
+            server.abort();
+        }
         self.gateway.usage.flush().await;
         // Batched writes (last_used_at, denial counts) must not be lost.
         self.identity.flush().await;

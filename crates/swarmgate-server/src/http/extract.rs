@@ -87,6 +87,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
         Ok(RequestMeta {
             request_id: ctx.map(|c| c.request_id.clone()),
             client_ip: ctx.and_then(|c| c.client_ip.clone()),
+            started: ctx.map(|c| c.started),
         })
     }
 }

@@ -36,6 +36,12 @@ pub async fn proxy(
     };
     state
         .gateway
-        .proxy(&state.identity, &principal, &matched, incoming)
+        .proxy(
+            &state.identity,
+            &principal,
+            &matched,
+            incoming,
+            meta.started,
+        )
         .await
 }

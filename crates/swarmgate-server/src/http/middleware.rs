@@ -16,7 +16,12 @@ pub const REQUEST_ID: &str = "x-request-id";
 pub struct RequestContext {
     pub request_id: String,
     pub client_ip: Option<String>,
+    pub started: Instant,
 }
+
+/// Set on a response by the gateway: the route label for metrics.
+#[derive(Debug, Clone)]
+pub struct RouteLabel(pub String);
 
 fn sane_request_id(value: &HeaderValue) -> Option<String> {
     let text = value.to_str().ok()?;
@@ -40,9 +45,14 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
         .map(|ConnectInfo(addr)| addr.ip().to_string());
     let method = request.method().clone();
     let path = request.uri().path().to_string();
+    let matched = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_string());
     request.extensions_mut().insert(RequestContext {
         request_id: request_id.clone(),
         client_ip: client_ip.clone(),
+        started,
     });
 
     let mut response = next.run(request).await;
@@ -50,6 +60,17 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
+    let route = response
+        .extensions()
+        .get::<RouteLabel>()
+        .map(|l| l.0.clone())
+        .or(matched)
+        .unwrap_or_else(|| "unmatched".into());
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("swarmgate_http_requests_total", "route" => route.clone(), "method" => method.to_string(), "status" => status)
+        .increment(1);
+    metrics::histogram!("swarmgate_http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
     tracing::info!(
         target: "access",
         request_id = %request_id,

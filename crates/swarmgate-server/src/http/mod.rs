@@ -9,7 +9,7 @@ mod extract;
 mod gateway;
 mod middleware;
 mod openai;
-mod system;
+pub(crate) mod system;
 mod token;
 mod usage;
 
@@ -21,7 +21,8 @@ use axum::Router;
 
 use crate::identity::Identity;
 
-pub use middleware::RequestContext;
+pub use middleware::{RequestContext, RouteLabel};
+pub use system::metrics_response;
 
 /// Bodies of the identity endpoints are small JSON documents.
 const MAX_JSON_BODY: usize = 64 * 1024;
@@ -71,6 +72,7 @@ pub fn router(identity: IdentityState, gateway: Arc<crate::gateway::Gateway>) ->
         .route("/v1/completions", post(openai::call))
         .route("/v1/embeddings", post(openai::call))
         .route("/usage", get(usage::usage))
+        .route("/metrics", get(system::metrics))
         .route("/health", get(system::health))
         .route("/.well-known/jwks.json", get(system::jwks))
         .route(

@@ -92,6 +92,13 @@ pub async fn call(
     };
     state
         .gateway
-        .call_model(&state.identity, &principal, model, incoming, body)
+        .call_model(
+            &state.identity,
+            &principal,
+            model,
+            incoming,
+            body,
+            meta.started,
+        )
         .await
 }

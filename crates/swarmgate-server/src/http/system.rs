@@ -73,3 +73,23 @@ pub async fn method_not_allowed() -> (StatusCode, Json<Value>) {
         ),
     )
 }
+
+/// Prometheus text exposition; needs `metrics.read` here (an unauthenticated
+/// copy can be served on `[metrics] listen`).
+pub async fn metrics(
+    State(state): State<crate::http::AppState>,
+    principal: crate::identity::Principal,
+) -> crate::error::Result<impl axum::response::IntoResponse> {
+    principal.require("metrics.read")?;
+    Ok(metrics_response(&state.gateway))
+}
+
+pub fn metrics_response(gateway: &crate::gateway::Gateway) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        crate::metrics::render(gateway),
+    )
+}

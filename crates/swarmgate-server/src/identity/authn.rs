@@ -161,13 +161,21 @@ fn digest(credential: &str) -> [u8; 32] {
 impl Identity {
     /// Verifies any credential: a JWT access token or an API key.
     pub async fn authenticate(&self, presented: Presented<'_>) -> Result<Principal> {
-        match presented {
-            Presented::ApiKey(key) => self.authenticate_key(key).await,
+        let (method, result) = match presented {
+            Presented::ApiKey(key) => ("api_key", self.authenticate_key(key).await),
             Presented::Bearer(token) if token.starts_with(&self.settings.api_key_prefix) => {
-                self.authenticate_key(token).await
+                ("api_key", self.authenticate_key(token).await)
             }
-            Presented::Bearer(token) => self.authenticate_jwt(token).await,
-        }
+            Presented::Bearer(token) => ("jwt", self.authenticate_jwt(token).await),
+        };
+        let outcome = match &result {
+            Ok(_) => "success",
+            Err(Error::Unavailable { .. }) => "unavailable",
+            Err(_) => "failure",
+        };
+        metrics::counter!("swarmgate_auth_total", "method" => method, "outcome" => outcome)
+            .increment(1);
+        result
     }
 
     /// Verifies an access token (the old name, kept for callers that only

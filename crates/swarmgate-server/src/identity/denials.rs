@@ -31,6 +31,7 @@ struct Window {
 impl Denials {
     pub(super) fn record(&self, subject: &str, permission: &str) {
         self.total.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("swarmgate_permission_denied_total").increment(1);
         let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
         let key = (subject.to_string(), permission.to_string());
         if let Some(n) = window.counts.get_mut(&key) {

@@ -48,6 +48,8 @@ pub const PASSWORD_HISTORY: i64 = 5;
 pub struct RequestMeta {
     pub request_id: Option<String>,
     pub client_ip: Option<String>,
+    /// When the request arrived (for the gateway's overhead metric).
+    pub started: Option<std::time::Instant>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

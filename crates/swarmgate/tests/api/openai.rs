@@ -365,3 +365,96 @@ async fn usage_is_per_caller_unless_allowed_to_read_all() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn metrics_cover_requests_auth_denials_tokens_overhead_and_upstreams() {
+    let m = Mock::start(&["--models", "phi-3.5-mini,big"]).await;
+    let metrics_port = free_port();
+    let base = m.base.clone();
+    let s = TestServer::start_with(move |c| {
+        c.models = vec![model("metrics-model", &base)];
+        c.metrics.listen = Some(format!("127.0.0.1:{metrics_port}"));
+    })
+    .await;
+    let _ = m; // the mock serves "phi-3.5-mini" and "big"; metrics-model gets a 404 from it
+    let admin = s.admin_token().await;
+    let chat = json!({"model": "metrics-model", "messages": [{"role": "user", "content": "hi"}]});
+    s.client
+        .post(s.url("/v1/chat/completions"))
+        .bearer_auth(&admin)
+        .json(&chat)
+        .send()
+        .await
+        .unwrap();
+    let _ = s.get_auth("/auth/me", "not-a-token").await;
+    let user = s.user_session("metra").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!allowed(s.verify(bearer(&user), "models.load", None).await).await);
+    expect_error(
+        s.get_auth("/metrics", &user).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    let r = s.get_auth("/metrics", &admin).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = r.text().await.unwrap();
+    for needle in [
+        "swarmgate_http_requests_total{",
+        "route=\"/auth/login\"",
+        "swarmgate_http_request_duration_seconds_bucket",
+        "swarmgate_gateway_overhead_seconds_bucket",
+        "swarmgate_auth_total{method=\"jwt\",outcome=\"failure\"}",
+        "swarmgate_permission_denied_total",
+        "swarmgate_upstream_healthy{route=\"model:metrics-model\"",
+        "route=\"gateway:model:metrics-model\"",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+    // The separate listener needs no credentials.
+    let r = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("swarmgate_http_requests_total"));
+}
+
+#[tokio::test]
+async fn llm_token_counters_grow_with_usage() {
+    let m = Mock::start(&["--models", "tok-model"]).await;
+    let base = m.base.clone();
+    let s = TestServer::start_with(move |c| c.models = vec![model("tok-model", &base)]).await;
+    let admin = s.admin_token().await;
+    let chat =
+        json!({"model": "tok-model", "messages": [{"role": "user", "content": "one two three"}]});
+    let r = s
+        .client
+        .post(s.url("/v1/chat/completions"))
+        .bearer_auth(&admin)
+        .json(&chat)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    r.text().await.unwrap();
+    let text = s.get_auth("/metrics", &admin).await.text().await.unwrap();
+    let line = text
+        .lines()
+        .find(|l| {
+            l.starts_with("swarmgate_llm_tokens_total{")
+                && l.contains("tok-model")
+                && l.contains("prompt")
+        })
+        .unwrap_or_else(|| panic!("no prompt token counter:\n{text}"));
+    assert!(line.ends_with(" 3"), "{line}");
+}

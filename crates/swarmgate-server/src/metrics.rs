@@ -1,0 +1,80 @@
+//! Prometheus metrics. One process-wide recorder (the `metrics` facade is
+//! global); `render` adds the gauges read at scrape time.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::gateway::Gateway;
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+const BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+/// Installs the recorder on first use and returns its handle.
+pub fn handle() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(BUCKETS)
+            .map(|b| b.build_recorder())
+            .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
+        }
+        describe();
+        handle
+    })
+}
+
+fn describe() {
+    metrics::describe_counter!(
+        "swarmgate_http_requests_total",
+        "HTTP requests by route, method and status"
+    );
+    metrics::describe_histogram!(
+        "swarmgate_http_request_duration_seconds",
+        "Time to the response head, by route"
+    );
+    metrics::describe_histogram!(
+        "swarmgate_gateway_overhead_seconds",
+        "Proxied requests: total time to the response head minus the upstream's"
+    );
+    metrics::describe_counter!(
+        "swarmgate_auth_total",
+        "Authentications by method and outcome"
+    );
+    metrics::describe_counter!(
+        "swarmgate_permission_denied_total",
+        "Permission checks that said no"
+    );
+    metrics::describe_counter!(
+        "swarmgate_llm_tokens_total",
+        "LLM tokens by model and kind (prompt, completion)"
+    );
+    metrics::describe_gauge!(
+        "swarmgate_upstream_healthy",
+        "1 when an upstream is in rotation, 0 when ejected"
+    );
+}
+
+/// The text exposition, with upstream health sampled now.
+pub fn render(gateway: &Gateway) -> String {
+    let now = crate::clock::now_ms();
+    for route in gateway.routes().routes() {
+        for upstream in &route.upstreams.upstreams {
+            metrics::gauge!("swarmgate_upstream_healthy", "route" => route.name.clone(), "upstream" => upstream.base.to_string())
+                .set(if upstream.healthy(now) { 1.0 } else { 0.0 });
+        }
+    }
+    for model in gateway.models().iter() {
+        for upstream in &model.upstreams.upstreams {
+            metrics::gauge!("swarmgate_upstream_healthy", "route" => format!("model:{}", model.name), "upstream" => upstream.base.to_string())
+                .set(if upstream.healthy(now) { 1.0 } else { 0.0 });
+        }
+    }
+    handle().render()
+}
