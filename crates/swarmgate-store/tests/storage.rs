@@ -5,7 +5,8 @@
 use swarmgate_core::{ApiKey, AuditEvent, NewUser, SigningKeyRow};
 use swarmgate_store::testing::{fresh_postgres_database, fresh_sqlite_url, test_database_url};
 use swarmgate_store::{
-    AuditFilter, Backend, RefreshOutcome, Session, Store, StoreError, UserUpdate,
+    AuditFilter, Backend, RefreshOutcome, Session, Store, StoreError, UsageGroup, UsageRecord,
+    UserUpdate,
 };
 
 async fn sqlite() -> Store {
@@ -53,6 +54,7 @@ on_both!(
     users_are_listed_by_keyset_and_searched,
     user_updates_and_deletes_are_recorded,
     audit_query_filters_and_pages,
+    usage_is_summed_by_group_and_caller,
 );
 
 fn new_user(name: &str, email: &str) -> NewUser {
@@ -602,4 +604,55 @@ async fn audit_query_filters_and_pages(store: Store) {
             .collect::<Vec<_>>(),
         [40, 20]
     );
+}
+
+async fn usage_is_summed_by_group_and_caller(store: Store) {
+    let rec = |at: i64, user: &str, key: Option<&str>, model: &str, p: i64, c: i64| UsageRecord {
+        at,
+        user_id: user.into(),
+        key_id: key.map(String::from),
+        model: model.into(),
+        prompt_tokens: p,
+        completion_tokens: c,
+        total_tokens: p + c,
+        estimated: false,
+        streamed: false,
+    };
+    store
+        .insert_usage(&[
+            rec(10, "u1", None, "m1", 3, 4),
+            rec(20, "u1", Some("k1"), "m2", 5, 6),
+            rec(30, "u2", None, "m1", 1, 1),
+            rec(40, "u1", Some("k1"), "m1", 2, 2),
+        ])
+        .await
+        .unwrap();
+    let by_model = store
+        .usage_summary(None, 0, 100, UsageGroup::Model)
+        .await
+        .unwrap();
+    assert_eq!(by_model.len(), 2);
+    assert_eq!(by_model[0].group.as_deref(), Some("m1"));
+    assert_eq!(
+        (
+            by_model[0].requests,
+            by_model[0].prompt_tokens,
+            by_model[0].completion_tokens,
+            by_model[0].total_tokens
+        ),
+        (3, 6, 7, 13)
+    );
+    let own = store
+        .usage_summary(Some("u1"), 15, 100, UsageGroup::Key)
+        .await
+        .unwrap();
+    assert_eq!(own.len(), 1);
+    assert_eq!(own[0].group.as_deref(), Some("k1"));
+    assert_eq!(own[0].requests, 2);
+    let users = store
+        .usage_summary(None, 0, 35, UsageGroup::User)
+        .await
+        .unwrap();
+    assert_eq!(users.iter().map(|r| r.requests).collect::<Vec<_>>(), [2, 1]);
+    store.insert_usage(&[]).await.unwrap();
 }
