@@ -172,6 +172,8 @@ pub struct Health {
 }
 
 pub struct Identity {
+    /// Signed gateway assertions, reused for half their 60 s life.
+    assertions: moka::sync::Cache<String, String>,
     creds: authn::CredentialCache,
     users: authn::UserCache,
     last_used: authn::LastUsed,
@@ -211,6 +213,12 @@ impl Identity {
         )
         .await?;
         let identity = Self {
+            assertions: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(std::time::Duration::from_secs(
+                    swarmgate_tokens::ASSERTION_TTL_SECS as u64 / 2,
+                ))
+                .build(),
             creds: authn::CredentialCache::new(),
             users: authn::UserCache::new(),
             last_used: authn::LastUsed::default(),

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# The gateway against a plain reverse proxy, in one run, interleaved:
+#   direct   wrk -> mock-upstream
+#   nginx    wrk -> nginx (1 worker, keep-alive upstream) -> mock-upstream
+#   sg_key   wrk -> swarmgate (API key, permission check) -> mock-upstream
+#   sg_jwt   wrk -> swarmgate (JWT, permission check) -> mock-upstream
+# each at concurrency 32 (throughput, p50, p99) and 1 (p50, p99 latency).
+#
+#   bash bench/proxy.sh          # DURATION=5 ROUNDS=2 to change
+#
+# Installs wrk and nginx from Debian's packages when missing; builds the
+# release binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION="${DURATION:-5}"
+ROUNDS="${ROUNDS:-2}"
+if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
+if [ "${#need[@]}" -gt 0 ]; then
+  echo "installing ${need[*]}" >&2
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
+
+cargo build --release -p swarmgate
+BIN="$PWD/target/release/swarmgate"
+WORK="$(mktemp -d)"
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+MOCK_PORT="$(port)"; NGINX_PORT="$(port)"; SG_PORT="$(port)"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+"$BIN" mock-upstream --listen "127.0.0.1:$MOCK_PORT" >/dev/null 2>&1 &
+PIDS+=($!)
+
+mkdir -p "$WORK/nginx"
+cat >"$WORK/nginx/nginx.conf" <<CONF
+worker_processes 1;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/nginx/body;
+  proxy_temp_path $WORK/nginx/proxy;
+  upstream mock { server 127.0.0.1:$MOCK_PORT; keepalive 64; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / {
+      proxy_pass http://mock;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+CONF
+"$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf"
+
+cat >"$WORK/swarmgate.toml" <<CONF
+[[routes]]
+name = "orchestrator"
+path_prefix = "/tasks"
+upstreams = ["http://127.0.0.1:$MOCK_PORT"]
+permissions = { GET = "tasks.read" }
+CONF
+PASSWORD='Adm1n!Proxy-Bench-9'
+env -i PATH="$PATH" HOME="$HOME" SWARMGATE_CONFIG="$WORK/swarmgate.toml" \
+  SWARMGATE_LISTEN="127.0.0.1:$SG_PORT" DATABASE_URL="sqlite://$WORK/swarmgate.db" \
+  SWARMGATE_ADMIN_PASSWORD="$PASSWORD" RUST_LOG=warn "$BIN" serve >"$WORK/swarmgate.log" 2>&1 &
+PIDS+=($!)
+for url in "http://127.0.0.1:$MOCK_PORT/tasks" "http://127.0.0.1:$NGINX_PORT/tasks" "http://127.0.0.1:$SG_PORT/health"; do
+  for _ in $(seq 100); do curl -fs "$url" >/dev/null && break; sleep 0.1; done
+done
+SG="http://127.0.0.1:$SG_PORT"
+TOKEN="$(curl -fs -X POST "$SG/auth/login" -H 'Content-Type: application/json' \
+  -d "{\"username\":\"admin\",\"password\":\"$PASSWORD\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
+KEY="$(curl -fs -X POST "$SG/auth/api-keys" -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+  -d '{"name":"bench","permissions":["tasks.read"]}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')"
+
+RESULTS="$WORK/results"
+measure() { # name connections url [header]
+  local name="$1" c="$2" url="$3"; shift 3
+  local out
+  out="$(wrk -t"$(( c < 2 ? 1 : 2 ))" -c"$c" -d"${DURATION}s" --latency "$@" "$url")"
+  if grep -q "Non-2xx" <<<"$out"; then echo "$name: non-2xx responses" >&2; echo "$out" >&2; exit 1; fi
+  printf '%s %s %s %s %s\n' "$name" "$c" \
+    "$(awk '/Requests\/sec/ {print $2}' <<<"$out")" \
+    "$(awk '$1=="50%" {print $2}' <<<"$out")" \
+    "$(awk '$1=="99%" {print $2}' <<<"$out")" >>"$RESULTS"
+}
+echo "machine: $(nproc) cores; wrk ${DURATION}s per cell, $ROUNDS rounds interleaved; everything shares the cores" >&2
+for round in $(seq "$ROUNDS"); do
+  for c in 32 1; do
+    measure direct "$c" "http://127.0.0.1:$MOCK_PORT/tasks/1"
+    measure nginx "$c" "http://127.0.0.1:$NGINX_PORT/tasks/1"
+    measure sg_key "$c" "$SG/tasks/1" -H "X-API-Key: $KEY"
+    measure sg_jwt "$c" "$SG/tasks/1" -H "Authorization: Bearer $TOKEN"
+  done
+  echo "round $round done" >&2
+done
+
+python3 - "$RESULTS" <<'PY'
+import sys, statistics
+def ms(v):
+    return float(v[:-2]) if v.endswith("ms") else float(v[:-2]) / 1000 if v.endswith("us") else float(v[:-1]) * 1000
+rows = {}
+for line in open(sys.argv[1]):
+    name, c, rps, p50, p99 = line.split()
+    rows.setdefault((name, int(c)), []).append((float(rps), ms(p50), ms(p99)))
+def med(name, c, i):
+    return statistics.median(r[i] for r in rows[(name, c)])
+print(f"{'target':<8}{'req/s c=32':>12}{'p50 c=32':>10}{'p99 c=32':>10}{'p50 c=1':>10}{'p99 c=1':>10}{'vs nginx':>10}{'added p50 c=1':>15}")
+for name in ["direct", "nginx", "sg_key", "sg_jwt"]:
+    rps = med(name, 32, 0)
+    print(f"{name:<8}{rps:>12.0f}{med(name,32,1):>9.2f}m{med(name,32,2):>9.2f}m"
+          f"{med(name,1,1):>9.3f}m{med(name,1,2):>9.3f}m{rps/med('nginx',32,0):>10.0%}"
+          f"{med(name,1,1)-med('direct',1,1):>14.3f}m")
+print("(m = milliseconds; medians over rounds; 'added' is p50 at c=1 minus direct's)")
+PY
