@@ -74,7 +74,8 @@ CONF
 PASSWORD='Adm1n!Proxy-Bench-9'
 env -i PATH="$PATH" HOME="$HOME" SWARMGATE_CONFIG="$WORK/swarmgate.toml" \
   SWARMGATE_LISTEN="127.0.0.1:$SG_PORT" DATABASE_URL="sqlite://$WORK/swarmgate.db" \
-  SWARMGATE_ADMIN_PASSWORD="$PASSWORD" RUST_LOG=warn "$BIN" serve >"$WORK/swarmgate.log" 2>&1 &
+  SWARMGATE_ADMIN_PASSWORD="$PASSWORD" SWARMGATE_SERVER__WORKER_THREADS="${SG_THREADS:-1}" RUST_LOG=warn \
+  "$BIN" serve >"$WORK/swarmgate.log" 2>&1 &
 PIDS+=($!)
 for url in "http://127.0.0.1:$MOCK_PORT/tasks" "http://127.0.0.1:$NGINX_PORT/tasks" "http://127.0.0.1:$SG_PORT/health"; do
   for _ in $(seq 100); do curl -fs "$url" >/dev/null && break; sleep 0.1; done

@@ -117,6 +117,8 @@ pub struct ServerConfig {
     pub port: Option<u16>,
     /// The URL clients reach this service at; tokens' `iss`.
     pub public_url: Option<String>,
+    /// Threads of the async runtime; unset: one per core.
+    pub worker_threads: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -535,7 +537,15 @@ impl Config {
                 ))
             })?),
         };
+        if self
+            .server
+            .worker_threads
+            .is_some_and(|n| !(1..=1024).contains(&n))
+        {
+            return err("server.worker_threads: must be between 1 and 1024".into());
+        }
         Ok(Settings {
+            worker_threads: self.server.worker_threads,
             metrics_listen,
             usage_flush: Duration::from_millis(self.usage.flush_interval_ms),
             models: Arc::new(models),
@@ -578,6 +588,7 @@ impl Config {
 /// Validated settings the server runs with.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    pub worker_threads: Option<usize>,
     pub metrics_listen: Option<SocketAddr>,
     pub usage_flush: Duration,
     pub routes: Arc<swarmgate_gateway::RouteTable>,
