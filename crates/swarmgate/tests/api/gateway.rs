@@ -436,3 +436,40 @@ async fn a_streamed_response_arrives_chunk_by_chunk() {
     );
     assert!(text.contains("data: [DONE]"));
 }
+
+#[tokio::test]
+async fn forwarded_headers_are_believed_only_from_trusted_proxies() {
+    let m = Mock::start(&[]).await;
+    let s = TestServer::start_with(|c| {
+        c.routes = vec![tasks_route(&m.base)];
+        c.gateway = GatewayConfig {
+            trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
+            ..GatewayConfig::default()
+        };
+    })
+    .await;
+    let token = s.user_session("tess").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let echo: Value = s
+        .client
+        .get(s.url("/tasks"))
+        .bearer_auth(&token)
+        .header("x-forwarded-for", "203.0.113.7")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "gate.example")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let h = &echo["headers"];
+    assert_eq!(
+        h["x-forwarded-for"], "203.0.113.7, 127.0.0.1",
+        "the chain is kept and the peer appended"
+    );
+    assert_eq!(h["x-forwarded-proto"], "https");
+    assert_eq!(h["x-forwarded-host"], "gate.example");
+}
