@@ -67,13 +67,7 @@ impl Gateway {
                 None => format!("missing permission {permission}"),
             }));
         }
-        let assertion = identity.issue_assertion(principal, &route.name)?;
-        let who = swarmgate_gateway::Identity {
-            subject: principal.user_id.clone(),
-            role: principal.role.name.clone(),
-            auth_method: principal.auth_method().as_str(),
-            assertion,
-        };
+        let who = who(identity, principal, &route.name)?;
         let target = Target {
             name: &route.name,
             pool: &route.upstreams,
@@ -144,13 +138,7 @@ impl Gateway {
             &swarmgate_gateway::usage::prompt_text(&body),
         );
 
-        let assertion = identity.issue_assertion(principal, &model.name)?;
-        let who = swarmgate_gateway::Identity {
-            subject: principal.user_id.clone(),
-            role: principal.role.name.clone(),
-            auth_method: principal.auth_method().as_str(),
-            assertion,
-        };
+        let who = who(identity, principal, &model.name)?;
         let target = Target {
             name: &model.name,
             pool: &model.upstreams,
@@ -210,6 +198,20 @@ impl Gateway {
         );
         Ok(Response::from_parts(parts, Body::new(metered)))
     }
+}
+
+/// The identity headers for an upstream of `audience` (a route or model).
+fn who(
+    identity: &Identity,
+    principal: &Principal,
+    audience: &str,
+) -> Result<swarmgate_gateway::Identity> {
+    Ok(swarmgate_gateway::Identity {
+        subject: principal.user_id.clone(),
+        role: principal.role.name.clone(),
+        auth_method: principal.auth_method().as_str(),
+        assertion: identity.issue_assertion(principal, audience)?,
+    })
 }
 
 /// Tags a response with its route, for the request metrics.

@@ -32,24 +32,10 @@ struct Mock {
 
 type Shared = Arc<Mock>;
 
-/// Words and punctuation marks: what the mock calls a token.
+/// Words and punctuation marks: what the mock calls a token (the same rule
+/// the gateway estimates by, so estimates of mock streams are exact).
 pub fn count_tokens(text: &str) -> u64 {
-    let mut count = 0;
-    let mut in_word = false;
-    for c in text.chars() {
-        if c.is_alphanumeric() {
-            if !in_word {
-                count += 1;
-                in_word = true;
-            }
-        } else {
-            in_word = false;
-            if !c.is_whitespace() {
-                count += 1;
-            }
-        }
-    }
-    count
+    swarmgate_gateway::usage::estimate_tokens(text)
 }
 
 fn openai_error(status: StatusCode, message: &str, kind: &str) -> Response {
