@@ -61,6 +61,17 @@ pub struct RouteTable {
     routes: Vec<Route>,
 }
 
+/// Whether a path has a `.` or `..` segment, literally or percent-encoded.
+/// Such a path is refused: matched here as one owner's and normalised by
+/// the upstream, `/memory/me/../you` would reach someone else's data.
+pub fn has_dot_segments(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        let lowered = segment.to_ascii_lowercase();
+        let decoded = lowered.replace("%2e", ".");
+        decoded == "." || decoded == ".."
+    })
+}
+
 impl std::fmt::Debug for RouteTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list()
@@ -268,6 +279,23 @@ mod tests {
             "segments, not string prefixes"
         );
         assert!(table.find("/other").is_none());
+    }
+
+    #[test]
+    fn dot_segments_are_recognised_in_every_spelling() {
+        for bad in [
+            "/a/../b",
+            "/a/./b",
+            "/a/%2e%2e/b",
+            "/a/%2E./b",
+            "/..",
+            "/a/.%2e",
+        ] {
+            assert!(has_dot_segments(bad), "{bad}");
+        }
+        for ok in ["/a/b", "/a/..b/c", "/a/b.c", "/a/...", "/"] {
+            assert!(!has_dot_segments(ok), "{ok}");
+        }
     }
 
     #[test]

@@ -17,6 +17,11 @@ pub async fn proxy(
     request: Request,
 ) -> Result<Response> {
     let path = request.uri().path().to_string();
+    if swarmgate_gateway::routes::has_dot_segments(&path) {
+        return Err(Error::BadRequest(
+            "paths with . or .. segments are not proxied".into(),
+        ));
+    }
     let Some(matched) = state.gateway.routes().find(&path) else {
         return Err(Error::NotFound);
     };

@@ -106,6 +106,15 @@ async fn own_path_templates_admit_only_the_callers_id() {
     );
     let r = s.get_auth("/memory/someone-else/notes", token).await;
     expect_error(r, StatusCode::FORBIDDEN, "forbidden").await;
+    // Dot segments cannot smuggle another owner's path past the check (sent
+    // raw: HTTP clients normalise them away before sending).
+    for sneaky in [
+        format!("/memory/{id}/../someone-else/notes"),
+        format!("/memory/{id}/%2e%2e/someone-else"),
+    ] {
+        let response = raw_get(&s.base, &sneaky, token).await;
+        assert!(response.starts_with("HTTP/1.1 400"), "{sneaky}: {response}");
+    }
     // An unscoped grant reaches every owner.
     assert_eq!(
         s.get_auth("/memory/someone-else/notes", &admin)
@@ -472,4 +481,17 @@ async fn forwarded_headers_are_believed_only_from_trusted_proxies() {
     );
     assert_eq!(h["x-forwarded-proto"], "https");
     assert_eq!(h["x-forwarded-host"], "gate.example");
+}
+
+/// A GET sent byte for byte, so the path reaches the server unnormalised.
+async fn raw_get(base: &str, path: &str, token: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
 }
