@@ -82,6 +82,9 @@ fn stripped_from_request(name: &HeaderName) -> bool {
         || n == "cookie"
         || n.starts_with("x-swarm-")
         || n.starts_with("x-forwarded-")
+        || n == "forwarded"
+        || n == "x-real-ip"
+        || n == "true-client-ip"
 }
 
 fn remove_connection_listed(headers: &mut HeaderMap) {
@@ -205,11 +208,15 @@ impl Forwarder {
         identity: &Identity,
         now_ms: impl Fn() -> i64,
     ) -> Result<Response<Body>, ForwardError> {
+        // With Transfer-Encoding the declared length is not the body's
+        // (RFC 9112 6.3): never trust it then.
+        let chunked = incoming.headers.contains_key(header::TRANSFER_ENCODING);
         let length = incoming
             .headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|_| !chunked);
         if length.is_some_and(|l| l > self.max_body_bytes) {
             return Err(ForwardError::TooLarge(self.max_body_bytes));
         }
@@ -219,9 +226,12 @@ impl Forwarder {
         }
         let max = self.max_body_bytes;
         // Replayable: no body at all, or a small one read now.
+        if chunked {
+            headers.remove(header::CONTENT_LENGTH);
+        }
         let bodyless = length == Some(0)
             || (length.is_none()
-                && !incoming.headers.contains_key(header::TRANSFER_ENCODING)
+                && !chunked
                 && matches!(
                     incoming.method,
                     Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE
@@ -236,6 +246,7 @@ impl Forwarder {
                 .await
                 .map_err(|_| ForwardError::TooLarge(max))?
                 .to_bytes();
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
             replay = Some(bytes);
         } else {
             stream = Some(Body::new(Limited::new(incoming.body, max as usize)));

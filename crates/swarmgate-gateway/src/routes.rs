@@ -40,10 +40,22 @@ pub struct Route {
 
 impl Route {
     /// The permission a method needs on this route, if the route serves it.
+    /// The catch-all `permission` covers the standard methods only; any
+    /// other method must be named in `permissions`.
     pub fn permission_for(&self, method: &Method) -> Option<&str> {
+        let standard = [
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ]
+        .contains(method);
         self.permissions
             .get(method)
-            .or(self.permission.as_ref())
+            .or(self.permission.as_ref().filter(|_| standard))
             .map(String::as_str)
     }
 }
@@ -65,9 +77,14 @@ pub struct RouteTable {
 /// Such a path is refused: matched here as one owner's and normalised by
 /// the upstream, `/memory/me/../you` would reach someone else's data.
 pub fn has_dot_segments(path: &str) -> bool {
-    path.split('/').any(|segment| {
-        let lowered = segment.to_ascii_lowercase();
-        let decoded = lowered.replace("%2e", ".");
+    let lowered = path.to_ascii_lowercase();
+    // Encoded separators would let an upstream that decodes them see other
+    // segments than the ones matched here.
+    if lowered.contains("%2f") || lowered.contains("%5c") || lowered.contains('\\') {
+        return true;
+    }
+    lowered.split('/').any(|segment| {
+        let decoded = segment.replace("%2e", ".");
         decoded == "." || decoded == ".."
     })
 }

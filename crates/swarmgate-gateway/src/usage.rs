@@ -103,7 +103,12 @@ fn chunk_text(value: &Value) -> String {
     text
 }
 
-const JSON_COPY_LIMIT: usize = 16 * 1024 * 1024;
+/// A JSON reply larger than this is relayed without reading its usage
+/// (which is then estimated).
+const JSON_COPY_LIMIT: usize = 4 * 1024 * 1024;
+/// An SSE event longer than this is not an LLM chunk: the rest of the
+/// stream is relayed as it comes, unparsed.
+const SSE_EVENT_LIMIT: usize = 1024 * 1024;
 
 enum Mode {
     Json {
@@ -122,6 +127,8 @@ type Report = Box<dyn FnOnce(Usage) + Send + Sync>;
 pub struct Metered<B> {
     inner: B,
     mode: Mode,
+    /// Text streamed before parsing stopped (see SSE_EVENT_LIMIT).
+    streamed_text: String,
     out: VecDeque<Bytes>,
     found: Option<Usage>,
     prompt_estimate: u64,
@@ -154,6 +161,7 @@ impl<B> Metered<B> {
         Self {
             inner,
             mode,
+            streamed_text: String::new(),
             out: VecDeque::new(),
             found: None,
             prompt_estimate,
@@ -178,6 +186,18 @@ impl<B> Metered<B> {
                 text,
             } => {
                 pending.extend_from_slice(&data);
+                if pending.len() > SSE_EVENT_LIMIT && find_event_end(pending).is_none() {
+                    // Not a stream we can read: stop parsing, relay the rest
+                    // as it comes, and keep the streamed text for the estimate.
+                    let raw = pending.split().freeze();
+                    self.streamed_text = std::mem::take(text);
+                    self.mode = Mode::Json {
+                        copy: BytesMut::new(),
+                        overflow: true,
+                    };
+                    self.out.push_back(raw);
+                    return;
+                }
                 // Relay every complete event; keep a partial one for later.
                 while let Some(end) = find_event_end(pending) {
                     let event = pending.split_to(end).freeze();
@@ -223,7 +243,7 @@ impl<B> Metered<B> {
                     .and_then(|v| usage_of(&v))
                     .unwrap_or_else(|| self.estimate("")),
                 (Mode::Sse { text, .. }, None) => self.estimate(text),
-                (Mode::Json { .. }, None) => self.estimate(""),
+                (Mode::Json { .. }, None) => self.estimate(&self.streamed_text),
             };
             report(usage);
         }
@@ -391,6 +411,14 @@ mod tests {
                 estimated: true
             }
         );
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_stream_is_relayed_whole_and_estimated() {
+        let huge: &'static str = Box::leak("x".repeat(SSE_EVENT_LIMIT + 10).into_boxed_str());
+        let (out, usage) = run(vec![huge, "tail"], true, true).await;
+        assert_eq!(out.len(), huge.len() + 4, "nothing lost");
+        assert!(usage.estimated);
     }
 
     #[test]

@@ -134,6 +134,11 @@ impl Gateway {
             axum::http::HeaderValue::from(bytes.len()),
         );
         incoming.body = Body::from(bytes);
+        // A compressed reply could not be read for its usage.
+        incoming.headers.insert(
+            axum::http::header::ACCEPT_ENCODING,
+            axum::http::HeaderValue::from_static("identity"),
+        );
         let prompt_estimate = swarmgate_gateway::usage::estimate_tokens(
             &swarmgate_gateway::usage::prompt_text(&body),
         );
@@ -162,7 +167,9 @@ impl Gateway {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
         let (mut parts, inner) = response.into_parts();
-        if sse && strip_usage {
+        if sse {
+            // Events are re-framed on the way (usage chunk removed, a final
+            // event terminated), so the upstream's length may not hold.
             parts.headers.remove(axum::http::header::CONTENT_LENGTH);
         }
         let recorder = self.usage.clone();

@@ -6,6 +6,9 @@ use std::sync::Mutex;
 
 use swarmgate_store::{Store, UsageRecord};
 
+/// Records kept while the database cannot take them.
+const MAX_PENDING: usize = 1_000_000;
+
 pub struct UsageRecorder {
     store: Store,
     pending: Mutex<Vec<UsageRecord>>,
@@ -20,10 +23,14 @@ impl UsageRecorder {
     }
 
     pub fn record(&self, record: UsageRecord) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(record);
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.len() >= MAX_PENDING {
+            // The database has been unreachable for long: keep memory
+            // bounded and say so rather than grow without end.
+            tracing::error!("usage records dropped: {MAX_PENDING} already wait for the database");
+            return;
+        }
+        pending.push(record);
     }
 
     /// Writes what is pending; on failure keeps it for the next attempt.

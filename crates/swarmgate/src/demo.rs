@@ -25,7 +25,9 @@ pub fn add_to(config: &mut Config) -> std::io::Result<std::net::TcpListener> {
     config.routes.push(RouteConfig {
         name: "demo".into(),
         path_prefix: "/demo".into(),
-        upstreams: vec![upstream],
+        // Under the mock's /echo, so the route can never reach the model's
+        // endpoints (and so bypass its permission and metering).
+        upstreams: vec![format!("{upstream}/echo")],
         permissions: Default::default(),
         permission: Some("tasks.read".into()),
         strip_prefix: true,

@@ -22,11 +22,13 @@ pub async fn proxy(
             "paths with . or .. segments are not proxied".into(),
         ));
     }
+    // Authenticate before looking the path up, so an anonymous caller
+    // cannot tell configured routes from unknown paths.
+    let (mut parts, body) = request.into_parts();
+    let principal = Principal::from_request_parts(&mut parts, &state).await?;
     let Some(matched) = state.gateway.routes().find(&path) else {
         return Err(Error::NotFound);
     };
-    let (mut parts, body) = request.into_parts();
-    let principal = Principal::from_request_parts(&mut parts, &state).await?;
     let peer = meta
         .client_ip
         .as_deref()

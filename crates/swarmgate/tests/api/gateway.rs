@@ -76,6 +76,21 @@ async fn the_permission_of_each_method_is_enforced() {
     expect_error(r, StatusCode::UNAUTHORIZED, "missing_credentials").await;
     let r = s.get_auth("/nowhere", token).await;
     expect_error(r, StatusCode::NOT_FOUND, "not_found").await;
+    // Anonymous callers learn nothing about which routes exist.
+    let r = s.client.get(s.url("/nowhere")).send().await.unwrap();
+    expect_error(r, StatusCode::UNAUTHORIZED, "missing_credentials").await;
+    // Methods outside the standard set never fall back to a catch-all.
+    let r = s
+        .client
+        .request(
+            reqwest::Method::from_bytes(b"PROPFIND").unwrap(),
+            s.url("/tasks/1"),
+        )
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
 }
 
 #[tokio::test]
