@@ -592,6 +592,11 @@ async fn request_ids_are_kept_when_sane_and_replaced_otherwise() {
     assert_eq!(id.len(), 32);
     let r = s.client.get(s.url("/nowhere")).send().await.unwrap();
     assert!(r.headers().contains_key("x-request-id"));
+    // Unknown paths need credentials first (no route discovery).
+    expect_error(r, StatusCode::UNAUTHORIZED, "missing_credentials").await;
+    let admin = s.admin_token().await;
+    let r = s.get_auth("/nowhere", &admin).await;
+    assert!(r.headers().contains_key("x-request-id"));
     expect_error(r, StatusCode::NOT_FOUND, "not_found").await;
 }
 
