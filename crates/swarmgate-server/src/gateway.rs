@@ -75,10 +75,32 @@ impl Gateway {
             path: matched.upstream_path.clone(),
             authorization: None,
         };
+        self.send(target, incoming, &who, &route.name, started)
+            .await
+    }
+
+    /// Forwards, tags the response with its route for the request metrics
+    /// (`gateway:LABEL`), and records the gateway's overhead: the time to the
+    /// response head minus the time measured around the upstream call.
+    async fn send(
+        &self,
+        target: Target<'_>,
+        incoming: Incoming,
+        who: &swarmgate_gateway::Identity,
+        label: &str,
+        started: Option<Instant>,
+    ) -> Result<Response<Body>> {
         let upstream_started = Instant::now();
-        let result = self.forwarder.forward(target, incoming, &who, now_ms).await;
-        let response = labelled(result.map_err(forward_error)?, &route.name);
-        record_overhead(started, upstream_started);
+        let result = self.forwarder.forward(target, incoming, who, now_ms).await;
+        let upstream = upstream_started.elapsed();
+        let mut response = result.map_err(forward_error)?;
+        response
+            .extensions_mut()
+            .insert(crate::http::RouteLabel(format!("gateway:{label}")));
+        if let Some(started) = started {
+            metrics::histogram!("swarmgate_gateway_overhead_seconds")
+                .record(started.elapsed().saturating_sub(upstream).as_secs_f64());
+        }
         Ok(response)
     }
 
@@ -151,13 +173,8 @@ impl Gateway {
             path: incoming.uri.path().to_string(),
             authorization: model.authorization.clone(),
         };
-        let upstream_started = Instant::now();
-        let result = self.forwarder.forward(target, incoming, &who, now_ms).await;
-        let response = labelled(
-            result.map_err(forward_error)?,
-            &format!("model:{}", model.name),
-        );
-        record_overhead(started, upstream_started);
+        let label = format!("model:{}", model.name);
+        let response = self.send(target, incoming, &who, &label, started).await?;
         if !response.status().is_success() {
             return Ok(response);
         }
@@ -219,25 +236,6 @@ fn who(
         auth_method: principal.auth_method().as_str(),
         assertion: identity.issue_assertion(principal, audience)?,
     })
-}
-
-/// Tags a response with its route, for the request metrics.
-fn labelled(mut response: Response<Body>, route: &str) -> Response<Body> {
-    response
-        .extensions_mut()
-        .insert(crate::http::RouteLabel(format!("gateway:{route}")));
-    response
-}
-
-/// What the gateway added: the time to the response head minus the time
-/// the upstream took (measured around the forward).
-fn record_overhead(started: Option<Instant>, upstream_started: Instant) {
-    if let Some(started) = started {
-        let total = started.elapsed();
-        let upstream = upstream_started.elapsed();
-        metrics::histogram!("swarmgate_gateway_overhead_seconds")
-            .record(total.saturating_sub(upstream).as_secs_f64());
-    }
 }
 
 fn forward_error(e: ForwardError) -> Error {

@@ -36,6 +36,13 @@ pub enum Revocable {
 }
 
 impl Revocable {
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Revocable::Session => 0,
+            Revocable::ApiKey => 1,
+        }
+    }
+
     pub(crate) fn tag(self) -> &'static str {
         match self {
             Revocable::Session => "sid",

@@ -49,7 +49,9 @@ struct Lockout {
 
 #[derive(Default)]
 pub struct MemoryState {
-    revoked: Mutex<Expiring<()>>,
+    /// Revoked ids, one map per kind of credential, so a check looks up the
+    /// id as it is (no composite key built per request).
+    revoked: Mutex<[Expiring<()>; 2]>,
     user_versions: Mutex<std::collections::HashMap<String, i64>>,
     gcra: Mutex<Expiring<i64>>,
     /// Attempts and locks under one lock, so that checking the lock and
@@ -65,12 +67,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl MemoryState {
-    fn revocation_key(kind: Revocable, id: &str) -> String {
-        format!("{}:{id}", kind.tag())
-    }
-
     pub fn revoke(&self, kind: Revocable, id: &str, until_ms: i64, now_ms: i64) {
-        lock(&self.revoked).insert(&Self::revocation_key(kind, id), (), until_ms, now_ms);
+        lock(&self.revoked)[kind.index()].insert(id, (), until_ms, now_ms);
     }
 
     pub fn bump_user(&self, user_id: &str) {
@@ -86,15 +84,7 @@ impl MemoryState {
         user_id: &str,
         now_ms: i64,
     ) -> CredentialStatus {
-        let revoked = {
-            let revoked = lock(&self.revoked);
-            // Look up without building the composite key on the hot path
-            // for the common case of an empty map.
-            !revoked.entries.is_empty()
-                && revoked
-                    .get(&Self::revocation_key(kind, id), now_ms)
-                    .is_some()
-        };
+        let revoked = lock(&self.revoked)[kind.index()].get(id, now_ms).is_some();
         let user_version = if user_id.is_empty() {
             0
         } else {

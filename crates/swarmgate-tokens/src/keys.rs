@@ -184,10 +184,6 @@ impl KeyRing {
         self.verifiers.get(kid)
     }
 
-    pub fn has_kid(&self, kid: &str) -> bool {
-        self.verifiers.contains_key(kid)
-    }
-
     pub fn jwks(&self) -> &Value {
         &self.jwks
     }

@@ -17,6 +17,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
+// The mock counts tokens by the rule the gateway estimates by, so an
+// estimate of a mock stream is exact.
+use swarmgate_gateway::usage::estimate_tokens as count_tokens;
 
 #[derive(Clone)]
 pub struct MockConfig {
@@ -31,12 +34,6 @@ struct Mock {
 }
 
 type Shared = Arc<Mock>;
-
-/// Words and punctuation marks: what the mock calls a token (the same rule
-/// the gateway estimates by, so estimates of mock streams are exact).
-pub fn count_tokens(text: &str) -> u64 {
-    swarmgate_gateway::usage::estimate_tokens(text)
-}
 
 fn openai_error(status: StatusCode, message: &str, kind: &str) -> Response {
     (

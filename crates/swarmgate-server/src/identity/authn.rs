@@ -178,12 +178,6 @@ impl Identity {
         result
     }
 
-    /// Verifies an access token (the old name, kept for callers that only
-    /// deal in bearer tokens).
-    pub async fn authenticate_bearer(&self, token: &str) -> Result<Principal> {
-        self.authenticate(Presented::Bearer(token)).await
-    }
-
     async fn authenticate_jwt(&self, token: &str) -> Result<Principal> {
         let cache_key = digest(token);
         let entry = match self.creds.inner.get(&cache_key) {

@@ -5,7 +5,6 @@
 //! single overflow row.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use serde_json::json;
@@ -18,7 +17,6 @@ pub const WINDOW_SECS: u64 = 60;
 
 #[derive(Default)]
 pub(super) struct Denials {
-    total: AtomicU64,
     window: Mutex<Window>,
 }
 
@@ -30,7 +28,6 @@ struct Window {
 
 impl Denials {
     pub(super) fn record(&self, subject: &str, permission: &str) {
-        self.total.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("swarmgate_permission_denied_total").increment(1);
         let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
         let key = (subject.to_string(), permission.to_string());
@@ -49,11 +46,6 @@ impl Denials {
 }
 
 impl Identity {
-    /// Denials since start (for metrics).
-    pub fn denials_total(&self) -> u64 {
-        self.denials.total.load(Ordering::Relaxed)
-    }
-
     pub(super) fn record_denial(&self, subject: &str, permission: &str) {
         self.denials.record(subject, permission);
     }

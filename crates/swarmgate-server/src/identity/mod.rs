@@ -324,10 +324,6 @@ impl Identity {
         };
         Health { database, redis }
     }
-
-    pub fn state_kind(&self) -> &'static str {
-        self.state.kind()
-    }
 }
 
 /// A random password that satisfies the policy: 144 random bits plus one
