@@ -62,14 +62,6 @@ pub const BUILT_IN: &[(&str, &[&str])] = &[
     ("viewer", &["tasks.read", "memory.read"]),
 ];
 
-/// Grants of a built-in role, or `None` for a name that is not built in.
-pub fn built_in_grants(role: &str) -> Option<&'static [&'static str]> {
-    BUILT_IN
-        .iter()
-        .find(|(name, _)| *name == role)
-        .map(|(_, grants)| *grants)
-}
-
 /// One role with its grants as written and compiled.
 #[derive(Debug, Clone)]
 pub struct Role {

@@ -50,7 +50,9 @@ impl Identity {
         if let Some(name) = &account.full_name {
             validate::full_name(name)?;
         }
-        if roles::built_in_grants(&account.role).is_none() {
+        // The configured role table (built-in roles plus [roles.NAME]) is
+        // the one authority on which roles exist.
+        if !self.settings.roles.contains(&account.role) {
             return Err(
                 ValidationError::new("role", format!("unknown role {:?}", account.role)).into(),
             );

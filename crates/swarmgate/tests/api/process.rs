@@ -208,6 +208,30 @@ async fn admin_create_user_works_against_the_configured_database() {
     .await;
     assert_eq!(code, 1);
     assert!(err.contains("role"), "{err}");
+    // A role defined in the configuration is as good as a built-in one.
+    let config = dir.join("roles.toml");
+    std::fs::write(&config, "[roles.auditor]\npermissions = [\"audit.read\"]\n").unwrap();
+    let (code, out, err) = run_binary(
+        &[
+            "admin",
+            "create-user",
+            "--username",
+            "aud",
+            "--email",
+            "aud@example.com",
+            "--role",
+            "auditor",
+            "--password-stdin",
+        ],
+        &[
+            ("DATABASE_URL", url.clone()),
+            ("SWARMGATE_CONFIG", config.display().to_string()),
+        ],
+        Some("Aud!tor-Pass-42x\n"),
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("auditor"), "{out}");
     let p = Process::serve(&[("DATABASE_URL", url)]).await;
     let body = login(&Client::new(), &p.base, "mlops", "Ml!Engineer-Pass9").await;
     assert_eq!(body["role"], "ml-engineer");
