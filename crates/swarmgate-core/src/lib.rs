@@ -9,5 +9,5 @@ pub mod permission;
 pub mod roles;
 pub mod validate;
 
-pub use model::{ApiKey, AuditEvent, NewUser, Role, SigningKeyRow, User};
+pub use model::{ApiKey, AuditEvent, NewUser, Node, OAuthClient, Role, SigningKeyRow, User};
 pub use validate::ValidationError;

@@ -93,3 +93,38 @@ pub struct ApiKey {
     pub last_used_at: Option<i64>,
     pub revoked_at: Option<i64>,
 }
+
+/// An OAuth2 client (RFC 6749 section 2): a machine identity that obtains
+/// tokens with the `client_credentials` grant. Never holds its secret, only
+/// the SHA-256 of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthClient {
+    pub id: String,
+    pub name: String,
+    /// The user who registered it.
+    pub owner_id: String,
+    pub grant_types: Vec<String>,
+    /// The permissions a token of this client may carry at most.
+    pub scopes: Vec<String>,
+    /// `client_secret_basic`, `client_secret_post` or `private_key_jwt`.
+    pub auth_method: String,
+    pub secret_hash: Option<String>,
+    /// A registered JWK Set (JSON text), for `private_key_jwt`.
+    pub jwks: Option<String>,
+    pub jwks_uri: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub deleted_at: Option<i64>,
+}
+
+/// A worker node of the swarm, as registered and last heard from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub node_id: String,
+    pub address: Option<String>,
+    pub labels: serde_json::Value,
+    pub registered_at: Option<i64>,
+    pub last_seen_at: i64,
+    pub last_report_at: Option<i64>,
+    pub metrics: Option<serde_json::Value>,
+}

@@ -11,6 +11,8 @@ use crate::permission::{GrantSet, PermissionError};
 
 pub const ADMIN: &str = "admin";
 pub const USER: &str = "user";
+/// The role of node tokens (seed 004): what a worker node of the swarm does.
+pub const NODE_ROLE: &str = "node";
 
 /// `(role, grants)` for every built-in role.
 pub const BUILT_IN: &[(&str, &[&str])] = &[
@@ -60,6 +62,10 @@ pub const BUILT_IN: &[(&str, &[&str])] = &[
         ],
     ),
     ("viewer", &["tasks.read", "memory.read"]),
+    (
+        NODE_ROLE,
+        &["nodes.register", "metrics.report", "nodes.heartbeat"],
+    ),
 ];
 
 /// One role with its grants as written and compiled.

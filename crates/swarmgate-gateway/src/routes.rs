@@ -18,6 +18,8 @@ const RESERVED: &[&str] = &[
     "/health",
     "/.well-known",
     "/api/auth",
+    "/api/metrics",
+    "/nodes",
     "/v1",
     "/usage",
 ];

@@ -57,6 +57,29 @@ pub struct Config {
     pub gateway: swarmgate_gateway::GatewayConfig,
     pub usage: UsageConfig,
     pub metrics: MetricsConfig,
+    pub nodes: NodesConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodesConfig {
+    /// A node whose last report is older than this is shown as stale.
+    pub stale_after_seconds: u64,
+    /// Default lifetime of a node token (`MCP_TOKEN_EXPIRE`, minutes).
+    pub token_ttl_minutes: u64,
+    /// How often the system and application metrics are collected in the
+    /// background (`MCP_METRICS_INTERVAL`, seconds).
+    pub metrics_interval_seconds: u64,
+}
+
+impl Default for NodesConfig {
+    fn default() -> Self {
+        Self {
+            stale_after_seconds: 180,
+            token_ttl_minutes: 30,
+            metrics_interval_seconds: 60,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -263,6 +286,12 @@ const SEED_ENV: &[(&str, &str, Kind)] = &[
         Kind::Text,
     ),
     ("SWARMGATE_LOG_FORMAT", "logging.format", Kind::Text),
+    ("MCP_TOKEN_EXPIRE", "nodes.token_ttl_minutes", Kind::Count),
+    (
+        "MCP_METRICS_INTERVAL",
+        "nodes.metrics_interval_seconds",
+        Kind::Count,
+    ),
 ];
 
 #[derive(Clone, Copy)]
@@ -544,7 +573,25 @@ impl Config {
         {
             return err("server.worker_threads: must be between 1 and 1024".into());
         }
+        let n = &self.nodes;
+        if !(1..=86_400).contains(&n.stale_after_seconds) {
+            return err("nodes.stale_after_seconds: must be between 1 and 86400".into());
+        }
+        if !(1..=7 * 24 * 60).contains(&n.token_ttl_minutes) {
+            return err(
+                "nodes.token_ttl_minutes (MCP_TOKEN_EXPIRE): must be between 1 and 10080".into(),
+            );
+        }
+        if !(1..=3600).contains(&n.metrics_interval_seconds) {
+            return err(
+                "nodes.metrics_interval_seconds (MCP_METRICS_INTERVAL): must be between 1 and 3600"
+                    .into(),
+            );
+        }
         Ok(Settings {
+            node_stale_after: Duration::from_secs(n.stale_after_seconds),
+            node_token_ttl: Duration::from_secs(n.token_ttl_minutes * 60),
+            metrics_interval: Duration::from_secs(n.metrics_interval_seconds),
             worker_threads: self.server.worker_threads,
             metrics_listen,
             usage_flush: Duration::from_millis(self.usage.flush_interval_ms),
@@ -588,6 +635,9 @@ impl Config {
 /// Validated settings the server runs with.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    pub node_stale_after: Duration,
+    pub node_token_ttl: Duration,
+    pub metrics_interval: Duration,
     pub worker_threads: Option<usize>,
     pub metrics_listen: Option<SocketAddr>,
     pub usage_flush: Duration,

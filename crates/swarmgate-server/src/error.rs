@@ -27,6 +27,15 @@ pub enum Error {
     InvalidApiKey,
     #[error("refresh token is invalid or expired")]
     InvalidRefreshToken,
+    /// An OAuth2 request refused with an RFC 6749 error code (a 400).
+    #[error("{error}: {description}")]
+    OAuth {
+        error: &'static str,
+        description: String,
+    },
+    /// Client authentication failed (RFC 6749 `invalid_client`).
+    #[error("client authentication failed: {0}")]
+    InvalidClient(String),
     #[error("refresh token was already used; the session has been revoked")]
     RefreshTokenReused,
     #[error("account is disabled")]

@@ -193,7 +193,7 @@ impl Gateway {
         let user_id = principal.user_id.clone();
         let key_id = match &principal.credential {
             crate::identity::Credential::ApiKey { key_id, .. } => Some(key_id.clone()),
-            crate::identity::Credential::Session { .. } => None,
+            _ => None,
         };
         let model_name = model.name.clone();
         let report = Box::new(move |u: swarmgate_gateway::usage::Usage| {

@@ -8,6 +8,8 @@ pub mod gateway;
 pub mod http;
 pub mod identity;
 pub mod metrics;
+pub mod monitoring;
+pub mod nodes;
 pub mod telemetry;
 pub mod usage;
 
@@ -28,6 +30,7 @@ use identity::Identity;
 pub struct App {
     pub identity: Arc<Identity>,
     pub gateway: Arc<gateway::Gateway>,
+    pub nodes: Arc<nodes::Nodes>,
 }
 
 impl App {
@@ -43,10 +46,12 @@ impl App {
         };
         metrics::handle();
         let gateway = Arc::new(gateway::Gateway::new(&settings, store.clone()));
+        let nodes = nodes::Nodes::new(store.clone(), settings.node_stale_after);
         let identity = Identity::new(store, state, Arc::new(settings)).await?;
         Ok(Self {
             identity: Arc::new(identity),
             gateway,
+            nodes,
         })
     }
 
@@ -63,7 +68,15 @@ impl App {
     }
 
     pub fn router(&self) -> axum::Router {
-        http::router(self.identity.clone(), self.gateway.clone())
+        http::router(self.state())
+    }
+
+    fn state(&self) -> http::AppState {
+        http::AppState {
+            identity: self.identity.clone(),
+            gateway: self.gateway.clone(),
+            nodes: self.nodes.clone(),
+        }
     }
 
     /// Serves until `shutdown` resolves, then stops accepting and lets
@@ -87,6 +100,7 @@ impl App {
             })
         };
         let poller = tokio::spawn(self.identity.clone().revocation_poller());
+        let monitor = monitoring::start(self.identity.settings().metrics_interval).await;
         let metrics_server = match self.identity.settings().metrics_listen {
             None => None,
             Some(addr) => {
@@ -116,13 +130,13 @@ impl App {
                 }
             })
         };
-        let app = http::router(self.identity.clone(), self.gateway.clone())
-            .into_make_service_with_connect_info::<SocketAddr>();
+        let app = http::router(self.state()).into_make_service_with_connect_info::<SocketAddr>();
         let result = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await;
         reloader.abort();
         poller.abort();
+        monitor.abort();
         usage_flusher.abort();
         if let Some(server) = metrics_server {
             server.abort();

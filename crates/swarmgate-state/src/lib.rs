@@ -33,6 +33,8 @@ pub enum StateError {
 pub enum Revocable {
     Session,
     ApiKey,
+    /// One access token, by `jti` (client and node tokens, RFC 7009).
+    Token,
 }
 
 impl Revocable {
@@ -40,6 +42,7 @@ impl Revocable {
         match self {
             Revocable::Session => 0,
             Revocable::ApiKey => 1,
+            Revocable::Token => 2,
         }
     }
 
@@ -47,6 +50,7 @@ impl Revocable {
         match self {
             Revocable::Session => "sid",
             Revocable::ApiKey => "key",
+            Revocable::Token => "jti",
         }
     }
 }
@@ -194,6 +198,21 @@ impl SharedState {
         match self {
             SharedState::Memory(_) => Ok(()),
             SharedState::Redis(r) => r.set_epoch().await,
+        }
+    }
+
+    /// Claims `key` until `until_ms`: true the first time, false while an
+    /// earlier claim holds (a replayed assertion `jti`). One `SET NX` on
+    /// Redis, so every instance sees the same first use.
+    pub async fn claim_once(
+        &self,
+        key: &str,
+        until_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StateError> {
+        match self {
+            SharedState::Memory(m) => Ok(m.claim_once(key, until_ms, now_ms)),
+            SharedState::Redis(r) => r.claim_once(key, until_ms, now_ms).await,
         }
     }
 

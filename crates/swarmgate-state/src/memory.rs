@@ -51,7 +51,8 @@ struct Lockout {
 pub struct MemoryState {
     /// Revoked ids, one map per kind of credential, so a check looks up the
     /// id as it is (no composite key built per request).
-    revoked: Mutex<[Expiring<()>; 2]>,
+    revoked: Mutex<[Expiring<()>; 3]>,
+    claims: Mutex<Expiring<()>>,
     user_versions: Mutex<std::collections::HashMap<String, i64>>,
     gcra: Mutex<Expiring<i64>>,
     /// Attempts and locks under one lock, so that checking the lock and
@@ -69,6 +70,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl MemoryState {
     pub fn revoke(&self, kind: Revocable, id: &str, until_ms: i64, now_ms: i64) {
         lock(&self.revoked)[kind.index()].insert(id, (), until_ms, now_ms);
+    }
+
+    pub fn claim_once(&self, key: &str, until_ms: i64, now_ms: i64) -> bool {
+        let mut claims = lock(&self.claims);
+        if claims.get(key, now_ms).is_some() {
+            return false;
+        }
+        claims.insert(key, (), until_ms, now_ms);
+        true
     }
 
     pub fn bump_user(&self, user_id: &str) {
@@ -169,6 +179,14 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn a_claim_holds_until_it_expires() {
+        let m = MemoryState::default();
+        assert!(m.claim_once("k", 1_000, 0));
+        assert!(!m.claim_once("k", 1_000, 999));
+        assert!(m.claim_once("k", 2_000, 1_000));
+    }
 
     #[test]
     fn gcra_allows_the_burst_then_spaces_requests() {

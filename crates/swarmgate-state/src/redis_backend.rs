@@ -137,6 +137,26 @@ impl RedisState {
         .map_err(unavailable)
     }
 
+    pub async fn claim_once(
+        &self,
+        key: &str,
+        until_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StateError> {
+        let ttl = (until_ms - now_ms).max(1);
+        let mut conn = self.conn().await?;
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.key("once", key))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(set.is_some())
+    }
+
     pub async fn epoch_missing(&self) -> Result<bool, StateError> {
         let mut conn = self.conn().await?;
         let exists: bool = conn

@@ -195,3 +195,16 @@ async fn a_redis_that_lost_its_state_fails_closed_until_marked_complete() {
             .revoked
     );
 }
+
+#[tokio::test]
+async fn a_claim_is_won_by_exactly_one_instance_until_it_expires() {
+    let Some((a, b)) = two_instances().await else {
+        return;
+    };
+    assert!(a.claim_once("jti:c:1", 1_000_300, 1_000_000).await.unwrap());
+    assert!(!b.claim_once("jti:c:1", 1_000_300, 1_000_000).await.unwrap());
+    assert!(!a.claim_once("jti:c:1", 1_000_300, 1_000_000).await.unwrap());
+    assert!(b.claim_once("jti:c:2", 1_000_300, 1_000_000).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(b.claim_once("jti:c:1", 1_000_700, 1_000_400).await.unwrap());
+}

@@ -8,6 +8,7 @@
 
 mod admin;
 mod api_keys;
+mod clients;
 mod error;
 mod identity;
 mod keys;

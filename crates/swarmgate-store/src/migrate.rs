@@ -30,6 +30,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "usage",
         include_str!("../migrations/sqlite/0004_usage.sql"),
     ),
+    (
+        5,
+        "clients_nodes",
+        include_str!("../migrations/sqlite/0005_clients_nodes.sql"),
+    ),
 ];
 
 const POSTGRES: &[(i64, &str, &str)] = &[
@@ -52,6 +57,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         4,
         "usage",
         include_str!("../migrations/postgres/0004_usage.sql"),
+    ),
+    (
+        5,
+        "clients_nodes",
+        include_str!("../migrations/postgres/0005_clients_nodes.sql"),
     ),
 ];
 

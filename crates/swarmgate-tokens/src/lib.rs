@@ -5,6 +5,7 @@
 //! configured, the key is found by `kid` among our own keys only, and headers
 //! that try to bring their own key (`jwk`, `jku`, `x5u`, `x5c`) are refused.
 
+mod client_assertion;
 mod keys;
 mod opaque;
 
@@ -15,6 +16,10 @@ use jsonwebtoken::{Header, Validation};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub use client_assertion::{
+    peek_claims, verify_client_assertion, ClientAssertion, ClientAssertionError, ClientKeys,
+    PeekedClaims, ASSERTION_TYPE_JWT_BEARER, MAX_ASSERTION_LIFETIME_SECS,
+};
 pub use keys::{generate_ed25519, Algorithm, KeyRing, KeyRingError};
 pub use opaque::{hash_opaque, new_opaque, OpaqueToken};
 
@@ -46,8 +51,10 @@ pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// Clock skew tolerated on `exp` and `nbf`.
 pub const LEEWAY_SECS: u64 = 60;
 
-/// Claims of a user access token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Claims of an access token. `sub` says whose it is: a user id (with
+/// `sid`, `username`), `client:ID` (with `client_id`, `scope`) or `node:ID`
+/// (with `node_id`). User ids are UUIDs, so the prefixes cannot collide.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessClaims {
     pub iss: String,
     pub aud: String,
@@ -56,10 +63,24 @@ pub struct AccessClaims {
     pub iat: i64,
     pub nbf: i64,
     pub jti: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub sid: String,
     pub role: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub username: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// Space-separated permissions (RFC 8693 `scope`), for client tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
 }
+
+/// Subject prefix of OAuth2 client tokens.
+pub const CLIENT_SUBJECT_PREFIX: &str = "client:";
+/// Subject prefix of node tokens.
+pub const NODE_SUBJECT_PREFIX: &str = "node:";
 
 /// Why a token was refused. Every variant is a 401 to the caller; the text
 /// says which rule failed without echoing the token.

@@ -8,9 +8,10 @@ use base64::Engine;
 use serde_json::{json, Value};
 use swarmgate_core::{ApiKey, User};
 use swarmgate_server::clock::rfc3339;
-use swarmgate_server::identity::{Actor, Identity, NewApiKey, RequestMeta, UserPatch};
+use swarmgate_server::http::client_json;
+use swarmgate_server::identity::{Actor, Identity, NewApiKey, NewClient, RequestMeta, UserPatch};
 
-use crate::{KeyCommand, UserCommand};
+use crate::{ClientCommand, KeyCommand, UserCommand};
 
 pub fn user_json(u: &User) -> Value {
     json!({
@@ -271,6 +272,92 @@ pub async fn key(identity: Identity, command: KeyCommand, json: bool) -> anyhow:
                 .await
                 .map_err(cli_err)?;
             report(json, json!({ "revoked": id }), format!("key {id} revoked"))
+        }
+    }
+}
+
+pub async fn client(identity: Identity, command: ClientCommand, json: bool) -> anyhow::Result<()> {
+    let meta = RequestMeta::default();
+    match command {
+        ClientCommand::Create {
+            name,
+            scopes,
+            grant_types,
+            auth_method,
+            jwks_file,
+            jwks_uri,
+        } => {
+            let jwks = match jwks_file {
+                None => None,
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+                    Some(
+                        serde_json::from_str::<Value>(&text)
+                            .map_err(|e| anyhow!("{}: not JSON: {e}", path.display()))?,
+                    )
+                }
+            };
+            let new = NewClient {
+                name,
+                grant_types,
+                scopes,
+                token_endpoint_auth_method: auth_method,
+                jwks,
+                jwks_uri,
+            };
+            let created = identity
+                .create_client(Actor::Operator, new, &meta)
+                .await
+                .map_err(cli_err)?;
+            let mut body = client_json(&created.client);
+            let mut sentence = format!("client {} ({})", created.client.id, created.client.name);
+            if let Some(secret) = created.secret {
+                body["client_secret"] = json!(secret);
+                sentence.push_str(&format!(", secret (shown only now):\n{secret}"));
+            }
+            report(json, body, sentence)
+        }
+        ClientCommand::List => {
+            let clients = identity
+                .list_clients(Actor::Operator)
+                .await
+                .map_err(cli_err)?;
+            if json {
+                let items: Vec<Value> = clients.iter().map(client_json).collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({ "items": items }))?
+                );
+            } else {
+                table(
+                    &["client_id", "name", "auth_method", "grant_types", "scopes"],
+                    clients
+                        .iter()
+                        .map(|c| {
+                            vec![
+                                c.id.clone(),
+                                c.name.clone(),
+                                c.auth_method.clone(),
+                                c.grant_types.join(","),
+                                c.scopes.join(","),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+            Ok(())
+        }
+        ClientCommand::Delete { id } => {
+            identity
+                .delete_client(Actor::Operator, &id, &meta)
+                .await
+                .map_err(cli_err)?;
+            report(
+                json,
+                json!({ "client_id": id, "deleted": true }),
+                format!("client {id} deleted; its tokens no longer work"),
+            )
         }
     }
 }

@@ -89,6 +89,11 @@ enum AdminCommand {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// OAuth2 clients: create, list, delete.
+    Client {
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
     /// Create a user with any role (password from a prompt or stdin).
     CreateUser {
         #[arg(long)]
@@ -154,6 +159,34 @@ enum KeyCommand {
     },
     /// Revoke a key by id.
     Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// Register an OAuth2 client; a client secret is printed once.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// A permission the client's tokens may carry; repeat for several.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// An allowed grant type; repeat for several.
+        #[arg(long = "grant-type", default_value = "client_credentials")]
+        grant_types: Vec<String>,
+        /// client_secret_basic, client_secret_post or private_key_jwt.
+        #[arg(long, default_value = "client_secret_basic")]
+        auth_method: String,
+        /// private_key_jwt: a file holding the client's public JWK Set.
+        #[arg(long)]
+        jwks_file: Option<std::path::PathBuf>,
+        /// private_key_jwt: where the client publishes its JWK Set.
+        #[arg(long)]
+        jwks_uri: Option<String>,
+    },
+    /// List the clients (never their secrets).
+    List,
+    /// Delete a client by id; its tokens stop working at once.
+    Delete { id: String },
 }
 
 #[derive(Subcommand)]
@@ -317,6 +350,10 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             json,
             command: AdminCommand::Key { command },
         } => admin::key(open_identity(settings).await?, command, json).await,
+        Command::Admin {
+            json,
+            command: AdminCommand::Client { command },
+        } => admin::client(open_identity(settings).await?, command, json).await,
     }
 }
 

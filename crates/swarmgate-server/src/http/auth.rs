@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use swarmgate_core::User;
@@ -138,24 +138,42 @@ pub struct MeBody {
     key_permissions: Option<Vec<String>>,
 }
 
-pub async fn me(
-    State(identity): State<IdentityState>,
-    principal: Principal,
-) -> Result<Json<MeBody>> {
+pub async fn me(State(identity): State<IdentityState>, principal: Principal) -> Result<Response> {
+    if !principal.is_user() {
+        return Ok(Json(machine_me(&principal)).into_response());
+    }
     let user = identity.me(&principal).await?;
     let permissions = principal.role.permissions.clone();
     let key_permissions = match &principal.credential {
         Credential::ApiKey { grants, .. } => {
             Some(grants.grants().iter().map(|g| g.to_string()).collect())
         }
-        Credential::Session { .. } => None,
+        _ => None,
     };
     Ok(Json(MeBody {
         user: user.into(),
         permissions,
         auth_method: principal.auth_method().as_str(),
         key_permissions,
-    }))
+    })
+    .into_response())
+}
+
+/// `/auth/me` of a client or node: who it is and what it may do.
+fn machine_me(principal: &Principal) -> serde_json::Value {
+    let mut body = serde_json::json!({
+        "id": principal.user_id,
+        "username": principal.username,
+        "role": principal.role.name,
+        "permissions": principal.role.permissions,
+        "auth_method": principal.auth_method().as_str(),
+    });
+    match &principal.credential {
+        Credential::Client { client_id, .. } => body["client_id"] = client_id.as_str().into(),
+        Credential::Node { node_id, .. } => body["node_id"] = node_id.as_str().into(),
+        _ => {}
+    }
+    body
 }
 
 #[derive(Deserialize)]

@@ -12,7 +12,7 @@ use crate::error::Error;
 impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::BadRequest(_) | Error::OAuth { .. } => StatusCode::BAD_REQUEST,
             Error::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::MissingCredentials
@@ -21,6 +21,7 @@ impl Error {
             | Error::SessionRevoked
             | Error::InvalidApiKey
             | Error::InvalidRefreshToken
+            | Error::InvalidClient(_)
             | Error::RefreshTokenReused => StatusCode::UNAUTHORIZED,
             Error::AccountDisabled | Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NotFound => StatusCode::NOT_FOUND,
@@ -38,6 +39,7 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::BadRequest(_) => "bad_request",
+            Error::OAuth { error, .. } => error,
             Error::Validation(_) => "validation_failed",
             Error::Conflict { .. } => "conflict",
             Error::MissingCredentials => "missing_credentials",
@@ -46,6 +48,7 @@ impl Error {
             Error::SessionRevoked => "session_revoked",
             Error::InvalidApiKey => "invalid_api_key",
             Error::InvalidRefreshToken => "invalid_refresh_token",
+            Error::InvalidClient(_) => "invalid_client",
             Error::RefreshTokenReused => "refresh_token_reused",
             Error::AccountDisabled => "account_disabled",
             Error::Forbidden(_) => "forbidden",

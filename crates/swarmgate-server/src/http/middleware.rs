@@ -56,6 +56,7 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
     });
 
     let mut response = next.run(request).await;
+    crate::monitoring::record_request(response.status().as_u16(), started.elapsed());
 
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, value);

@@ -4,10 +4,13 @@
 mod admin;
 mod api_keys;
 mod auth;
+mod clients;
 pub mod error;
 mod extract;
 mod gateway;
 mod middleware;
+mod monitoring;
+mod nodes;
 mod openai;
 pub(crate) mod system;
 mod token;
@@ -21,6 +24,7 @@ use axum::Router;
 
 use crate::identity::Identity;
 
+pub use clients::client_json;
 pub use middleware::{RequestContext, RouteLabel};
 pub use system::metrics_response;
 
@@ -35,6 +39,7 @@ pub type IdentityState = Arc<Identity>;
 pub struct AppState {
     pub identity: IdentityState,
     pub gateway: Arc<crate::gateway::Gateway>,
+    pub nodes: Arc<crate::nodes::Nodes>,
 }
 
 impl FromRef<AppState> for IdentityState {
@@ -43,17 +48,26 @@ impl FromRef<AppState> for IdentityState {
     }
 }
 
-pub fn router(identity: IdentityState, gateway: Arc<crate::gateway::Gateway>) -> Router {
-    let state = AppState { identity, gateway };
+pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/auth/register", post(auth::register))
         .route("/auth/login", post(auth::login))
+        .route("/api/auth/login", post(auth::login))
         .route("/auth/refresh", post(auth::refresh))
         .route("/auth/logout", post(auth::logout))
         .route("/auth/me", get(auth::me))
+        .route("/api/auth/me", get(auth::me))
         .route("/auth/change-password", post(auth::change_password))
         .route("/auth/token", post(token::token))
         .route("/api/auth/token", post(token::token))
+        .route("/auth/introspect", post(token::introspect))
+        .route("/auth/revoke", post(token::revoke))
+        .route("/auth/nodes/token", post(nodes::token))
+        .route("/api/auth/node/token", post(nodes::token))
+        .route("/nodes/register", post(nodes::register))
+        .route("/nodes/heartbeat", post(nodes::heartbeat))
+        .route("/api/metrics/report", post(nodes::report))
+        .route("/api/metrics/nodes", get(nodes::list))
         .route("/auth/verify-permission", post(auth::verify_permission))
         .route("/auth/roles", get(auth::roles))
         .route("/auth/api-keys", post(api_keys::create).get(api_keys::list))
@@ -67,6 +81,8 @@ pub fn router(identity: IdentityState, gateway: Arc<crate::gateway::Gateway>) ->
         )
         .route("/admin/users/{id}/unlock", post(admin::unlock_user))
         .route("/admin/audit", get(admin::audit))
+        .route("/admin/clients", post(clients::create).get(clients::list))
+        .route("/admin/clients/{id}", delete(clients::delete))
         .route("/v1/models", get(openai::list_models))
         .route("/v1/chat/completions", post(openai::call))
         .route("/v1/completions", post(openai::call))
@@ -74,10 +90,18 @@ pub fn router(identity: IdentityState, gateway: Arc<crate::gateway::Gateway>) ->
         .route("/usage", get(usage::usage))
         .route("/metrics", get(system::metrics))
         .route("/health", get(system::health))
+        .route("/api/metrics/health", get(monitoring::health))
+        .route("/api/metrics/system", get(monitoring::system))
+        .route("/api/metrics/application", get(monitoring::application))
+        .route("/api/metrics/all", get(monitoring::all))
         .route("/.well-known/jwks.json", get(system::jwks))
         .route(
             "/.well-known/openid-configuration",
             get(system::openid_configuration),
+        )
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(system::authorization_server_metadata),
         )
         .fallback(gateway::proxy)
         .method_not_allowed_fallback(system::method_not_allowed)

@@ -47,22 +47,62 @@ pub async fn jwks(State(identity): State<IdentityState>) -> Json<Value> {
     Json(identity.jwks())
 }
 
-pub async fn openid_configuration(State(identity): State<IdentityState>) -> Json<Value> {
-    let settings = identity.settings();
-    let base = &settings.public_url;
-    let alg = settings.algorithm.as_str();
-    Json(json!({
+/// What both discovery documents say about the OAuth2 endpoints.
+fn oauth_endpoints(identity: &IdentityState) -> Value {
+    let base = &identity.settings().public_url;
+    let auth_methods = [
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt",
+    ];
+    json!({
         "issuer": base,
         "jwks_uri": format!("{base}/.well-known/jwks.json"),
         "token_endpoint": format!("{base}/auth/token"),
-        "grant_types_supported": ["password", "refresh_token"],
-        "token_endpoint_auth_methods_supported": ["none"],
-        "response_types_supported": ["token"],
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": [alg],
-        "access_token_signing_alg_values_supported": [alg],
-        "claims_supported": ["iss", "aud", "sub", "exp", "iat", "nbf", "jti", "sid", "role", "username"],
-    }))
+        "introspection_endpoint": format!("{base}/auth/introspect"),
+        "revocation_endpoint": format!("{base}/auth/revoke"),
+        "grant_types_supported": ["password", "refresh_token", "client_credentials"],
+        // "none": the password and refresh_token grants need no client.
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
+        "token_endpoint_auth_signing_alg_values_supported": ["ES256", "EdDSA", "RS256"],
+        "introspection_endpoint_auth_methods_supported": auth_methods,
+        "introspection_endpoint_auth_signing_alg_values_supported": ["ES256", "EdDSA", "RS256"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
+        "revocation_endpoint_auth_signing_alg_values_supported": ["ES256", "EdDSA", "RS256"],
+        // No authorization endpoint: no browser flows are offered.
+        "response_types_supported": [],
+    })
+}
+
+/// RFC 8414 metadata: exactly the endpoints, grants and client
+/// authentication methods served.
+pub async fn authorization_server_metadata(State(identity): State<IdentityState>) -> Json<Value> {
+    Json(oauth_endpoints(&identity))
+}
+
+pub async fn openid_configuration(State(identity): State<IdentityState>) -> Json<Value> {
+    let alg = identity.settings().algorithm.as_str();
+    let mut body = oauth_endpoints(&identity);
+    body["response_types_supported"] = json!(["token"]);
+    body["subject_types_supported"] = json!(["public"]);
+    body["id_token_signing_alg_values_supported"] = json!([alg]);
+    body["access_token_signing_alg_values_supported"] = json!([alg]);
+    body["claims_supported"] = json!([
+        "iss",
+        "aud",
+        "sub",
+        "exp",
+        "iat",
+        "nbf",
+        "jti",
+        "sid",
+        "role",
+        "username",
+        "client_id",
+        "scope",
+        "node_id"
+    ]);
+    Json(body)
 }
 
 pub async fn method_not_allowed() -> (StatusCode, Json<Value>) {

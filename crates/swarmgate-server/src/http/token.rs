@@ -1,19 +1,26 @@
-//! `POST /auth/token`: the OAuth2 token endpoint (RFC 6749) for the
-//! `password` and `refresh_token` grants, form-encoded in, RFC 6749 error
-//! bodies out. The same lockout and rate limits apply as on `/auth/login`,
-//! because both call the same `Identity::login`.
+//! The OAuth2 endpoints, form-encoded in, RFC 6749 error bodies out:
+//! `POST /auth/token` (grants `password`, `refresh_token`,
+//! `client_credentials`), `POST /auth/introspect` (RFC 7662) and
+//! `POST /auth/revoke` (RFC 7009). Clients authenticate with HTTP Basic
+//! (`client_secret_basic`), form fields (`client_secret_post`) or a signed
+//! assertion (`private_key_jwt`); the password grant keeps the lockout and
+//! rate limits of `/auth/login`, because both call `Identity::login`.
 
 use axum::extract::rejection::FormRejection;
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Form, Json};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
+use swarmgate_core::OAuthClient;
 
 use crate::error::Error;
 use crate::http::IdentityState;
-use crate::identity::{RequestMeta, TokenPair};
+use crate::identity::clients::{SECRET_BASIC, SECRET_POST};
+use crate::identity::{ClientAuth, RequestMeta};
 
 #[derive(Deserialize)]
 pub struct TokenForm {
@@ -21,8 +28,27 @@ pub struct TokenForm {
     username: Option<String>,
     password: Option<String>,
     refresh_token: Option<String>,
-    #[allow(dead_code)]
     scope: Option<String>,
+    #[serde(flatten)]
+    client: ClientFields,
+}
+
+/// Client authentication fields of a form body.
+#[derive(Deserialize, Default)]
+pub struct ClientFields {
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    client_assertion_type: Option<String>,
+    client_assertion: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct TokenOnlyForm {
+    token: Option<String>,
+    #[allow(dead_code)]
+    token_type_hint: Option<String>,
+    #[serde(flatten)]
+    client: ClientFields,
 }
 
 /// An RFC 6749 section 5.2 error.
@@ -31,6 +57,8 @@ struct OAuthError {
     error: &'static str,
     description: String,
     retry_after: Option<u64>,
+    /// The client tried HTTP Basic: a 401 must challenge for it.
+    basic: bool,
 }
 
 impl OAuthError {
@@ -40,7 +68,12 @@ impl OAuthError {
             error,
             description: description.into(),
             retry_after: None,
+            basic: false,
         }
+    }
+
+    fn invalid_request(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
     }
 }
 
@@ -53,6 +86,12 @@ impl From<Error> for OAuthError {
             | Error::RefreshTokenReused
             | Error::AccountDisabled => {
                 OAuthError::new(StatusCode::BAD_REQUEST, "invalid_grant", description)
+            }
+            Error::InvalidClient(why) => {
+                OAuthError::new(StatusCode::UNAUTHORIZED, "invalid_client", why)
+            }
+            Error::OAuth { error, description } => {
+                OAuthError::new(StatusCode::BAD_REQUEST, error, description)
             }
             Error::Locked { retry_after_secs } => OAuthError {
                 retry_after: Some(retry_after_secs),
@@ -68,14 +107,14 @@ impl From<Error> for OAuthError {
                 format!("{component} is unavailable"),
             ),
             Error::Internal(detail) => {
-                tracing::error!(error = %detail, "internal error at the token endpoint");
+                tracing::error!(error = %detail, "internal error at an OAuth2 endpoint");
                 OAuthError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "server_error",
                     "internal error; see the server log",
                 )
             }
-            _ => OAuthError::new(StatusCode::BAD_REQUEST, "invalid_request", description),
+            _ => OAuthError::invalid_request(description),
         }
     }
 }
@@ -89,17 +128,23 @@ impl IntoResponse for OAuthError {
         if let Some(secs) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        if self.status == StatusCode::UNAUTHORIZED {
+            let challenge = if self.basic {
+                r#"Basic realm="swarmgate""#
+            } else {
+                r#"Bearer realm="swarmgate""#
+            };
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
         response
     }
 }
 
-fn token_response(pair: TokenPair) -> Response {
-    let body = json!({
-        "access_token": pair.access_token,
-        "token_type": "Bearer",
-        "expires_in": pair.expires_in,
-        "refresh_token": pair.refresh_token,
-    });
+/// A successful token response (RFC 6749 section 5.1), never cached.
+fn no_store(body: Value) -> Response {
     let mut response = Json(body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -108,22 +153,143 @@ fn token_response(pair: TokenPair) -> Response {
 }
 
 fn required(value: Option<String>, name: &str) -> Result<String, OAuthError> {
-    value.filter(|v| !v.is_empty()).ok_or_else(|| {
-        OAuthError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            format!("missing parameter {name}"),
-        )
+    value
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| OAuthError::invalid_request(format!("missing parameter {name}")))
+}
+
+fn parse_form<T>(form: Result<Form<T>, FormRejection>) -> Result<T, OAuthError> {
+    form.map(|Form(f)| f).map_err(|e| {
+        OAuthError::invalid_request(format!(
+            "expected an application/x-www-form-urlencoded body: {}",
+            e.body_text()
+        ))
     })
+}
+
+/// Percent-decodes a Basic credential part (RFC 6749 section 2.3.1 has
+/// clients form-encode id and secret before base64).
+fn form_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Which client authentication the request used; more than one method at
+/// once is refused (RFC 6749 section 2.3).
+fn client_auth(headers: &HeaderMap, fields: ClientFields) -> Result<ClientAuth, OAuthError> {
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Basic ")
+                .or_else(|| v.strip_prefix("basic "))
+        });
+    let bad_basic = || OAuthError {
+        basic: true,
+        ..OAuthError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "malformed HTTP Basic credentials",
+        )
+    };
+    let mut found = Vec::new();
+    if let Some(encoded) = basic {
+        let decoded = STANDARD
+            .decode(encoded.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(bad_basic)?;
+        let (id, secret) = decoded.split_once(':').ok_or_else(bad_basic)?;
+        found.push(ClientAuth::Secret {
+            client_id: form_decode(id).ok_or_else(bad_basic)?,
+            secret: form_decode(secret).ok_or_else(bad_basic)?,
+            method: SECRET_BASIC,
+        });
+    }
+    if let Some(secret) = fields.client_secret {
+        let client_id = required(fields.client_id.clone(), "client_id")?;
+        found.push(ClientAuth::Secret {
+            client_id,
+            secret,
+            method: SECRET_POST,
+        });
+    }
+    if fields.client_assertion.is_some() || fields.client_assertion_type.is_some() {
+        if fields.client_assertion_type.as_deref()
+            != Some(swarmgate_tokens::ASSERTION_TYPE_JWT_BEARER)
+        {
+            return Err(OAuthError::invalid_request(format!(
+                "client_assertion_type must be {}",
+                swarmgate_tokens::ASSERTION_TYPE_JWT_BEARER
+            )));
+        }
+        found.push(ClientAuth::Jwt {
+            client_id: fields.client_id,
+            assertion: required(fields.client_assertion, "client_assertion")?,
+        });
+    }
+    match found.len() {
+        0 => Ok(ClientAuth::None),
+        1 => Ok(found.remove(0)),
+        _ => Err(OAuthError::invalid_request(
+            "use exactly one client authentication method",
+        )),
+    }
+}
+
+/// Authenticates the request's client; failures keep the Basic challenge.
+async fn authenticated_client(
+    identity: &IdentityState,
+    auth: &ClientAuth,
+) -> Result<Option<OAuthClient>, OAuthError> {
+    let basic = matches!(auth, ClientAuth::Secret { method, .. } if *method == SECRET_BASIC);
+    identity
+        .authenticate_client(auth)
+        .await
+        .map_err(|e| OAuthError {
+            basic,
+            ..OAuthError::from(e)
+        })
+}
+
+fn allows_grant(client: &Option<OAuthClient>, grant: &str) -> Result<(), OAuthError> {
+    match client {
+        Some(c) if !c.grant_types.iter().any(|g| g == grant) => Err(OAuthError::new(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            format!("this client may not use the {grant} grant"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 pub async fn token(
     State(identity): State<IdentityState>,
     meta: RequestMeta,
+    headers: HeaderMap,
     form: Result<Form<TokenForm>, FormRejection>,
 ) -> Response {
-    match grant(identity, meta, form).await {
-        Ok(pair) => token_response(pair),
+    match grant(identity, meta, headers, form).await {
+        Ok(body) => no_store(body),
         Err(e) => e.into_response(),
     }
 }
@@ -131,32 +297,118 @@ pub async fn token(
 async fn grant(
     identity: IdentityState,
     meta: RequestMeta,
+    headers: HeaderMap,
     form: Result<Form<TokenForm>, FormRejection>,
-) -> Result<TokenPair, OAuthError> {
-    let Form(form) = form.map_err(|e| {
-        OAuthError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            format!(
-                "expected an application/x-www-form-urlencoded body: {}",
-                e.body_text()
-            ),
-        )
-    })?;
-    match required(form.grant_type, "grant_type")?.as_str() {
-        "password" => {
-            let username = required(form.username, "username")?;
-            let password = required(form.password, "password")?;
-            Ok(identity.login(&username, password, &meta).await?)
+) -> Result<Value, OAuthError> {
+    let form = parse_form(form)?;
+    let grant_type = required(form.grant_type, "grant_type")?;
+    let auth = client_auth(&headers, form.client)?;
+    let client = authenticated_client(&identity, &auth).await?;
+    match grant_type.as_str() {
+        "password" | "refresh_token" => {
+            allows_grant(&client, &grant_type)?;
+            let pair = if grant_type == "password" {
+                let username = required(form.username, "username")?;
+                let password = required(form.password, "password")?;
+                identity.login(&username, password, &meta).await?
+            } else {
+                let refresh = required(form.refresh_token, "refresh_token")?;
+                identity.refresh(&refresh, &meta).await?
+            };
+            Ok(json!({
+                "access_token": pair.access_token,
+                "token_type": "Bearer",
+                "expires_in": pair.expires_in,
+                "refresh_token": pair.refresh_token,
+            }))
         }
-        "refresh_token" => {
-            let refresh = required(form.refresh_token, "refresh_token")?;
-            Ok(identity.refresh(&refresh, &meta).await?)
+        "client_credentials" => {
+            let client = client.ok_or_else(|| {
+                OAuthError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_client",
+                    "client_credentials needs client authentication",
+                )
+            })?;
+            let issued = identity
+                .client_credentials(&client, form.scope.as_deref(), &meta)
+                .await?;
+            Ok(json!({
+                "access_token": issued.access_token,
+                "token_type": "Bearer",
+                "expires_in": issued.expires_in,
+                "scope": issued.scope,
+            }))
         }
         other => Err(OAuthError::new(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
             format!("grant_type {other:?} is not supported here"),
         )),
+    }
+}
+
+/// `POST /auth/introspect`: for authenticated (confidential) clients.
+pub async fn introspect(
+    State(identity): State<IdentityState>,
+    headers: HeaderMap,
+    form: Result<Form<TokenOnlyForm>, FormRejection>,
+) -> Response {
+    let result = async {
+        let form = parse_form(form)?;
+        let auth = client_auth(&headers, form.client)?;
+        if matches!(auth, ClientAuth::None) {
+            return Err(OAuthError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "introspection needs client authentication",
+            ));
+        }
+        authenticated_client(&identity, &auth).await?;
+        let token = required(form.token, "token")?;
+        Ok(identity.introspect(&token).await?)
+    }
+    .await;
+    match result {
+        Ok(body) => no_store(body),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /auth/revoke`: 200 with an empty body whether or not the token
+/// was valid (RFC 7009 section 2.2).
+pub async fn revoke(
+    State(identity): State<IdentityState>,
+    meta: RequestMeta,
+    headers: HeaderMap,
+    form: Result<Form<TokenOnlyForm>, FormRejection>,
+) -> Response {
+    let result = async {
+        let form = parse_form(form)?;
+        let auth = client_auth(&headers, form.client)?;
+        let client = authenticated_client(&identity, &auth).await?;
+        let token = required(form.token, "token")?;
+        identity
+            .revoke_token(&token, client.as_ref(), &meta)
+            .await?;
+        Ok::<_, OAuthError>(())
+    }
+    .await;
+    match result {
+        Ok(()) => no_store(json!({})),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::form_decode;
+
+    #[test]
+    fn basic_parts_are_form_decoded() {
+        assert_eq!(form_decode("a%3Ab+c").as_deref(), Some("a:b c"));
+        assert_eq!(form_decode("plain").as_deref(), Some("plain"));
+        assert_eq!(form_decode("bad%4"), None);
+        assert_eq!(form_decode("bad%zz"), None);
     }
 }

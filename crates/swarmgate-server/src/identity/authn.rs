@@ -43,9 +43,72 @@ pub enum Presented<'a> {
 }
 
 pub(super) struct JwtEntry {
-    user_id: String,
-    session_id: String,
+    /// The `sub`: a user id, `client:ID` or `node:ID`.
+    subject: String,
+    kind: JwtKind,
     exp_ms: i64,
+}
+
+enum JwtKind {
+    Session {
+        session_id: String,
+    },
+    Client {
+        client_id: String,
+        jti: String,
+        /// The token's `scope`, compiled.
+        scope: Arc<Role>,
+    },
+    Node {
+        node_id: String,
+        jti: String,
+    },
+}
+
+impl JwtKind {
+    /// Sorts verified claims by subject; a token that names a client or
+    /// node but lacks its claims is malformed.
+    fn of(claims: &swarmgate_tokens::AccessClaims) -> Result<Self> {
+        use swarmgate_tokens::{CLIENT_SUBJECT_PREFIX, NODE_SUBJECT_PREFIX};
+        let bad = || Error::InvalidToken(TokenError::Malformed);
+        if let Some(id) = claims.sub.strip_prefix(CLIENT_SUBJECT_PREFIX) {
+            if claims.client_id.as_deref() != Some(id) {
+                return Err(bad());
+            }
+            let permissions: Vec<String> = claims
+                .scope
+                .as_deref()
+                .unwrap_or("")
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+            let grants = GrantSet::parse(&permissions).map_err(|_| bad())?;
+            return Ok(JwtKind::Client {
+                client_id: id.to_string(),
+                jti: claims.jti.clone(),
+                scope: Arc::new(Role {
+                    name: "client".into(),
+                    permissions,
+                    grants,
+                }),
+            });
+        }
+        if let Some(id) = claims.sub.strip_prefix(NODE_SUBJECT_PREFIX) {
+            if claims.node_id.as_deref() != Some(id) {
+                return Err(bad());
+            }
+            return Ok(JwtKind::Node {
+                node_id: id.to_string(),
+                jti: claims.jti.clone(),
+            });
+        }
+        if claims.sid.is_empty() {
+            return Err(Error::InvalidToken(TokenError::MissingClaim("sid".into())));
+        }
+        Ok(JwtKind::Session {
+            session_id: claims.sid.clone(),
+        })
+    }
 }
 
 pub(super) struct KeyEntry {
@@ -183,15 +246,10 @@ impl Identity {
         let entry = match self.creds.inner.get(&cache_key) {
             Some(Cached::Jwt(entry)) if entry.exp_ms > now_ms() => entry,
             _ => {
-                let claims = match self.keys.current().verify(token) {
-                    Err(TokenError::UnknownKey) if self.keys.reload_for_unknown_kid().await => {
-                        self.keys.current().verify(token)?
-                    }
-                    other => other?,
-                };
+                let claims = self.verify_access_token(token).await?;
                 let entry = Arc::new(JwtEntry {
-                    user_id: claims.sub,
-                    session_id: claims.sid,
+                    kind: JwtKind::of(&claims)?,
+                    subject: claims.sub,
                     // The verifier allows this much skew; so does the cache.
                     exp_ms: (claims.exp + swarmgate_tokens::LEEWAY_SECS as i64) * 1000,
                 });
@@ -201,32 +259,78 @@ impl Identity {
                 entry
             }
         };
+        let (kind, id) = match &entry.kind {
+            JwtKind::Session { session_id } => (Revocable::Session, session_id),
+            JwtKind::Client { jti, .. } | JwtKind::Node { jti, .. } => (Revocable::Token, jti),
+        };
         let status = self
             .state
-            .credential_status(
-                Revocable::Session,
-                &entry.session_id,
-                &entry.user_id,
-                now_ms(),
-            )
+            .credential_status(kind, id, &entry.subject, now_ms())
             .await?;
         if status.revoked {
             self.creds.inner.invalidate(&cache_key);
             return Err(Error::SessionRevoked);
         }
-        let user = self
-            .current_user(&entry.user_id, status.user_version)
-            .await?;
-        let Some(user) = user.filter(|u| !u.disabled) else {
-            return Err(Error::SessionRevoked);
-        };
-        Ok(Principal {
-            role: self.role_of(&user),
-            user_id: user.id.clone(),
-            username: user.username.clone(),
-            credential: Credential::Session {
-                session_id: entry.session_id.clone(),
-            },
+        match &entry.kind {
+            JwtKind::Session { session_id } => {
+                let user = self
+                    .current_user(&entry.subject, status.user_version)
+                    .await?;
+                let Some(user) = user.filter(|u| !u.disabled) else {
+                    return Err(Error::SessionRevoked);
+                };
+                Ok(Principal {
+                    role: self.role_of(&user),
+                    user_id: user.id.clone(),
+                    username: user.username.clone(),
+                    credential: Credential::Session {
+                        session_id: session_id.clone(),
+                    },
+                })
+            }
+            JwtKind::Client {
+                client_id,
+                jti,
+                scope,
+            } => {
+                let client = self
+                    .current_client(client_id, &entry.subject, status.user_version)
+                    .await?
+                    .ok_or(Error::SessionRevoked)?;
+                Ok(Principal {
+                    user_id: entry.subject.clone(),
+                    username: client.client.name.clone(),
+                    role: scope.clone(),
+                    credential: Credential::Client {
+                        client_id: client_id.clone(),
+                        jti: jti.clone(),
+                        grants: client.grants.clone(),
+                    },
+                })
+            }
+            JwtKind::Node { node_id, jti } => Ok(Principal {
+                user_id: entry.subject.clone(),
+                username: node_id.clone(),
+                role: self.role_named(swarmgate_core::roles::NODE_ROLE),
+                credential: Credential::Node {
+                    node_id: node_id.clone(),
+                    jti: jti.clone(),
+                },
+            }),
+        }
+    }
+
+    /// Verifies an access token's signature and claims, reloading the keys
+    /// once for a key id not seen yet (another instance rotated).
+    pub(super) async fn verify_access_token(
+        &self,
+        token: &str,
+    ) -> Result<swarmgate_tokens::AccessClaims> {
+        Ok(match self.keys.current().verify(token) {
+            Err(TokenError::UnknownKey) if self.keys.reload_for_unknown_kid().await => {
+                self.keys.current().verify(token)?
+            }
+            other => other?,
         })
     }
 
@@ -322,17 +426,17 @@ impl Identity {
     /// The compiled role of a user; a role that is no longer configured
     /// grants nothing.
     pub(super) fn role_of(&self, user: &User) -> Arc<Role> {
-        self.settings
-            .roles
-            .get(&user.role)
-            .cloned()
-            .unwrap_or_else(|| {
-                Arc::new(Role {
-                    name: user.role.clone(),
-                    permissions: Vec::new(),
-                    grants: GrantSet::default(),
-                })
+        self.role_named(&user.role)
+    }
+
+    pub(super) fn role_named(&self, name: &str) -> Arc<Role> {
+        self.settings.roles.get(name).cloned().unwrap_or_else(|| {
+            Arc::new(Role {
+                name: name.to_string(),
+                permissions: Vec::new(),
+                grants: GrantSet::default(),
             })
+        })
     }
 }
 
@@ -347,6 +451,7 @@ impl Identity {
         let credential = match &principal.credential {
             Credential::Session { session_id } => session_id.as_str(),
             Credential::ApiKey { key_id, .. } => key_id.as_str(),
+            Credential::Client { jti, .. } | Credential::Node { jti, .. } => jti.as_str(),
         };
         let cache_key = format!(
             "{}\u{0}{credential}\u{0}{}\u{0}{audience}",

@@ -9,6 +9,7 @@ pub mod admin;
 mod api_keys;
 pub mod audit;
 mod authn;
+pub mod clients;
 mod denials;
 pub mod keys;
 mod session;
@@ -17,6 +18,7 @@ mod sync;
 pub use admin::UserPatch;
 pub use api_keys::{Actor, CreatedApiKey, NewApiKey};
 pub use authn::Presented;
+pub use clients::{ClientAuth, CreatedClient, NewClient};
 
 use std::sync::Arc;
 
@@ -56,6 +58,8 @@ pub struct RequestMeta {
 pub enum AuthMethod {
     Jwt,
     ApiKey,
+    /// An OAuth2 client's token (`client_credentials`).
+    Client,
 }
 
 impl AuthMethod {
@@ -63,6 +67,7 @@ impl AuthMethod {
         match self {
             AuthMethod::Jwt => "jwt",
             AuthMethod::ApiKey => "api_key",
+            AuthMethod::Client => "client",
         }
     }
 }
@@ -80,6 +85,19 @@ pub enum Credential {
         grants: Arc<GrantSet>,
         models: Option<Arc<[String]>>,
     },
+    /// An OAuth2 client's access token. The principal's role holds the
+    /// token's `scope`; `grants` are the client's scopes now, so narrowing
+    /// or deleting the client takes effect on the next request.
+    Client {
+        client_id: String,
+        jti: String,
+        grants: Arc<GrantSet>,
+    },
+    /// A node token (role `node`), minted by an operator for one node.
+    Node {
+        node_id: String,
+        jti: String,
+    },
 }
 
 /// A verified caller, with its user's *current* role (not the one in a
@@ -95,21 +113,47 @@ pub struct Principal {
 impl Principal {
     pub fn auth_method(&self) -> AuthMethod {
         match self.credential {
-            Credential::Session { .. } => AuthMethod::Jwt,
+            Credential::Session { .. } | Credential::Node { .. } => AuthMethod::Jwt,
             Credential::ApiKey { .. } => AuthMethod::ApiKey,
+            Credential::Client { .. } => AuthMethod::Client,
         }
+    }
+
+    /// The grants that narrow the role, if the credential has its own.
+    fn credential_grants(&self) -> Option<&GrantSet> {
+        match &self.credential {
+            Credential::ApiKey { grants, .. } | Credential::Client { grants, .. } => Some(grants),
+            Credential::Session { .. } | Credential::Node { .. } => None,
+        }
+    }
+
+    /// The node this caller speaks for: a node token's node, or an OAuth2
+    /// client's id (a node may authenticate as a client with private key
+    /// JWT, so no long-lived secret lives on it).
+    pub fn node_id(&self) -> Option<&str> {
+        match &self.credential {
+            Credential::Node { node_id, .. } => Some(node_id),
+            Credential::Client { client_id, .. } => Some(client_id),
+            Credential::Session { .. } | Credential::ApiKey { .. } => None,
+        }
+    }
+
+    /// Whether the caller is a user (a session or an API key), not a
+    /// machine identity.
+    pub fn is_user(&self) -> bool {
+        matches!(
+            self.credential,
+            Credential::Session { .. } | Credential::ApiKey { .. }
+        )
     }
 
     /// The whole decision: the role allows it, and so does the key if the
     /// caller came with one.
     pub fn allows(&self, permission: &str, resource: Option<&str>) -> bool {
         self.role.grants.allows(permission, resource, &self.user_id)
-            && match &self.credential {
-                Credential::Session { .. } => true,
-                Credential::ApiKey { grants, .. } => {
-                    grants.allows(permission, resource, &self.user_id)
-                }
-            }
+            && self
+                .credential_grants()
+                .is_none_or(|grants| grants.allows(permission, resource, &self.user_id))
     }
 
     /// Whether everything `target` grants is also granted to this caller,
@@ -117,11 +161,7 @@ impl Principal {
     /// holding only `users.manage` cannot hand out more than itself).
     pub fn covers_role(&self, target: &Role) -> bool {
         target.grants.grants().iter().all(|g| {
-            self.role.grants.covers(g)
-                && match &self.credential {
-                    Credential::Session { .. } => true,
-                    Credential::ApiKey { grants, .. } => grants.covers(g),
-                }
+            self.role.grants.covers(g) && self.credential_grants().is_none_or(|c| c.covers(g))
         })
     }
 
@@ -140,6 +180,9 @@ impl Principal {
             Credential::Session { session_id } => Ok(session_id),
             Credential::ApiKey { .. } => Err(Error::Forbidden(
                 "this needs a login session; API keys cannot do it".into(),
+            )),
+            Credential::Client { .. } | Credential::Node { .. } => Err(Error::Forbidden(
+                "this needs a user's login session; clients and nodes cannot do it".into(),
             )),
         }
     }
@@ -175,6 +218,7 @@ pub struct Identity {
     /// Signed gateway assertions, reused for half their 60 s life.
     assertions: moka::sync::Cache<String, String>,
     creds: authn::CredentialCache,
+    clients: clients::ClientCache,
     users: authn::UserCache,
     last_used: authn::LastUsed,
     denials: denials::Denials,
@@ -220,6 +264,7 @@ impl Identity {
                 ))
                 .build(),
             creds: authn::CredentialCache::new(),
+            clients: clients::ClientCache::new(),
             users: authn::UserCache::new(),
             last_used: authn::LastUsed::default(),
             denials: denials::Denials::default(),

@@ -272,6 +272,7 @@ impl Identity {
             sid: session_id.to_string(),
             role: user.role.clone(),
             username: user.username.clone(),
+            ..Default::default()
         };
         Ok(TokenPair {
             access_token: self.keys.current().issue(&claims)?,

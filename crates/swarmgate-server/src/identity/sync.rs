@@ -58,12 +58,14 @@ impl Identity {
             self.users.forget(user_id);
             self.state.bump_user(user_id).await?;
         }
+        let clients = self.republish_clients(users_since).await?;
+        let tokens = self.republish_tokens(since, full).await?;
         for user_id in self.store.users_unlocked_since(since).await? {
             if let Ok(user) = self.store.get_user(&user_id).await {
                 self.clear_lockout(&user).await?;
             }
         }
-        Ok(sessions.len() + keys.len() + users.len())
+        Ok(sessions.len() + keys.len() + users.len() + clients + tokens)
     }
 
     /// Runs forever: every `REVOCATION_POLL` publishes what changed since

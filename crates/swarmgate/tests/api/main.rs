@@ -9,6 +9,8 @@ mod gateway;
 mod keys;
 mod lockout;
 mod mock;
+mod monitoring;
+mod oauth;
 mod openai;
 mod process;
 mod tokens;

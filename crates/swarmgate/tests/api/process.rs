@@ -1137,3 +1137,79 @@ async fn the_readme_quick_start_runs_against_swarmgate_demo() {
     demo.start_kill().unwrap();
     let _ = demo.wait().await;
 }
+
+#[tokio::test]
+async fn the_client_cli_creates_lists_and_deletes_clients_a_running_server_honours() {
+    let p = Process::serve(&[]).await;
+    let client = Client::new();
+    let db = format!(
+        "sqlite://{}/swarmgate.db",
+        p.stderr_path.parent().unwrap().display()
+    );
+    let env = [("DATABASE_URL", db)];
+    let cli = |args: Vec<String>| {
+        let env = env.clone();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (code, out, err) = run_binary(&args, &env, None).await;
+            assert_eq!(code, 0, "{args:?}: {err}");
+            out
+        }
+    };
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let created: Value = serde_json::from_str(
+        &cli(args(&[
+            "admin",
+            "--json",
+            "client",
+            "create",
+            "--name",
+            "cli-svc",
+            "--scope",
+            "tasks.read",
+        ]))
+        .await,
+    )
+    .unwrap();
+    let id = created["client_id"].as_str().unwrap().to_string();
+    let secret = created["client_secret"].as_str().unwrap().to_string();
+    assert_eq!(created["token_endpoint_auth_method"], "client_secret_basic");
+    assert_eq!(created["grant_types"], json!(["client_credentials"]));
+
+    let table = cli(args(&["admin", "client", "list"])).await;
+    assert!(table.starts_with("CLIENT_ID"), "{table}");
+    assert!(table.contains("cli-svc"), "{table}");
+    assert!(!table.contains(&secret), "a secret is never listed");
+
+    let r = client
+        .post(format!("{}/auth/token", p.base))
+        .basic_auth(&id, Some(&secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let token = r.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(me_status(&client, &p.base, &token).await, StatusCode::OK);
+
+    cli(args(&["admin", "client", "delete", &id])).await;
+    // The server learns of it from the database within a poll.
+    let mut status = StatusCode::OK;
+    for _ in 0..50 {
+        status = me_status(&client, &p.base, &token).await;
+        if status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let listed: Value =
+        serde_json::from_str(&cli(args(&["admin", "--json", "client", "list"])).await).unwrap();
+    assert_eq!(listed["items"], json!([]));
+    let (code, _, err) = run_binary(&["admin", "client", "delete", &id], &env, None).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("not found"), "{err}");
+}
