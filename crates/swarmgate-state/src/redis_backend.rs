@@ -144,6 +144,13 @@ impl RedisState {
         now_ms: i64,
     ) -> Result<bool, StateError> {
         let ttl = (until_ms - now_ms).max(1);
+        // A Redis that lost its data lost the claims too: refuse until the
+        // state is rebuilt rather than accept a replay.
+        if self.epoch_missing().await? {
+            return Err(StateError::Unavailable(
+                "redis lost its state; rebuilding it from the database".into(),
+            ));
+        }
         let mut conn = self.conn().await?;
         let set: Option<String> = redis::cmd("SET")
             .arg(self.key("once", key))

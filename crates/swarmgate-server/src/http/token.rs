@@ -212,6 +212,7 @@ fn client_auth(headers: &HeaderMap, fields: ClientFields) -> Result<ClientAuth, 
         )
     };
     let mut found = Vec::new();
+    let fields_client_id = fields.client_id.clone();
     if let Some(encoded) = basic {
         let decoded = STANDARD
             .decode(encoded.trim())
@@ -225,7 +226,8 @@ fn client_auth(headers: &HeaderMap, fields: ClientFields) -> Result<ClientAuth, 
             method: SECRET_BASIC,
         });
     }
-    if let Some(secret) = fields.client_secret {
+    // Public clients often send an empty secret: that is no secret at all.
+    if let Some(secret) = fields.client_secret.filter(|s| !s.is_empty()) {
         let client_id = required(fields.client_id.clone(), "client_id")?;
         found.push(ClientAuth::Secret {
             client_id,
@@ -246,6 +248,17 @@ fn client_auth(headers: &HeaderMap, fields: ClientFields) -> Result<ClientAuth, 
             client_id: fields.client_id,
             assertion: required(fields.client_assertion, "client_assertion")?,
         });
+    }
+    let named = |auth: &ClientAuth| match auth {
+        ClientAuth::Secret { client_id, .. } => Some(client_id.clone()),
+        _ => None,
+    };
+    if let (Some(form_id), Some(basic_id)) = (&fields_client_id, found.first().and_then(named)) {
+        if *form_id != basic_id {
+            return Err(OAuthError::invalid_request(
+                "client_id does not match the authenticated client",
+            ));
+        }
     }
     match found.len() {
         0 => Ok(ClientAuth::None),

@@ -91,6 +91,8 @@ pub(super) struct ClientCache {
     inner: Cache<String, Versioned>,
     /// Keys fetched from `jwks_uri`s.
     jwks: Cache<String, Arc<ClientKeys>>,
+    /// `jwks_uri`s whose last fetch failed, for a few seconds.
+    jwks_failed: Cache<String, ()>,
     http: reqwest::Client,
 }
 
@@ -104,6 +106,10 @@ impl ClientCache {
             jwks: Cache::builder()
                 .max_capacity(1_000)
                 .time_to_live(JWKS_TTL)
+                .build(),
+            jwks_failed: Cache::builder()
+                .max_capacity(1_000)
+                .time_to_live(Duration::from_secs(10))
                 .build(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
@@ -213,11 +219,23 @@ impl Identity {
                     (Some(jwks.to_string()), None)
                 }
                 (None, Some(uri)) => {
-                    let parsed = reqwest::Url::parse(uri)
-                        .ok()
-                        .filter(|u| matches!(u.scheme(), "https" | "http") && uri.len() <= 2048);
+                    // Plain http would let anyone on the path swap in their
+                    // own keys; it is allowed only to this machine (tests,
+                    // a sidecar).
+                    let parsed = reqwest::Url::parse(uri).ok().filter(|u| {
+                        uri.len() <= 2048
+                            && (u.scheme() == "https"
+                                || (u.scheme() == "http"
+                                    && matches!(
+                                        u.host_str(),
+                                        Some("127.0.0.1" | "localhost" | "[::1]")
+                                    )))
+                    });
                     if parsed.is_none() {
-                        return Err(invalid("jwks_uri", "must be an http(s) URL"));
+                        return Err(invalid(
+                            "jwks_uri",
+                            "must be an https URL (http only to localhost)",
+                        ));
                     }
                     (None, Some(uri.clone()))
                 }
@@ -482,25 +500,39 @@ impl Identity {
             .jwks_uri
             .as_deref()
             .ok_or_else(|| fail("client has no registered keys".into()))?;
-        if refresh {
+        let refetch = refresh && {
             let guard = format!("jwks-refetch:{uri}");
-            let allowed = self
-                .state
+            self.state
                 .claim_once(&guard, now_ms() + 30_000, now_ms())
                 .await
-                .unwrap_or(false);
-            if allowed {
-                self.clients.jwks.invalidate(uri);
+                .unwrap_or(false)
+        };
+        if !refetch {
+            if let Some(keys) = self.clients.jwks.get(uri) {
+                return Ok(keys);
             }
         }
-        if let Some(keys) = self.clients.jwks.get(uri) {
-            return Ok(keys);
+        // A failing uri is not asked again for a while: a flood of
+        // assertions must not become a flood of fetches.
+        if self.clients.jwks_failed.contains_key(uri) {
+            return Err(fail("the client's jwks_uri could not be fetched".into()));
         }
-        let keys = fetch_jwks(&self.clients.http, uri)
-            .await
-            .map_err(|e| fail(format!("could not use the client's jwks_uri: {e}")))?;
-        self.clients.jwks.insert(uri.to_string(), keys.clone());
-        Ok(keys)
+        match fetch_jwks(&self.clients.http, uri).await {
+            Ok(keys) => {
+                self.clients.jwks.insert(uri.to_string(), keys.clone());
+                Ok(keys)
+            }
+            Err(e) => {
+                // The reason stays in the log: echoing it would turn the
+                // token endpoint into a probe of whatever the uri names.
+                tracing::warn!(client_id = %client.id, jwks_uri = %uri, error = %e, "jwks_uri fetch failed");
+                self.clients.jwks_failed.insert(uri.to_string(), ());
+                match self.clients.jwks.get(uri) {
+                    Some(previous) => Ok(previous),
+                    None => Err(fail("the client's jwks_uri could not be fetched".into())),
+                }
+            }
+        }
     }
 
     /// `grant_type=client_credentials`: a token for the client itself,
@@ -654,7 +686,17 @@ impl Identity {
             }
             Err(_) => return Ok(inactive),
         };
-        let scope = principal.role.permissions.join(" ");
+        // What the credential may do: a key only what it was granted (its
+        // owner's role narrows it further at every request).
+        let scope = match &principal.credential {
+            Credential::ApiKey { grants, .. } => grants
+                .grants()
+                .iter()
+                .map(|g| g.to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
+            _ => principal.role.permissions.join(" "),
+        };
         let mut body = json!({
             "active": true,
             "sub": principal.user_id,
@@ -716,9 +758,15 @@ impl Identity {
         };
         if let Some(owner) = &claims.client_id {
             if client.map(|c| &c.id) != Some(owner) {
-                return Err(Error::InvalidClient(
-                    "a client's token may be revoked only by that client".into(),
-                ));
+                return Err(match client {
+                    None => Error::InvalidClient(
+                        "revoking a client's token needs that client's authentication".into(),
+                    ),
+                    Some(_) => Error::OAuth {
+                        error: "unauthorized_client",
+                        description: "a client's token may be revoked only by that client".into(),
+                    },
+                });
             }
         }
         if !claims.sid.is_empty() {

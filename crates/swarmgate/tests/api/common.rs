@@ -380,3 +380,17 @@ pub async fn allowed(response: Response) -> bool {
     let body: Value = response.json().await.unwrap();
     body["allowed"].as_bool().unwrap()
 }
+
+/// A JSON value as a JWT segment.
+pub fn b64(value: &Value) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap())
+}
+
+/// Unix seconds.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}

@@ -676,7 +676,11 @@ async fn roles_are_listed_including_configured_ones() {
         json!(["stats.read"]),
         "a built-in role can be redefined"
     );
-    assert_eq!(roles.len(), 7);
+    assert_eq!(
+        find("node")["permissions"],
+        json!(["nodes.register", "metrics.report", "nodes.heartbeat"])
+    );
+    assert_eq!(roles.len(), 8);
     // A user given the configured role has exactly its grants.
     let session = s.user_session("yuri").await;
     s.set_role(&admin, session["user_id"].as_str().unwrap(), "auditor")

@@ -12,17 +12,6 @@ use serde_json::{json, Value};
 
 use crate::common::*;
 
-fn b64(value: &Value) -> String {
-    URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap())
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
 /// A client's private key, with its public JWK.
 enum ClientKey {
     Ed(Ed25519KeyPair),
@@ -654,7 +643,8 @@ async fn introspection_of_active_expired_and_revoked_tokens_and_revocation() {
         &[("token", &fresh)],
     )
     .await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "unauthorized_client");
     assert_eq!(
         s.get_auth("/auth/me", &fresh).await.status(),
         StatusCode::OK

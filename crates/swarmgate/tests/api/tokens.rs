@@ -22,17 +22,6 @@ struct Forge {
     real_token: String,
 }
 
-fn b64(value: &Value) -> String {
-    URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap())
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
 impl Forge {
     async fn new() -> Self {
         let server = TestServer::start().await;
