@@ -265,7 +265,11 @@ mod tests {
             .unwrap()
             .grants
             .allows("stats.read", None, "u"));
-        assert_eq!(roles.sorted().len(), 7);
+        assert_eq!(
+            roles.sorted().len(),
+            8,
+            "the seven built-in roles and auditor"
+        );
 
         overrides.insert("broken".to_string(), vec!["Tasks.*.read".to_string()]);
         let e = Roles::with_overrides(&overrides).unwrap_err().0;
