@@ -2,11 +2,16 @@
 # The gateway against a plain reverse proxy, in one run, interleaved:
 #   direct   wrk -> mock-upstream
 #   nginx    wrk -> nginx (1 worker, keep-alive upstream) -> mock-upstream
+#   hyper    wrk -> bench/src/bin/hyper_proxy (hyper + hyper-util's pooled
+#            client, checking nothing: the floor of swarmgate's stack)
 #   sg_key   wrk -> swarmgate (API key, permission check) -> mock-upstream
 #   sg_jwt   wrk -> swarmgate (JWT, permission check) -> mock-upstream
 # each at concurrency 32 (throughput, p50, p99) and 1 (p50, p99 latency).
 #
 #   bash bench/proxy.sh          # DURATION=5 ROUNDS=2 to change
+#
+# swarmgate and hyper_proxy run with SG_THREADS worker threads (default:
+# swarmgate's own default, one per core; hyper_proxy then gets as many).
 #
 # Installs wrk and nginx from Debian's packages when missing; builds the
 # release binary.
@@ -25,11 +30,12 @@ if [ "${#need[@]}" -gt 0 ]; then
 fi
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 
-cargo build --release -p swarmgate
+cargo build --release -p swarmgate -p swarmgate-bench --bin swarmgate --bin hyper_proxy
 BIN="$PWD/target/release/swarmgate"
+THREADS="${SG_THREADS:-$(nproc)}"
 WORK="$(mktemp -d)"
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-MOCK_PORT="$(port)"; NGINX_PORT="$(port)"; SG_PORT="$(port)"
+MOCK_PORT="$(port)"; NGINX_PORT="$(port)"; SG_PORT="$(port)"; HYPER_PORT="$(port)"
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -74,10 +80,12 @@ CONF
 PASSWORD='Adm1n!Proxy-Bench-9'
 env -i PATH="$PATH" HOME="$HOME" SWARMGATE_CONFIG="$WORK/swarmgate.toml" \
   SWARMGATE_LISTEN="127.0.0.1:$SG_PORT" DATABASE_URL="sqlite://$WORK/swarmgate.db" \
-  SWARMGATE_ADMIN_PASSWORD="$PASSWORD" SWARMGATE_SERVER__WORKER_THREADS="${SG_THREADS:-1}" RUST_LOG=warn \
+  SWARMGATE_ADMIN_PASSWORD="$PASSWORD" SWARMGATE_SERVER__WORKER_THREADS="$THREADS" RUST_LOG=warn \
   "$BIN" serve >"$WORK/swarmgate.log" 2>&1 &
 PIDS+=($!)
-for url in "http://127.0.0.1:$MOCK_PORT/tasks" "http://127.0.0.1:$NGINX_PORT/tasks" "http://127.0.0.1:$SG_PORT/health"; do
+"$PWD/target/release/hyper_proxy" "127.0.0.1:$HYPER_PORT" "127.0.0.1:$MOCK_PORT" "$THREADS" &
+PIDS+=($!)
+for url in "http://127.0.0.1:$MOCK_PORT/tasks" "http://127.0.0.1:$NGINX_PORT/tasks" "http://127.0.0.1:$HYPER_PORT/tasks" "http://127.0.0.1:$SG_PORT/health"; do
   for _ in $(seq 100); do curl -fs "$url" >/dev/null && break; sleep 0.1; done
 done
 SG="http://127.0.0.1:$SG_PORT"
@@ -97,11 +105,12 @@ measure() { # name connections url [header]
     "$(awk '$1=="50%" {print $2}' <<<"$out")" \
     "$(awk '$1=="99%" {print $2}' <<<"$out")" >>"$RESULTS"
 }
-echo "machine: $(nproc) cores; wrk ${DURATION}s per cell, $ROUNDS rounds interleaved; everything shares the cores" >&2
+echo "machine: $(nproc) cores; wrk ${DURATION}s per cell, $ROUNDS rounds interleaved; everything shares the cores; swarmgate and hyper_proxy: $THREADS worker threads, nginx: 1 worker" >&2
 for round in $(seq "$ROUNDS"); do
   for c in 32 1; do
     measure direct "$c" "http://127.0.0.1:$MOCK_PORT/tasks/1"
     measure nginx "$c" "http://127.0.0.1:$NGINX_PORT/tasks/1"
+    measure hyper "$c" "http://127.0.0.1:$HYPER_PORT/tasks/1"
     measure sg_key "$c" "$SG/tasks/1" -H "X-API-Key: $KEY"
     measure sg_jwt "$c" "$SG/tasks/1" -H "Authorization: Bearer $TOKEN"
   done
@@ -118,11 +127,11 @@ for line in open(sys.argv[1]):
     rows.setdefault((name, int(c)), []).append((float(rps), ms(p50), ms(p99)))
 def med(name, c, i):
     return statistics.median(r[i] for r in rows[(name, c)])
-print(f"{'target':<8}{'req/s c=32':>12}{'p50 c=32':>10}{'p99 c=32':>10}{'p50 c=1':>10}{'p99 c=1':>10}{'vs nginx':>10}{'added p50 c=1':>15}")
-for name in ["direct", "nginx", "sg_key", "sg_jwt"]:
+print(f"{'target':<8}{'req/s c=32':>12}{'p50 c=32':>10}{'p99 c=32':>10}{'p50 c=1':>10}{'p99 c=1':>10}{'vs nginx':>10}{'vs hyper':>10}{'added p50 c=1':>15}")
+for name in ["direct", "nginx", "hyper", "sg_key", "sg_jwt"]:
     rps = med(name, 32, 0)
     print(f"{name:<8}{rps:>12.0f}{med(name,32,1):>9.2f}m{med(name,32,2):>9.2f}m"
           f"{med(name,1,1):>9.3f}m{med(name,1,2):>9.3f}m{rps/med('nginx',32,0):>10.0%}"
-          f"{med(name,1,1)-med('direct',1,1):>14.3f}m")
+          f"{rps/med('hyper',32,0):>10.0%}{med(name,1,1)-med('direct',1,1):>14.3f}m")
 print("(m = milliseconds; medians over rounds; 'added' is p50 at c=1 minus direct's)")
 PY
