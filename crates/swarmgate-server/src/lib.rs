@@ -100,6 +100,13 @@ impl App {
             })
         };
         let poller = tokio::spawn(self.identity.clone().revocation_poller());
+        let metrics_upkeep = tokio::spawn(async {
+            let mut tick = tokio::time::interval(metrics::UPKEEP_EVERY);
+            loop {
+                tick.tick().await;
+                metrics::upkeep();
+            }
+        });
         let monitor = monitoring::start(self.identity.settings().metrics_interval).await;
         let metrics_server = match self.identity.settings().metrics_listen {
             None => None,
@@ -136,6 +143,7 @@ impl App {
             .await;
         reloader.abort();
         poller.abort();
+        metrics_upkeep.abort();
         monitor.abort();
         usage_flusher.abort();
         if let Some(server) = metrics_server {

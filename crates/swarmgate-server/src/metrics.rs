@@ -14,6 +14,17 @@ const BUCKETS: &[f64] = &[
     5.0, 10.0, 30.0,
 ];
 
+/// How often histogram samples are folded into their buckets. The
+/// recorder keeps every raw sample until then (`build_recorder` runs no
+/// upkeep of its own): without this, a server nobody scrapes would grow
+/// without bound, and each request would write to fresh memory.
+pub const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Folds pending histogram samples into their buckets; see [`UPKEEP_EVERY`].
+pub fn upkeep() {
+    handle().run_upkeep();
+}
+
 /// Installs the recorder on first use and returns its handle.
 pub fn handle() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
