@@ -192,6 +192,37 @@ impl Store {
         .transpose()
     }
 
+    /// Refuses from now on every token of `node_id` issued at or before `now`.
+    pub async fn revoke_node_tokens(&self, node_id: &str, now: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO node_token_cutoffs (node_id, revoked_at) VALUES ($1, $2)
+             ON CONFLICT (node_id) DO UPDATE SET revoked_at = excluded.revoked_at",
+        )
+        .bind(node_id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// When `node_id`'s tokens were last revoked, if ever.
+    pub async fn node_token_cutoff(&self, node_id: &str) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query("SELECT revoked_at FROM node_token_cutoffs WHERE node_id = $1")
+            .bind(node_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok(r.try_get("revoked_at")?)).transpose()
+    }
+
+    /// Nodes whose tokens were revoked at or after `since`.
+    pub async fn node_cutoffs_since(&self, since: i64) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT node_id FROM node_token_cutoffs WHERE revoked_at >= $1")
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("node_id")?)).collect()
+    }
+
     /// Records (or updates) a node's registration.
     pub async fn register_node(
         &self,

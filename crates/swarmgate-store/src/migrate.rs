@@ -35,6 +35,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "clients_nodes",
         include_str!("../migrations/sqlite/0005_clients_nodes.sql"),
     ),
+    (
+        6,
+        "node_token_cutoffs",
+        include_str!("../migrations/sqlite/0006_node_token_cutoffs.sql"),
+    ),
 ];
 
 const POSTGRES: &[(i64, &str, &str)] = &[
@@ -62,6 +67,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         5,
         "clients_nodes",
         include_str!("../migrations/postgres/0005_clients_nodes.sql"),
+    ),
+    (
+        6,
+        "node_token_cutoffs",
+        include_str!("../migrations/postgres/0006_node_token_cutoffs.sql"),
     ),
 ];
 

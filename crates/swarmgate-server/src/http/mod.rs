@@ -63,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/introspect", post(token::introspect))
         .route("/auth/revoke", post(token::revoke))
         .route("/auth/nodes/token", post(nodes::token))
+        .route("/auth/nodes/{node_id}/revoke", post(nodes::revoke_tokens))
         .route("/api/auth/node/token", post(nodes::token))
         .route("/nodes/register", post(nodes::register))
         .route("/nodes/heartbeat", post(nodes::heartbeat))

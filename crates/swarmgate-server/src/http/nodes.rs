@@ -1,7 +1,7 @@
 //! Node endpoints (seed 004): node tokens, registration, heartbeats,
 //! metric reports and the operator's view of every node.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
@@ -38,6 +38,21 @@ pub async fn token(
         "expires_in": issued.expires_in,
         "node_id": body.node_id,
     })))
+}
+
+/// `POST /auth/nodes/{node_id}/revoke` (`nodes.manage`): every token
+/// minted for the node so far stops working.
+pub async fn revoke_tokens(
+    State(state): State<AppState>,
+    principal: Principal,
+    meta: RequestMeta,
+    Path(node_id): Path<String>,
+) -> Result<StatusCode> {
+    state
+        .identity
+        .revoke_node_tokens(&principal, &node_id, &meta)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Deserialize)]

@@ -62,6 +62,7 @@ enum JwtKind {
     Node {
         node_id: String,
         jti: String,
+        iat: i64,
     },
 }
 
@@ -100,6 +101,7 @@ impl JwtKind {
             return Ok(JwtKind::Node {
                 node_id: id.to_string(),
                 jti: claims.jti.clone(),
+                iat: claims.iat,
             });
         }
         if claims.sid.is_empty() {
@@ -308,15 +310,21 @@ impl Identity {
                     },
                 })
             }
-            JwtKind::Node { node_id, jti } => Ok(Principal {
-                user_id: entry.subject.clone(),
-                username: node_id.clone(),
-                role: self.role_named(swarmgate_core::roles::NODE_ROLE),
-                credential: Credential::Node {
-                    node_id: node_id.clone(),
-                    jti: jti.clone(),
-                },
-            }),
+            JwtKind::Node { node_id, jti, iat } => {
+                let cutoff = self.node_token_cutoff(node_id, status.user_version).await?;
+                if cutoff.is_some_and(|cutoff| *iat <= cutoff) {
+                    return Err(Error::SessionRevoked);
+                }
+                Ok(Principal {
+                    user_id: entry.subject.clone(),
+                    username: node_id.clone(),
+                    role: self.role_named(swarmgate_core::roles::NODE_ROLE),
+                    credential: Credential::Node {
+                        node_id: node_id.clone(),
+                        jti: jti.clone(),
+                    },
+                })
+            }
         }
     }
 

@@ -91,6 +91,9 @@ pub(super) struct ClientCache {
     inner: Cache<String, Versioned>,
     /// Keys fetched from `jwks_uri`s.
     jwks: Cache<String, Arc<ClientKeys>>,
+    /// `(version, cutoff)` by node id: tokens of the node issued at or
+    /// before the cutoff are refused.
+    node_cutoffs: Cache<String, (i64, Option<i64>)>,
     /// `jwks_uri`s whose last fetch failed, for a few seconds.
     jwks_failed: Cache<String, ()>,
     http: reqwest::Client,
@@ -106,6 +109,10 @@ impl ClientCache {
             jwks: Cache::builder()
                 .max_capacity(1_000)
                 .time_to_live(JWKS_TTL)
+                .build(),
+            node_cutoffs: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(super::authn::USER_CACHE_TTL)
                 .build(),
             jwks_failed: Cache::builder()
                 .max_capacity(1_000)
@@ -605,6 +612,68 @@ impl Identity {
         })
     }
 
+    /// When `node_id`'s tokens were last revoked, as of `version` (the
+    /// node's version in the shared state), from the cache when that fresh.
+    pub(super) async fn node_token_cutoff(
+        &self,
+        node_id: &str,
+        version: i64,
+    ) -> Result<Option<i64>> {
+        if let Some((cached_version, cutoff)) = self.clients.node_cutoffs.get(node_id) {
+            if cached_version == version {
+                return Ok(cutoff);
+            }
+        }
+        let cutoff = self.store.node_token_cutoff(node_id).await?;
+        self.clients
+            .node_cutoffs
+            .insert(node_id.to_string(), (version, cutoff));
+        Ok(cutoff)
+    }
+
+    /// Stops every token minted for `node_id` so far, on every instance at
+    /// once (`nodes.manage`): for a node that was lost or compromised.
+    pub async fn revoke_node_tokens(
+        &self,
+        principal: &Principal,
+        node_id: &str,
+        meta: &RequestMeta,
+    ) -> Result<()> {
+        principal.require("nodes.manage")?;
+        validate_node_id(node_id)?;
+        self.store.revoke_node_tokens(node_id, now_secs()).await?;
+        self.clients.node_cutoffs.invalidate(node_id);
+        let subject = format!("{NODE_SUBJECT_PREFIX}{node_id}");
+        if let Err(e) = self.state.bump_user(&subject).await {
+            tracing::warn!(error = %e, "node revocation not published yet; the poller will retry");
+        }
+        self.audit
+            .record(
+                "node_tokens_revoked",
+                "success",
+                Subject {
+                    user_id: Some(&principal.user_id),
+                    username: Some(&principal.username),
+                },
+                meta,
+                json!({ "node_id": node_id }),
+            )
+            .await;
+        Ok(())
+    }
+
+    /// Publishes node revocations made at or after `since`.
+    pub(super) async fn republish_node_cutoffs(&self, since: i64) -> Result<usize> {
+        let nodes = self.store.node_cutoffs_since(since).await?;
+        for node_id in &nodes {
+            self.clients.node_cutoffs.invalidate(node_id);
+            self.state
+                .bump_user(&format!("{NODE_SUBJECT_PREFIX}{node_id}"))
+                .await?;
+        }
+        Ok(nodes.len())
+    }
+
     /// Mints a token with role `node` for `node_id` (`nodes.manage`).
     pub async fn node_token(
         &self,
@@ -625,7 +694,10 @@ impl Identity {
             }
             None => self.settings.node_token_ttl.as_secs() as i64,
         };
-        let now = now_secs();
+        // A token minted in the very second of a revocation must not fall
+        // under it.
+        let cutoff = self.store.node_token_cutoff(node_id).await?;
+        let now = cutoff.map_or(now_secs(), |c| now_secs().max(c + 1));
         let claims = AccessClaims {
             iss: self.settings.public_url.clone(),
             aud: self.settings.audience.clone(),

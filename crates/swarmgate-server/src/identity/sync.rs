@@ -60,12 +60,13 @@ impl Identity {
         }
         let clients = self.republish_clients(users_since).await?;
         let tokens = self.republish_tokens(since, full).await?;
+        let nodes = self.republish_node_cutoffs(users_since).await?;
         for user_id in self.store.users_unlocked_since(since).await? {
             if let Ok(user) = self.store.get_user(&user_id).await {
                 self.clear_lockout(&user).await?;
             }
         }
-        Ok(sessions.len() + keys.len() + users.len() + clients + tokens)
+        Ok(sessions.len() + keys.len() + users.len() + clients + tokens + nodes)
     }
 
     /// Runs forever: every `REVOCATION_POLL` publishes what changed since

@@ -936,3 +936,67 @@ async fn a_node_may_be_a_private_key_jwt_client() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn an_operator_stops_every_token_of_a_node_at_once() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let mint = |node: &'static str| {
+        let (s, admin) = (&s, admin.clone());
+        async move {
+            let r = s
+                .post_auth("/auth/nodes/token", &admin, json!({"node_id": node}))
+                .await;
+            assert_eq!(r.status(), StatusCode::OK);
+            r.json::<Value>().await.unwrap()["access_token"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let (first, second, other) = (
+        mint("lost-1").await,
+        mint("lost-1").await,
+        mint("kept-1").await,
+    );
+    for token in [&first, &second, &other] {
+        assert_eq!(s.get_auth("/auth/me", token).await.status(), StatusCode::OK);
+    }
+    // Only an operator may do it.
+    expect_error(
+        s.post_auth("/auth/nodes/lost-1/revoke", &first, json!({}))
+            .await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    let r = s
+        .post_auth("/auth/nodes/lost-1/revoke", &admin, json!({}))
+        .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    for token in [&first, &second] {
+        expect_error(
+            s.get_auth("/auth/me", token).await,
+            StatusCode::UNAUTHORIZED,
+            "session_revoked",
+        )
+        .await;
+    }
+    assert_eq!(
+        s.get_auth("/auth/me", &other).await.status(),
+        StatusCode::OK
+    );
+    // A token minted afterwards, even within the same second, works.
+    let fresh = mint("lost-1").await;
+    assert_eq!(
+        s.get_auth("/auth/me", &fresh).await.status(),
+        StatusCode::OK
+    );
+    expect_error(
+        s.post_auth("/auth/nodes/bad id/revoke", &admin, json!({}))
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+}
