@@ -42,8 +42,10 @@ pub struct Identity {
     pub subject: String,
     pub role: String,
     pub auth_method: &'static str,
-    /// A short-lived JWT for the route's audience (`X-Swarm-Assertion`).
-    pub assertion: String,
+    /// A short-lived JWT for the route's audience (`X-Swarm-Assertion`),
+    /// as a header value: it is reused across requests, and a clone shares
+    /// its bytes.
+    pub assertion: HeaderValue,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,16 +90,20 @@ fn stripped_from_request(name: &HeaderName) -> bool {
 }
 
 fn remove_connection_listed(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
+    for name in connection_listed(headers) {
+        headers.remove(name);
+    }
+}
+
+/// The names a `Connection` header lists (hop-by-hop for this hop only).
+fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
-    }
+        .collect()
 }
 
 pub struct Forwarder {
@@ -138,66 +144,45 @@ impl Forwarder {
     /// The headers the upstream gets.
     fn upstream_headers(&self, incoming: &Incoming, identity: &Identity) -> HeaderMap {
         let trusted = self.trusted_proxies.contains(&incoming.peer);
+        let listed = if incoming.headers.contains_key(header::CONNECTION) {
+            connection_listed(&incoming.headers)
+        } else {
+            Vec::new()
+        };
         let mut headers = HeaderMap::with_capacity(incoming.headers.len() + 8);
-        let mut source = incoming.headers.clone();
-        remove_connection_listed(&mut source);
-        for (name, value) in &source {
-            if !stripped_from_request(name) {
+        for (name, value) in &incoming.headers {
+            if !stripped_from_request(name) && !listed.contains(name) {
                 headers.append(name.clone(), value.clone());
             }
         }
+        let text = |name: &str| incoming.headers.get(name).and_then(|v| v.to_str().ok());
         let peer = incoming.peer.to_string();
-        let forwarded_for = match incoming
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-        {
+        let forwarded_for = match text("x-forwarded-for") {
             Some(chain) if trusted => format!("{chain}, {peer}"),
             _ => peer,
         };
-        let forwarded = |name: &str, default: &str| -> String {
-            incoming
-                .headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .filter(|_| trusted)
-                .unwrap_or(default)
-                .to_string()
-        };
-        let host = incoming
-            .headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let set = |headers: &mut HeaderMap, name: &'static str, value: String| {
-            if let Ok(v) = HeaderValue::from_str(&value) {
+        let set = |headers: &mut HeaderMap, name: &'static str, value: &str| {
+            if let Ok(v) = HeaderValue::from_str(value) {
                 headers.insert(name, v);
             }
         };
-        set(&mut headers, "x-forwarded-for", forwarded_for);
-        set(
-            &mut headers,
-            "x-forwarded-proto",
-            forwarded("x-forwarded-proto", "http"),
-        );
-        set(
-            &mut headers,
-            "x-forwarded-host",
-            forwarded("x-forwarded-host", &host),
-        );
-        set(&mut headers, "x-swarm-subject", identity.subject.clone());
-        set(&mut headers, "x-swarm-role", identity.role.clone());
-        set(
-            &mut headers,
+        set(&mut headers, "x-forwarded-for", &forwarded_for);
+        let proto = text("x-forwarded-proto")
+            .filter(|_| trusted)
+            .unwrap_or("http");
+        set(&mut headers, "x-forwarded-proto", proto);
+        let host = text("x-forwarded-host")
+            .filter(|_| trusted)
+            .or_else(|| text(header::HOST.as_str()))
+            .unwrap_or("");
+        set(&mut headers, "x-forwarded-host", host);
+        set(&mut headers, "x-swarm-subject", &identity.subject);
+        set(&mut headers, "x-swarm-role", &identity.role);
+        headers.insert(
             "x-swarm-auth-method",
-            identity.auth_method.to_string(),
+            HeaderValue::from_static(identity.auth_method),
         );
-        set(
-            &mut headers,
-            "x-swarm-assertion",
-            identity.assertion.clone(),
-        );
+        headers.insert("x-swarm-assertion", identity.assertion.clone());
         headers
     }
 
@@ -288,7 +273,13 @@ impl Forwarder {
                 .uri(uri)
                 .body(body)
                 .map_err(|e| ForwardError::Upstream(e.to_string()))?;
-            *request.headers_mut() = headers.clone();
+            // Copied only while another attempt could still need them.
+            let may_retry = replay.is_some() && tried.len() < pool.upstreams.len();
+            *request.headers_mut() = if may_retry {
+                headers.clone()
+            } else {
+                std::mem::take(&mut headers)
+            };
             match tokio::time::timeout(target.timeout, self.client.request(request)).await {
                 Err(_) => return Err(ForwardError::Timeout(target.timeout)),
                 Ok(Ok(response)) => {

@@ -8,14 +8,10 @@ use axum::response::Response;
 use swarmgate_gateway::forward::Incoming;
 
 use crate::error::{Error, Result};
-use crate::http::AppState;
-use crate::identity::{Principal, RequestMeta};
+use crate::http::{AppState, RequestContext};
+use crate::identity::Principal;
 
-pub async fn proxy(
-    State(state): State<AppState>,
-    meta: RequestMeta,
-    request: Request,
-) -> Result<Response> {
+pub async fn proxy(State(state): State<AppState>, request: Request) -> Result<Response> {
     let path = request.uri().path().to_string();
     if swarmgate_gateway::routes::has_dot_segments(&path) {
         return Err(Error::BadRequest(
@@ -29,11 +25,11 @@ pub async fn proxy(
     let Some(matched) = state.gateway.routes().find(&path) else {
         return Err(Error::NotFound);
     };
-    let peer = meta
-        .client_ip
-        .as_deref()
-        .and_then(|ip| ip.parse::<IpAddr>().ok())
+    let context = parts.extensions.get::<RequestContext>();
+    let peer = context
+        .and_then(|c| c.client_addr)
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let started = context.map(|c| c.started);
     let incoming = Incoming {
         method: parts.method,
         uri: parts.uri,
@@ -43,12 +39,6 @@ pub async fn proxy(
     };
     state
         .gateway
-        .proxy(
-            &state.identity,
-            &principal,
-            &matched,
-            incoming,
-            meta.started,
-        )
+        .proxy(&state.identity, &principal, &matched, incoming, started)
         .await
 }

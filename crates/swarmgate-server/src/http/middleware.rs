@@ -2,7 +2,9 @@
 //! the client address, and one access-log line with the outcome. Neither
 //! headers nor query strings are logged: they may carry credentials.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, Request};
@@ -16,7 +18,20 @@ pub const REQUEST_ID: &str = "x-request-id";
 pub struct RequestContext {
     pub request_id: String,
     pub client_ip: Option<String>,
+    pub client_addr: Option<IpAddr>,
     pub started: Instant,
+}
+
+/// A request id: 64 random bits per process, then a counter. Unique without
+/// asking the kernel for randomness on every request.
+fn new_request_id() -> String {
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
+    format!(
+        "{prefix:016x}{:016x}",
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Set on a response by the gateway: the route label for metrics.
@@ -38,13 +53,16 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
         .headers()
         .get(REQUEST_ID)
         .and_then(sane_request_id)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-    let client_ip = request
+        .unwrap_or_else(new_request_id);
+    let client_addr = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip().to_string());
+        .map(|ConnectInfo(addr)| addr.ip());
+    let client_ip = client_addr.map(|ip| ip.to_string());
     let method = request.method().clone();
-    let path = request.uri().path().to_string();
+    // Only the access log needs the path; most deployments log at warn.
+    let path = tracing::enabled!(target: "access", tracing::Level::INFO)
+        .then(|| request.uri().path().to_string());
     let matched = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
@@ -52,6 +70,7 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
     request.extensions_mut().insert(RequestContext {
         request_id: request_id.clone(),
         client_ip: client_ip.clone(),
+        client_addr,
         started,
     });
 
@@ -88,7 +107,7 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
         request_id = %request_id,
         client_ip = client_ip.as_deref().unwrap_or(""),
         method = %method,
-        path = %path,
+        path = path.as_deref().unwrap_or(""),
         status = response.status().as_u16(),
         latency_ms = started.elapsed().as_secs_f64() * 1000.0,
         "request"

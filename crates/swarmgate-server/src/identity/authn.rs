@@ -166,7 +166,7 @@ impl CredentialCache {
 /// it was read at; `None` remembers that the user does not exist.
 pub(super) struct CachedUser {
     version: i64,
-    user: Option<User>,
+    user: Option<Arc<User>>,
 }
 
 pub(super) struct UserCache {
@@ -410,14 +410,14 @@ impl Identity {
     }
 
     /// The user as of `version`, from the cache when it is that fresh.
-    async fn current_user(&self, user_id: &str, version: i64) -> Result<Option<User>> {
+    async fn current_user(&self, user_id: &str, version: i64) -> Result<Option<Arc<User>>> {
         if let Some(cached) = self.users.inner.get(user_id) {
             if cached.version == version {
                 return Ok(cached.user.clone());
             }
         }
         let user = match self.store.get_user(user_id).await {
-            Ok(user) => Some(user),
+            Ok(user) => Some(Arc::new(user)),
             Err(swarmgate_store::StoreError::NotFound) => None,
             Err(e) => return Err(e.into()),
         };
@@ -455,7 +455,11 @@ impl Identity {
     /// Signing costs tens of microseconds, more than the rest of a proxied
     /// request, so an assertion is reused for the same caller, credential,
     /// role and route while it has more than half its life left.
-    pub fn issue_assertion(&self, principal: &Principal, audience: &str) -> Result<String> {
+    pub fn issue_assertion(
+        &self,
+        principal: &Principal,
+        audience: &str,
+    ) -> Result<axum::http::HeaderValue> {
         let credential = match &principal.credential {
             Credential::Session { session_id } => session_id.as_str(),
             Credential::ApiKey { key_id, .. } => key_id.as_str(),
@@ -469,8 +473,10 @@ impl Identity {
             return Ok(token);
         }
         let token = self.sign_assertion(principal, audience)?;
-        self.assertions.insert(cache_key, token.clone());
-        Ok(token)
+        let value = axum::http::HeaderValue::try_from(token)
+            .map_err(|e| Error::Internal(format!("assertion is not a header value: {e}")))?;
+        self.assertions.insert(cache_key, value.clone());
+        Ok(value)
     }
 
     fn sign_assertion(&self, principal: &Principal, audience: &str) -> Result<String> {

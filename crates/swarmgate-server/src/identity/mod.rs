@@ -216,7 +216,7 @@ pub struct Health {
 
 pub struct Identity {
     /// Signed gateway assertions, reused for half their 60 s life.
-    assertions: moka::sync::Cache<String, String>,
+    assertions: moka::sync::Cache<String, axum::http::HeaderValue>,
     creds: authn::CredentialCache,
     clients: clients::ClientCache,
     users: authn::UserCache,
