@@ -1000,3 +1000,80 @@ async fn an_operator_stops_every_token_of_a_node_at_once() {
     )
     .await;
 }
+
+/// Serves whatever JWK Set is put in the returned cell, at /jwks.json on
+/// 127.0.0.1, counting fetches.
+async fn jwks_server() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Value>>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let keys = std::sync::Arc::new(std::sync::Mutex::new(json!({"keys": []})));
+    let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (served, counted) = (keys.clone(), fetches.clone());
+    let app = axum::Router::new().route(
+        "/jwks.json",
+        axum::routing::get(move || {
+            let (served, counted) = (served.clone(), counted.clone());
+            async move {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                axum::Json(served.lock().unwrap().clone())
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, keys, fetches)
+}
+
+#[tokio::test]
+async fn private_key_jwt_with_a_jwks_uri_follows_key_rotation() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let (url, served, fetches) = jwks_server().await;
+    let old = ClientKey::ed25519();
+    *served.lock().unwrap() = json!({"keys": [old.jwk("old")]});
+    let c = create_client(
+        &s,
+        &admin,
+        json!({"name": "rotating", "grant_types": ["client_credentials"], "scopes": ["tasks.read"],
+               "token_endpoint_auth_method": "private_key_jwt", "jwks_uri": url}),
+    )
+    .await;
+    let id = c["client_id"].as_str().unwrap().to_string();
+    let claims = |id: &str| {
+        json!({"iss": id, "sub": id, "aud": s.url("/auth/token"), "exp": now() + 60,
+               "jti": uuid::Uuid::new_v4().to_string()})
+    };
+    let (status, body) = with_assertion(&s, &old.sign("old", &claims(&id))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _) = with_assertion(&s, &old.sign("old", &claims(&id))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        fetches.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "cached"
+    );
+
+    // The client rotates: its new key is fetched on first sight.
+    let new = ClientKey::p256();
+    *served.lock().unwrap() = json!({"keys": [new.jwk("new")]});
+    let (status, body) = with_assertion(&s, &new.sign("new", &claims(&id))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 2);
+
+    // Plain http elsewhere than this machine is refused at registration.
+    let r = s
+        .post_auth(
+            "/admin/clients",
+            &admin,
+            json!({"name": "x", "grant_types": ["client_credentials"], "scopes": ["tasks.read"],
+                   "token_endpoint_auth_method": "private_key_jwt",
+                   "jwks_uri": "http://keys.example.com/jwks.json"}),
+        )
+        .await;
+    expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+}

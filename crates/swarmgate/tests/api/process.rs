@@ -1176,6 +1176,51 @@ async fn the_client_cli_creates_lists_and_deletes_clients_a_running_server_honou
     assert_eq!(created["token_endpoint_auth_method"], "client_secret_basic");
     assert_eq!(created["grant_types"], json!(["client_credentials"]));
 
+    // A private_key_jwt client, its public key read from a file.
+    let jwks_path = p.stderr_path.parent().unwrap().join("client-jwks.json");
+    let public = {
+        use ring::signature::KeyPair;
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            pair.public_key().as_ref(),
+        )
+    };
+    std::fs::write(
+        &jwks_path,
+        json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "k", "x": public}]}).to_string(),
+    )
+    .unwrap();
+    let keyed: Value = serde_json::from_str(
+        &cli(args(&[
+            "admin",
+            "--json",
+            "client",
+            "create",
+            "--name",
+            "cli-node",
+            "--scope",
+            "metrics.report",
+            "--auth-method",
+            "private_key_jwt",
+            "--jwks-file",
+            jwks_path.to_str().unwrap(),
+        ]))
+        .await,
+    )
+    .unwrap();
+    assert!(keyed.get("client_secret").is_none(), "{keyed}");
+    assert_eq!(keyed["jwks"]["keys"][0]["x"], public.as_str());
+    cli(args(&[
+        "admin",
+        "client",
+        "delete",
+        keyed["client_id"].as_str().unwrap(),
+    ]))
+    .await;
+
     let table = cli(args(&["admin", "client", "list"])).await;
     assert!(table.starts_with("CLIENT_ID"), "{table}");
     assert!(table.contains("cli-svc"), "{table}");
