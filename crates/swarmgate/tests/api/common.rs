@@ -394,3 +394,26 @@ pub fn now() -> i64 {
         .unwrap()
         .as_secs() as i64
 }
+
+/// The server's current Ed25519 signing key, read from its database: its
+/// row (kid, public key) and the key pair, for forging tokens in tests.
+pub async fn server_signing_key(
+    server: &TestServer,
+) -> (
+    swarmgate_core::SigningKeyRow,
+    ring::signature::Ed25519KeyPair,
+) {
+    use base64::Engine;
+    let key = server
+        .store()
+        .await
+        .signing_keys("EdDSA")
+        .await
+        .unwrap()
+        .remove(0);
+    let pkcs8 = base64::engine::general_purpose::STANDARD
+        .decode(&key.private_key)
+        .unwrap();
+    let pair = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&pkcs8).unwrap();
+    (key, pair)
+}

@@ -3,7 +3,7 @@
 //! introspection (RFC 7662), revocation (RFC 7009), the RFC 8414 metadata,
 //! and the node flow of seed 004.
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use reqwest::StatusCode;
 use ring::rand::SystemRandom;
@@ -520,16 +520,7 @@ async fn every_rfc_7523_rejection() {
 
 /// Signs `claims` with the server's own key, to make an expired token.
 async fn server_signed(s: &TestServer, claims: &Value) -> String {
-    let key = s
-        .store()
-        .await
-        .signing_keys("EdDSA")
-        .await
-        .unwrap()
-        .remove(0);
-    let pair =
-        Ed25519KeyPair::from_pkcs8_maybe_unchecked(&STANDARD.decode(&key.private_key).unwrap())
-            .unwrap();
+    let (key, pair) = server_signing_key(s).await;
     let input = format!(
         "{}.{}",
         b64(&json!({"alg": "EdDSA", "typ": "at+jwt", "kid": key.kid})),

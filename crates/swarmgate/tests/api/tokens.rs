@@ -4,7 +4,7 @@
 //! database) wherever the point is that the signature is fine and something
 //! else is wrong, so each test isolates exactly one rule.
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use reqwest::StatusCode;
 use ring::signature::Ed25519KeyPair;
@@ -30,16 +30,7 @@ impl Forge {
         let payload = real_token.split('.').nth(1).unwrap();
         let claims: Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
-        let key = server
-            .store()
-            .await
-            .signing_keys("EdDSA")
-            .await
-            .unwrap()
-            .remove(0);
-        let pair =
-            Ed25519KeyPair::from_pkcs8_maybe_unchecked(&STANDARD.decode(&key.private_key).unwrap())
-                .unwrap();
+        let (key, pair) = server_signing_key(&server).await;
         Self {
             server,
             kid: key.kid,
