@@ -195,8 +195,13 @@ impl Store {
     /// Refuses from now on every token of `node_id` issued at or before `now`.
     pub async fn revoke_node_tokens(&self, node_id: &str, now: i64) -> Result<(), StoreError> {
         sqlx::query(
+            // Never backwards: a second revocation within the same second
+            // (or from a slower clock) must still cover tokens minted since
+            // the first, which are dated one second after it.
             "INSERT INTO node_token_cutoffs (node_id, revoked_at) VALUES ($1, $2)
-             ON CONFLICT (node_id) DO UPDATE SET revoked_at = excluded.revoked_at",
+             ON CONFLICT (node_id) DO UPDATE SET revoked_at = CASE
+                 WHEN excluded.revoked_at > node_token_cutoffs.revoked_at THEN excluded.revoked_at
+                 ELSE node_token_cutoffs.revoked_at + 1 END",
         )
         .bind(node_id)
         .bind(now)

@@ -22,16 +22,18 @@ pub struct RequestContext {
     pub started: Instant,
 }
 
-/// A request id: 64 random bits per process, then a counter. Unique without
-/// asking the kernel for randomness on every request.
+/// A request id: a per-process random prefix and a counter run through a
+/// random odd multiplier (a bijection, so ids stay unique without asking
+/// the kernel for randomness per request, and do not reveal the count).
 fn new_request_id() -> String {
-    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static KEYS: OnceLock<(u64, u64)> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
-    format!(
-        "{prefix:016x}{:016x}",
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    let (prefix, multiplier) = *KEYS.get_or_init(|| {
+        let (a, b) = uuid::Uuid::new_v4().as_u64_pair();
+        (a, b | 1)
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix:016x}{:016x}", n.wrapping_mul(multiplier))
 }
 
 /// Set on a response by the gateway: the route label for metrics.

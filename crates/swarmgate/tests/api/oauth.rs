@@ -977,10 +977,26 @@ async fn an_operator_stops_every_token_of_a_node_at_once() {
         s.get_auth("/auth/me", &other).await.status(),
         StatusCode::OK
     );
-    // A token minted afterwards, even within the same second, works.
+    // A token minted afterwards, even within the same second, works, and a
+    // second revocation right away still covers it.
     let fresh = mint("lost-1").await;
     assert_eq!(
         s.get_auth("/auth/me", &fresh).await.status(),
+        StatusCode::OK
+    );
+    let r = s
+        .post_auth("/auth/nodes/lost-1/revoke", &admin, json!({}))
+        .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    expect_error(
+        s.get_auth("/auth/me", &fresh).await,
+        StatusCode::UNAUTHORIZED,
+        "session_revoked",
+    )
+    .await;
+    let fresher = mint("lost-1").await;
+    assert_eq!(
+        s.get_auth("/auth/me", &fresher).await.status(),
         StatusCode::OK
     );
     expect_error(
