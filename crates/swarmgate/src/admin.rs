@@ -38,6 +38,28 @@ fn report(json: bool, body: Value, sentence: String) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints a listing: `{"items": [...]}` plus the fields of `extra` with
+/// `--json`, else a table with `header` and one `row` per item.
+fn listing<T>(
+    json: bool,
+    items: &[T],
+    extra: Value,
+    as_json: impl Fn(&T) -> Value,
+    header: &[&str],
+    row: impl Fn(&T) -> Vec<String>,
+) -> anyhow::Result<()> {
+    if json {
+        let mut body = json!({ "items": items.iter().map(as_json).collect::<Vec<_>>() });
+        if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
+            body.extend(extra);
+        }
+        println!("{}", serde_json::to_string_pretty(&body)?);
+    } else {
+        table(header, items.iter().map(row).collect());
+    }
+    Ok(())
+}
+
 /// Prints rows under a header, each column as wide as its widest cell.
 fn table(header: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
@@ -106,29 +128,24 @@ pub async fn user(identity: Identity, command: UserCommand, json: bool) -> anyho
                         .map(|u| URL_SAFE_NO_PAD.encode(u.username.to_lowercase()))
                 })
                 .flatten();
-            if json {
-                let items: Vec<Value> = users.iter().map(user_json).collect();
-                let body = json!({ "items": items, "next_cursor": next });
-                println!("{}", serde_json::to_string_pretty(&body)?);
-            } else {
-                table(
-                    &["username", "email", "role", "status", "id"],
-                    users
-                        .iter()
-                        .map(|u| {
-                            vec![
-                                u.username.clone(),
-                                u.email.clone(),
-                                u.role.clone(),
-                                if u.disabled { "disabled" } else { "active" }.to_string(),
-                                u.id.clone(),
-                            ]
-                        })
-                        .collect(),
-                );
-                if let Some(next) = next {
-                    println!("(more: --cursor {next})");
-                }
+            listing(
+                json,
+                &users,
+                json!({ "next_cursor": next }),
+                user_json,
+                &["username", "email", "role", "status", "id"],
+                |u| {
+                    vec![
+                        u.username.clone(),
+                        u.email.clone(),
+                        u.role.clone(),
+                        if u.disabled { "disabled" } else { "active" }.to_string(),
+                        u.id.clone(),
+                    ]
+                },
+            )?;
+            if let (false, Some(next)) = (json, next) {
+                println!("(more: --cursor {next})");
             }
             Ok(())
         }
@@ -236,35 +253,28 @@ pub async fn key(identity: Identity, command: KeyCommand, json: bool) -> anyhow:
         KeyCommand::List { user } => {
             let owner = find(&identity, &user).await?;
             let keys = identity.list_api_keys(&owner.id).await.map_err(cli_err)?;
-            if json {
-                let items: Vec<Value> = keys.iter().map(key_json).collect();
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&json!({ "items": items }))?
-                );
-            } else {
-                table(
-                    &["id", "name", "prefix", "permissions", "expires", "status"],
-                    keys.iter()
-                        .map(|k| {
-                            vec![
-                                k.id.clone(),
-                                k.name.clone(),
-                                k.prefix.clone(),
-                                k.permissions.join(","),
-                                rfc3339(k.expires_at),
-                                if k.revoked_at.is_some() {
-                                    "revoked"
-                                } else {
-                                    "active"
-                                }
-                                .to_string(),
-                            ]
-                        })
-                        .collect(),
-                );
-            }
-            Ok(())
+            listing(
+                json,
+                &keys,
+                json!({}),
+                key_json,
+                &["id", "name", "prefix", "permissions", "expires", "status"],
+                |k| {
+                    vec![
+                        k.id.clone(),
+                        k.name.clone(),
+                        k.prefix.clone(),
+                        k.permissions.join(","),
+                        rfc3339(k.expires_at),
+                        if k.revoked_at.is_some() {
+                            "revoked"
+                        } else {
+                            "active"
+                        }
+                        .to_string(),
+                    ]
+                },
+            )
         }
         KeyCommand::Revoke { id } => {
             identity
@@ -323,30 +333,22 @@ pub async fn client(identity: Identity, command: ClientCommand, json: bool) -> a
                 .list_clients(Actor::Operator)
                 .await
                 .map_err(cli_err)?;
-            if json {
-                let items: Vec<Value> = clients.iter().map(client_json).collect();
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&json!({ "items": items }))?
-                );
-            } else {
-                table(
-                    &["client_id", "name", "auth_method", "grant_types", "scopes"],
-                    clients
-                        .iter()
-                        .map(|c| {
-                            vec![
-                                c.id.clone(),
-                                c.name.clone(),
-                                c.auth_method.clone(),
-                                c.grant_types.join(","),
-                                c.scopes.join(","),
-                            ]
-                        })
-                        .collect(),
-                );
-            }
-            Ok(())
+            listing(
+                json,
+                &clients,
+                json!({}),
+                client_json,
+                &["client_id", "name", "auth_method", "grant_types", "scopes"],
+                |c| {
+                    vec![
+                        c.id.clone(),
+                        c.name.clone(),
+                        c.auth_method.clone(),
+                        c.grant_types.join(","),
+                        c.scopes.join(","),
+                    ]
+                },
+            )
         }
         ClientCommand::Delete { id } => {
             identity
