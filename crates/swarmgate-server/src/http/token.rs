@@ -44,9 +44,9 @@ pub struct ClientFields {
 
 #[derive(Deserialize)]
 pub struct TokenOnlyForm {
+    /// `token_type_hint` is not read: every kind of token is told apart
+    /// by its own shape, so an unknown or wrong hint changes nothing.
     token: Option<String>,
-    #[allow(dead_code)]
-    token_type_hint: Option<String>,
     #[serde(flatten)]
     client: ClientFields,
 }

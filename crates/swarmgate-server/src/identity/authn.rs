@@ -296,7 +296,7 @@ impl Identity {
                 scope,
             } => {
                 let client = self
-                    .current_client(client_id, &entry.subject, status.user_version)
+                    .current_client(client_id, status.user_version)
                     .await?
                     .ok_or(Error::SessionRevoked)?;
                 Ok(Principal {

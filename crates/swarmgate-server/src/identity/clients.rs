@@ -89,7 +89,8 @@ type Versioned = Arc<(i64, Option<Arc<LiveClient>>)>;
 pub(super) struct ClientCache {
     /// By client id.
     inner: Cache<String, Versioned>,
-    /// Keys fetched from `jwks_uri`s.
+    /// Client key sets: fetched from `jwks_uri`s (by URI) or registered
+    /// inline (by `inline:CLIENT_ID`).
     jwks: Cache<String, Arc<ClientKeys>>,
     /// `(version, cutoff)` by node id: tokens of the node issued at or
     /// before the cutoff are refused.
@@ -341,7 +342,6 @@ impl Identity {
     pub(super) async fn current_client(
         &self,
         client_id: &str,
-        _subject: &str,
         version: i64,
     ) -> Result<Option<Arc<LiveClient>>> {
         if let Some(cached) = self.clients.inner.get(client_id) {
@@ -497,11 +497,19 @@ impl Identity {
     async fn client_keys(&self, client: &OAuthClient, refresh: bool) -> Result<Arc<ClientKeys>> {
         let fail = |why: String| Error::InvalidClient(why);
         if let Some(jwks) = &client.jwks {
+            // Registered keys never change (a client is replaced, not
+            // edited), so they are parsed once, not at every assertion.
+            let cache_key = format!("inline:{}", client.id);
+            if let Some(keys) = self.clients.jwks.get(&cache_key) {
+                return Ok(keys);
+            }
             let value: Value =
                 serde_json::from_str(jwks).map_err(|e| Error::Internal(e.to_string()))?;
-            return ClientKeys::parse(&value)
+            let keys = ClientKeys::parse(&value)
                 .map(Arc::new)
-                .map_err(|e| Error::Internal(format!("stored jwks: {e}")));
+                .map_err(|e| Error::Internal(format!("stored jwks: {e}")))?;
+            self.clients.jwks.insert(cache_key, keys.clone());
+            return Ok(keys);
         }
         let uri = client
             .jwks_uri
@@ -753,9 +761,7 @@ impl Identity {
         }
         let principal = match self.authenticate(Presented::Bearer(token)).await {
             Ok(p) => p,
-            Err(Error::Unavailable { component, detail }) => {
-                return Err(Error::Unavailable { component, detail })
-            }
+            Err(e @ Error::Unavailable { .. }) => return Err(e),
             Err(_) => return Ok(inactive),
         };
         // What the credential may do: a key only what it was granted (its
