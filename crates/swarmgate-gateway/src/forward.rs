@@ -38,9 +38,9 @@ pub struct Target<'a> {
 pub const REPLAYABLE_BYTES: u64 = 64 * 1024;
 
 /// Who the caller is, as the upstream is told.
-pub struct Identity {
-    pub subject: String,
-    pub role: String,
+pub struct Identity<'a> {
+    pub subject: &'a str,
+    pub role: &'a str,
     pub auth_method: &'static str,
     /// A short-lived JWT for the route's audience (`X-Swarm-Assertion`),
     /// as a header value: it is reused across requests, and a clone shares
@@ -142,7 +142,7 @@ impl Forwarder {
     }
 
     /// The headers the upstream gets.
-    fn upstream_headers(&self, incoming: &Incoming, identity: &Identity) -> HeaderMap {
+    fn upstream_headers(&self, incoming: &Incoming, identity: &Identity<'_>) -> HeaderMap {
         let trusted = self.trusted_proxies.contains(&incoming.peer);
         let listed = if incoming.headers.contains_key(header::CONNECTION) {
             connection_listed(&incoming.headers)
@@ -176,8 +176,8 @@ impl Forwarder {
             .or_else(|| text(header::HOST.as_str()))
             .unwrap_or("");
         set(&mut headers, "x-forwarded-host", host);
-        set(&mut headers, "x-swarm-subject", &identity.subject);
-        set(&mut headers, "x-swarm-role", &identity.role);
+        set(&mut headers, "x-swarm-subject", identity.subject);
+        set(&mut headers, "x-swarm-role", identity.role);
         headers.insert(
             "x-swarm-auth-method",
             HeaderValue::from_static(identity.auth_method),
@@ -190,7 +190,7 @@ impl Forwarder {
         &self,
         target: Target<'_>,
         incoming: Incoming,
-        identity: &Identity,
+        identity: &Identity<'_>,
         now_ms: impl Fn() -> i64,
     ) -> Result<Response<Body>, ForwardError> {
         // With Transfer-Encoding the declared length is not the body's

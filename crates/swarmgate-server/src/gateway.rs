@@ -86,7 +86,7 @@ impl Gateway {
         &self,
         target: Target<'_>,
         incoming: Incoming,
-        who: &swarmgate_gateway::Identity,
+        who: &swarmgate_gateway::Identity<'_>,
         label: &str,
         started: Option<Instant>,
     ) -> Result<Response<Body>> {
@@ -225,14 +225,14 @@ impl Gateway {
 }
 
 /// The identity headers for an upstream of `audience` (a route or model).
-fn who(
+fn who<'p>(
     identity: &Identity,
-    principal: &Principal,
+    principal: &'p Principal,
     audience: &str,
-) -> Result<swarmgate_gateway::Identity> {
+) -> Result<swarmgate_gateway::Identity<'p>> {
     Ok(swarmgate_gateway::Identity {
-        subject: principal.user_id.clone(),
-        role: principal.role.name.clone(),
+        subject: &principal.user_id,
+        role: &principal.role.name,
         auth_method: principal.auth_method().as_str(),
         assertion: identity.issue_assertion(principal, audience)?,
     })
