@@ -325,6 +325,14 @@ impl Process {
         panic!("swarmgate did not become ready; stderr:\n{}", self.stderr());
     }
 
+    /// The SQLite database the process serves from, for the CLI to share.
+    pub fn database_url(&self) -> String {
+        format!(
+            "sqlite://{}/swarmgate.db",
+            self.stderr_path.parent().unwrap().display()
+        )
+    }
+
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
@@ -416,4 +424,15 @@ pub async fn server_signing_key(
         .unwrap();
     let pair = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&pkcs8).unwrap();
     (key, pair)
+}
+
+/// Waits until `url` answers at all (any status), for up to ten seconds.
+pub async fn wait_until_answering(url: &str) {
+    let client = Client::new();
+    for _ in 0..200 {
+        if client.get(url).send().await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -688,18 +688,7 @@ async fn first_start_generates_and_prints_an_admin_password_once() {
                 .kill_on_drop(true)
                 .spawn()
                 .unwrap();
-            let client = Client::new();
-            for _ in 0..200 {
-                if client
-                    .get(format!("http://127.0.0.1:{port}/health"))
-                    .send()
-                    .await
-                    .is_ok()
-                {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            wait_until_answering(&format!("http://127.0.0.1:{port}/health")).await;
             child.start_kill().unwrap();
             let out = child.wait_with_output().await.unwrap();
             String::from_utf8_lossy(&out.stderr).into_owned()
@@ -842,11 +831,7 @@ async fn the_admin_cli_acts_on_a_running_server_through_the_database() {
     // revocation poller runs every 2 s).
     let p = Process::serve(&[]).await;
     let client = Client::new();
-    let db = format!(
-        "sqlite://{}/swarmgate.db",
-        p.stderr_path.parent().unwrap().display()
-    );
-    let env = [("DATABASE_URL", db)];
+    let env = [("DATABASE_URL", p.database_url())];
     let cli = |args: &'static [&'static str]| {
         let env = env.clone();
         async move {
@@ -1089,18 +1074,7 @@ async fn the_readme_quick_start_runs_against_swarmgate_demo() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let client = Client::new();
-    for _ in 0..200 {
-        if client
-            .get(format!("http://127.0.0.1:{port}/health"))
-            .send()
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_answering(&format!("http://127.0.0.1:{port}/health")).await;
     let script = script.replace("127.0.0.1:8005", &format!("127.0.0.1:{port}"));
     let out = tokio::process::Command::new("bash")
         .args(["-euo", "pipefail", "-c", &script])
@@ -1142,11 +1116,7 @@ async fn the_readme_quick_start_runs_against_swarmgate_demo() {
 async fn the_client_cli_creates_lists_and_deletes_clients_a_running_server_honours() {
     let p = Process::serve(&[]).await;
     let client = Client::new();
-    let db = format!(
-        "sqlite://{}/swarmgate.db",
-        p.stderr_path.parent().unwrap().display()
-    );
-    let env = [("DATABASE_URL", db)];
+    let env = [("DATABASE_URL", p.database_url())];
     let cli = |args: Vec<String>| {
         let env = env.clone();
         async move {
