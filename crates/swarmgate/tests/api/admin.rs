@@ -169,17 +169,16 @@ async fn get_and_patch_a_user() {
 #[tokio::test]
 async fn a_user_manager_cannot_escalate_beyond_their_own_grants() {
     let s = TestServer::start_with(|c| {
-        c.roles.insert(
-            "usermgr".into(),
-            swarmgate_server::config::RoleConfig {
-                permissions: vec![
-                    "users.manage".into(),
-                    "tasks.*".into(),
-                    "memory.*".into(),
-                    "agents.*".into(),
-                    "stats.read".into(),
-                ],
-            },
+        add_role(
+            c,
+            "usermgr",
+            &[
+                "users.manage",
+                "tasks.*",
+                "memory.*",
+                "agents.*",
+                "stats.read",
+            ],
         );
     })
     .await;

@@ -436,3 +436,13 @@ pub async fn wait_until_answering(url: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Adds (or redefines) a role in a test server's configuration.
+pub fn add_role(config: &mut Config, name: &str, permissions: &[&str]) {
+    config.roles.insert(
+        name.into(),
+        swarmgate_server::config::RoleConfig {
+            permissions: permissions.iter().map(|p| p.to_string()).collect(),
+        },
+    );
+}

@@ -100,12 +100,7 @@ async fn own_path_templates_admit_only_the_callers_id() {
         let mut r = route("memory", "/memory/{owner}", &[&m.base]);
         r.permission = Some("memory.read".into());
         c.routes = vec![r];
-        c.roles.insert(
-            "own-memory".into(),
-            swarmgate_server::config::RoleConfig {
-                permissions: vec!["memory.read:own".into()],
-            },
-        );
+        add_role(c, "own-memory", &["memory.read:own"]);
     })
     .await;
     let session = s.user_session("vic").await;

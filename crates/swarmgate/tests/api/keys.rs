@@ -263,12 +263,7 @@ async fn an_admin_key_holding_only_users_manage_cannot_make_admins() {
 #[tokio::test]
 async fn a_user_manager_cannot_revoke_keys_of_users_above_them() {
     let s = TestServer::start_with(|c| {
-        c.roles.insert(
-            "usermgr".into(),
-            swarmgate_server::config::RoleConfig {
-                permissions: vec!["users.manage".into(), "tasks.read".into()],
-            },
-        );
+        add_role(c, "usermgr", &["users.manage", "tasks.read"]);
     })
     .await;
     let admin = s.admin_token().await;
@@ -601,12 +596,7 @@ async fn verify_permission_shapes_and_errors() {
 #[tokio::test]
 async fn own_scoped_grants_allow_only_the_callers_resources() {
     let s = TestServer::start_with(|c| {
-        c.roles.insert(
-            "notes".into(),
-            swarmgate_server::config::RoleConfig {
-                permissions: vec!["memory.read:own".into(), "stats.read".into()],
-            },
-        );
+        add_role(c, "notes", &["memory.read:own", "stats.read"]);
     })
     .await;
     let session = s.user_session("xena").await;
@@ -649,18 +639,8 @@ async fn own_scoped_grants_allow_only_the_callers_resources() {
 #[tokio::test]
 async fn roles_are_listed_including_configured_ones() {
     let s = TestServer::start_with(|c| {
-        c.roles.insert(
-            "auditor".into(),
-            swarmgate_server::config::RoleConfig {
-                permissions: vec!["audit.read".into()],
-            },
-        );
-        c.roles.insert(
-            "viewer".into(),
-            swarmgate_server::config::RoleConfig {
-                permissions: vec!["stats.read".into()],
-            },
-        );
+        add_role(c, "auditor", &["audit.read"]);
+        add_role(c, "viewer", &["stats.read"]);
     })
     .await;
     let admin = s.admin_token().await;

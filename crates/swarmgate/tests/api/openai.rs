@@ -20,12 +20,7 @@ async fn llm_server(m: &Mock) -> TestServer {
     let base = m.base.clone();
     TestServer::start_with(move |c| {
         c.models = vec![model("phi-3.5-mini", &base), model("big", &base)];
-        c.roles.insert(
-            "phi-only".into(),
-            swarmgate_server::config::RoleConfig {
-                permissions: vec!["models.phi-3.5-mini.invoke".into()],
-            },
-        );
+        add_role(c, "phi-only", &["models.phi-3.5-mini.invoke"]);
     })
     .await
 }
