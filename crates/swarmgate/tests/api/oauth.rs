@@ -106,6 +106,18 @@ async fn basic_form(
     (r.status(), r.json().await.unwrap())
 }
 
+/// `grant_type=client_credentials` with HTTP Basic client authentication.
+async fn basic_token(
+    s: &TestServer,
+    id: &str,
+    secret: &str,
+    scope: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut fields = vec![("grant_type", "client_credentials")];
+    fields.extend(scope.map(|scope| ("scope", scope)));
+    basic_form(s, "/auth/token", id, secret, &fields).await
+}
+
 /// A secret client with `scopes`, and its id and secret.
 async fn secret_client(
     s: &TestServer,
@@ -149,14 +161,7 @@ async fn client_secret_basic_and_post_obtain_tokens_that_carry_client_claims() {
         &["tasks.read", "memory.*"],
     )
     .await;
-    let (status, body) = basic_form(
-        &s,
-        "/auth/token",
-        &id,
-        &secret,
-        &[("grant_type", "client_credentials")],
-    )
-    .await;
+    let (status, body) = basic_token(&s, &id, &secret, None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["scope"], "tasks.read memory.*");
@@ -188,14 +193,7 @@ async fn client_secret_basic_and_post_obtain_tokens_that_carry_client_claims() {
     assert_eq!(status, StatusCode::OK);
 
     // The wrong secret, or the wrong method for this client.
-    let (status, body) = basic_form(
-        &s,
-        "/auth/token",
-        &id,
-        "sgc_wrong",
-        &[("grant_type", "client_credentials")],
-    )
-    .await;
+    let (status, body) = basic_token(&s, &id, "sgc_wrong", None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["error"], "invalid_client");
     let (status, body) = form(
@@ -230,14 +228,7 @@ async fn client_secret_basic_and_post_obtain_tokens_that_carry_client_claims() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["error"], "invalid_client");
     // An unknown client.
-    let (status, body) = basic_form(
-        &s,
-        "/auth/token",
-        "no-such-client",
-        "x",
-        &[("grant_type", "client_credentials")],
-    )
-    .await;
+    let (status, body) = basic_token(&s, "no-such-client", "x", None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["error"], "invalid_client");
 }
@@ -253,17 +244,7 @@ async fn scope_narrows_and_over_asking_is_invalid_scope() {
         &["tasks.*", "memory.read"],
     )
     .await;
-    let (status, body) = basic_form(
-        &s,
-        "/auth/token",
-        &id,
-        &secret,
-        &[
-            ("grant_type", "client_credentials"),
-            ("scope", "tasks.read"),
-        ],
-    )
-    .await;
+    let (status, body) = basic_token(&s, &id, &secret, Some("tasks.read")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["scope"], "tasks.read");
     let token = body["access_token"].as_str().unwrap();
@@ -278,14 +259,7 @@ async fn scope_narrows_and_over_asking_is_invalid_scope() {
     );
 
     for over in ["memory.write", "tasks.read users.manage", "*"] {
-        let (status, body) = basic_form(
-            &s,
-            "/auth/token",
-            &id,
-            &secret,
-            &[("grant_type", "client_credentials"), ("scope", over)],
-        )
-        .await;
+        let (status, body) = basic_token(&s, &id, &secret, Some(over)).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{over}: {body}");
         assert_eq!(body["error"], "invalid_scope", "{over}");
     }
@@ -537,15 +511,7 @@ async fn introspection_of_active_expired_and_revoked_tokens_and_revocation() {
     let s = TestServer::start().await;
     let admin = s.admin_token().await;
     let (id, secret) = secret_client(&s, &admin, "client_secret_basic", &["tasks.read"]).await;
-    let issue = || {
-        basic_form(
-            &s,
-            "/auth/token",
-            &id,
-            &secret,
-            &[("grant_type", "client_credentials")],
-        )
-    };
+    let issue = || basic_token(&s, &id, &secret, None);
     let token = issue().await.1["access_token"]
         .as_str()
         .unwrap()
@@ -662,14 +628,7 @@ async fn introspection_of_active_expired_and_revoked_tokens_and_revocation() {
         s.get_auth("/auth/me", &fresh).await.status(),
         StatusCode::UNAUTHORIZED
     );
-    let (status, _) = basic_form(
-        &s,
-        "/auth/token",
-        &id,
-        &secret,
-        &[("grant_type", "client_credentials")],
-    )
-    .await;
+    let (status, _) = basic_token(&s, &id, &secret, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let r = s.delete_auth(&format!("/admin/clients/{id}"), &admin).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
