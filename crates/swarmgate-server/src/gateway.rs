@@ -151,6 +151,11 @@ impl Gateway {
             body["stream_options"]["include_usage"] = serde_json::json!(true);
         }
         let bytes = serde_json::to_vec(&body).map_err(|e| Error::Internal(e.to_string()))?;
+        // The body is rewritten whole: its length is now known, and any
+        // framing the caller used no longer applies.
+        incoming
+            .headers
+            .remove(axum::http::header::TRANSFER_ENCODING);
         incoming.headers.insert(
             axum::http::header::CONTENT_LENGTH,
             axum::http::HeaderValue::from(bytes.len()),

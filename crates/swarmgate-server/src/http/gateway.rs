@@ -1,8 +1,6 @@
 //! The fallback handler: any path that is not swarmgate's own API is looked
 //! up in the route table and proxied.
 
-use std::net::{IpAddr, Ipv4Addr};
-
 use axum::extract::{FromRequestParts, Request, State};
 use axum::response::Response;
 use swarmgate_gateway::forward::Incoming;
@@ -25,11 +23,7 @@ pub async fn proxy(State(state): State<AppState>, request: Request) -> Result<Re
     let Some(matched) = state.gateway.routes().find(&path) else {
         return Err(Error::NotFound);
     };
-    let context = parts.extensions.get::<RequestContext>();
-    let peer = context
-        .and_then(|c| c.client_addr)
-        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    let started = context.map(|c| c.started);
+    let (peer, started) = RequestContext::peer_and_start(&parts.extensions);
     let incoming = Incoming {
         method: parts.method,
         uri: parts.uri,

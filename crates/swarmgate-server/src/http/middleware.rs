@@ -22,6 +22,18 @@ pub struct RequestContext {
     pub started: Instant,
 }
 
+impl RequestContext {
+    /// The client's address (unspecified when unknown) and when the
+    /// request arrived, as the gateway needs them.
+    pub fn peer_and_start(extensions: &axum::http::Extensions) -> (IpAddr, Option<Instant>) {
+        let context = extensions.get::<RequestContext>();
+        let peer = context
+            .and_then(|c| c.client_addr)
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        (peer, context.map(|c| c.started))
+    }
+}
+
 /// A request id: a per-process random prefix and a counter run through a
 /// random odd multiplier (a bijection, so ids stay unique without asking
 /// the kernel for randomness per request, and do not reveal the count).

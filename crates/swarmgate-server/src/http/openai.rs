@@ -3,11 +3,9 @@
 //! body's `model`. OpenAI SDKs work unchanged with this base URL and an API
 //! key as their key.
 
-use std::net::{IpAddr, Ipv4Addr};
-
 use axum::body::Bytes;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http_body_util::{BodyExt, Limited};
@@ -15,8 +13,8 @@ use serde_json::{json, Value};
 use swarmgate_gateway::forward::Incoming;
 
 use crate::error::{Error, Result};
-use crate::http::AppState;
-use crate::identity::{Principal, RequestMeta};
+use crate::http::{AppState, RequestContext};
+use crate::identity::Principal;
 
 /// An error in OpenAI's shape, for the cases its SDKs look at closely.
 fn openai_error(status: StatusCode, message: String, kind: &str, code: &str) -> Response {
@@ -41,7 +39,6 @@ pub async fn list_models(State(state): State<AppState>, principal: Principal) ->
 pub async fn call(
     State(state): State<AppState>,
     principal: Principal,
-    meta: RequestMeta,
     request: Request,
 ) -> Result<Response> {
     let (parts, body) = request.into_parts();
@@ -75,30 +72,17 @@ pub async fn call(
             "model_not_allowed",
         ));
     }
-    let peer = meta
-        .client_ip
-        .as_deref()
-        .and_then(|ip| ip.parse::<IpAddr>().ok())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    let mut headers = parts.headers;
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-    headers.remove(header::TRANSFER_ENCODING);
+    let (peer, started) = RequestContext::peer_and_start(&parts.extensions);
+    // The body sent upstream is the one `call_model` writes back from `body`.
     let incoming = Incoming {
         method: parts.method,
         uri: parts.uri,
-        headers,
-        body: axum::body::Body::from(bytes),
+        headers: parts.headers,
+        body: axum::body::Body::empty(),
         peer,
     };
     state
         .gateway
-        .call_model(
-            &state.identity,
-            &principal,
-            model,
-            incoming,
-            body,
-            meta.started,
-        )
+        .call_model(&state.identity, &principal, model, incoming, body, started)
         .await
 }
