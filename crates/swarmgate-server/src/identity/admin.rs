@@ -13,6 +13,7 @@ use swarmgate_store::{AuditFilter, UserUpdate};
 
 use super::api_keys::Actor;
 use super::audit::Subject;
+use super::sync::Changed;
 use super::{Identity, RequestMeta};
 use crate::clock::now_secs;
 use crate::error::{Error, Result};
@@ -112,7 +113,7 @@ impl Identity {
         if patch.disabled == Some(true) && !before.disabled {
             revoked = self.revoke_everything_of(id, "user_disabled", now).await?;
         }
-        self.user_changed(id).await;
+        self.publish_change_soon(Changed::User(id)).await;
         self.audit
             .record(
                 "user_updated",
@@ -151,15 +152,6 @@ impl Identity {
             self.publish_key_revocation(key, far).await;
         }
         Ok((sessions.len(), keys.len()))
-    }
-
-    /// Drops this instance's copy of a user and tells the others theirs is
-    /// stale (the user-events table tells them too, through the poller).
-    pub(super) async fn user_changed(&self, user_id: &str) {
-        self.users.forget(user_id);
-        if let Err(e) = self.state.bump_user(user_id).await {
-            tracing::warn!(error = %e, "user change not published yet; the poller will retry");
-        }
     }
 
     /// Clears a lockout of the user's name, email and password change.
@@ -221,7 +213,7 @@ impl Identity {
         let now = now_secs();
         self.revoke_everything_of(id, "user_deleted", now).await?;
         self.store.delete_user(id, now).await?;
-        self.user_changed(id).await;
+        self.publish_change_soon(Changed::User(id)).await;
         self.audit
             .record(
                 "user_deleted",

@@ -25,6 +25,7 @@ use swarmgate_tokens::{
 
 use super::audit::Subject;
 use super::authn::Presented;
+use super::sync::Changed;
 use super::{Actor, Credential, Identity, Principal, RequestMeta};
 use crate::clock::{now_ms, now_secs};
 use crate::error::{Error, Result};
@@ -130,6 +131,10 @@ impl ClientCache {
     pub(super) fn forget(&self, client_id: &str) {
         self.inner.invalidate(client_id);
     }
+
+    pub(super) fn forget_node(&self, node_id: &str) {
+        self.node_cutoffs.invalidate(node_id);
+    }
 }
 
 /// An issued client or node token.
@@ -139,8 +144,12 @@ pub struct IssuedToken {
     pub scope: Option<String>,
 }
 
-fn client_subject(id: &str) -> String {
+pub(super) fn client_subject(id: &str) -> String {
     format!("{CLIENT_SUBJECT_PREFIX}{id}")
+}
+
+pub(super) fn node_subject(id: &str) -> String {
+    format!("{NODE_SUBJECT_PREFIX}{id}")
 }
 
 fn hash_secret(secret: &str) -> String {
@@ -318,10 +327,7 @@ impl Identity {
             Err(swarmgate_store::StoreError::NotFound) => return Err(Error::NotFound),
             other => other?,
         }
-        self.clients.forget(id);
-        if let Err(e) = self.state.bump_user(&client_subject(id)).await {
-            tracing::warn!(error = %e, "client deletion not published yet; the poller will retry");
-        }
+        self.publish_change_soon(Changed::Client(id)).await;
         self.audit
             .record(
                 "client_deleted",
@@ -357,17 +363,6 @@ impl Identity {
             .inner
             .insert(client_id.to_string(), Arc::new((version, live.clone())));
         Ok(live)
-    }
-
-    /// Forgets cached copies of clients changed in the database (by another
-    /// instance or the CLI) and publishes the change.
-    pub(super) async fn republish_clients(&self, since: i64) -> Result<usize> {
-        let changed = self.store.clients_changed_since(since).await?;
-        for id in &changed {
-            self.clients.forget(id);
-            self.state.bump_user(&client_subject(id)).await?;
-        }
-        Ok(changed.len())
     }
 
     /// The URLs an assertion may name as its audience: the issuer and each
@@ -650,11 +645,7 @@ impl Identity {
         principal.require("nodes.manage")?;
         validate_node_id(node_id)?;
         self.store.revoke_node_tokens(node_id, now_secs()).await?;
-        self.clients.node_cutoffs.invalidate(node_id);
-        let subject = format!("{NODE_SUBJECT_PREFIX}{node_id}");
-        if let Err(e) = self.state.bump_user(&subject).await {
-            tracing::warn!(error = %e, "node revocation not published yet; the poller will retry");
-        }
+        self.publish_change_soon(Changed::Node(node_id)).await;
         self.audit
             .record(
                 "node_tokens_revoked",
@@ -668,18 +659,6 @@ impl Identity {
             )
             .await;
         Ok(())
-    }
-
-    /// Publishes node revocations made at or after `since`.
-    pub(super) async fn republish_node_cutoffs(&self, since: i64) -> Result<usize> {
-        let nodes = self.store.node_cutoffs_since(since).await?;
-        for node_id in &nodes {
-            self.clients.node_cutoffs.invalidate(node_id);
-            self.state
-                .bump_user(&format!("{NODE_SUBJECT_PREFIX}{node_id}"))
-                .await?;
-        }
-        Ok(nodes.len())
     }
 
     /// Mints a token with role `node` for `node_id` (`nodes.manage`).
@@ -709,7 +688,7 @@ impl Identity {
         let claims = AccessClaims {
             iss: self.settings.public_url.clone(),
             aud: self.settings.audience.clone(),
-            sub: format!("{NODE_SUBJECT_PREFIX}{node_id}"),
+            sub: node_subject(node_id),
             exp: now + ttl_secs,
             iat: now,
             nbf: now,

@@ -5,11 +5,51 @@ use std::sync::Arc;
 
 use swarmgate_state::Revocable;
 
+use super::clients::{client_subject, node_subject};
 use super::{Identity, FULL_RESYNC, REVOCATION_POLL};
 use crate::clock::{now_ms, now_secs};
 use crate::error::Result;
 
+/// Something each instance caches and the shared state versions: a user, a
+/// client, or a node's token cutoff.
+#[derive(Clone, Copy)]
+pub(super) enum Changed<'a> {
+    User(&'a str),
+    Client(&'a str),
+    Node(&'a str),
+}
+
 impl Identity {
+    /// Drops this instance's copy of `what` and bumps its version in the
+    /// shared state, so every instance reads it again on its next use.
+    pub(super) async fn publish_change(&self, what: Changed<'_>) -> Result<()> {
+        let subject = match what {
+            Changed::User(id) => {
+                self.users.forget(id);
+                id.to_string()
+            }
+            Changed::Client(id) => {
+                self.clients.forget(id);
+                client_subject(id)
+            }
+            Changed::Node(id) => {
+                self.clients.forget_node(id);
+                node_subject(id)
+            }
+        };
+        self.state.bump_user(&subject).await?;
+        Ok(())
+    }
+
+    /// [`publish_change`](Self::publish_change) after a change already in
+    /// the database: if the shared state is unreachable, the poller
+    /// publishes it later.
+    pub(super) async fn publish_change_soon(&self, what: Changed<'_>) {
+        if let Err(e) = self.publish_change(what).await {
+            tracing::warn!(error = %e, "change not published yet; the poller will retry");
+        }
+    }
+
     /// Rebuilds everything the shared state must know from the database
     /// (at start-up, every `FULL_RESYNC`, and at once when a Redis lost its
     /// data), then marks the state complete: every session revoked within
@@ -55,18 +95,23 @@ impl Identity {
         };
         let users = self.store.users_changed_since(users_since).await?;
         for user_id in &users {
-            self.users.forget(user_id);
-            self.state.bump_user(user_id).await?;
+            self.publish_change(Changed::User(user_id)).await?;
         }
-        let clients = self.republish_clients(users_since).await?;
+        let clients = self.store.clients_changed_since(users_since).await?;
+        for id in &clients {
+            self.publish_change(Changed::Client(id)).await?;
+        }
+        let nodes = self.store.node_cutoffs_since(users_since).await?;
+        for id in &nodes {
+            self.publish_change(Changed::Node(id)).await?;
+        }
         let tokens = self.republish_tokens(since, full).await?;
-        let nodes = self.republish_node_cutoffs(users_since).await?;
         for user_id in self.store.users_unlocked_since(since).await? {
             if let Ok(user) = self.store.get_user(&user_id).await {
                 self.clear_lockout(&user).await?;
             }
         }
-        Ok(sessions.len() + keys.len() + users.len() + clients + tokens + nodes)
+        Ok(sessions.len() + keys.len() + users.len() + clients.len() + tokens + nodes.len())
     }
 
     /// Runs forever: every `REVOCATION_POLL` publishes what changed since
