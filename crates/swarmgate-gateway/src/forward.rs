@@ -144,11 +144,7 @@ impl Forwarder {
     /// The headers the upstream gets.
     fn upstream_headers(&self, incoming: &Incoming, identity: &Identity<'_>) -> HeaderMap {
         let trusted = self.trusted_proxies.contains(&incoming.peer);
-        let listed = if incoming.headers.contains_key(header::CONNECTION) {
-            connection_listed(&incoming.headers)
-        } else {
-            Vec::new()
-        };
+        let listed = connection_listed(&incoming.headers);
         let mut headers = HeaderMap::with_capacity(incoming.headers.len() + 8);
         for (name, value) in &incoming.headers {
             if !stripped_from_request(name) && !listed.contains(name) {
@@ -238,11 +234,6 @@ impl Forwarder {
         }
 
         let pool = target.pool;
-        let query = incoming
-            .uri
-            .query()
-            .map(|q| format!("?{q}"))
-            .unwrap_or_default();
         let mut tried = Vec::new();
         let mut last_error = None;
         loop {
@@ -252,21 +243,19 @@ impl Forwarder {
                 );
             };
             tried.push(i);
-            let base = &pool.upstreams[i].base;
-            let base_path = base.path().trim_end_matches('/');
-            let uri = format!(
-                "{}://{}{base_path}{}{query}",
-                base.scheme_str().unwrap_or("http"),
-                base.authority().map(|a| a.as_str()).unwrap_or(""),
-                target.path,
-            );
-            let body = match (&replay, stream.take()) {
-                (Some(bytes), _) => Body::from(bytes.clone()),
-                (None, Some(body)) => body,
-                (None, None) => {
-                    return Err(last_error
-                        .unwrap_or_else(|| ForwardError::NoUpstream(target.name.to_string())))
-                }
+            let upstream = &pool.upstreams[i];
+            let mut uri = String::with_capacity(upstream.prefix.len() + target.path.len() + 64);
+            uri.push_str(&upstream.prefix);
+            uri.push_str(&target.path);
+            if let Some(query) = incoming.uri.query() {
+                uri.push('?');
+                uri.push_str(query);
+            }
+            // Only a replayable body is sent more than once; a streamed one
+            // goes with the first attempt, which is then the last.
+            let body = match &replay {
+                Some(bytes) => Body::from(bytes.clone()),
+                None => stream.take().unwrap_or_else(Body::empty),
             };
             let mut request = Request::builder()
                 .method(incoming.method.clone())
@@ -297,13 +286,13 @@ impl Forwarder {
                     }
                     if e.is_connect() {
                         pool.failed(i, now_ms());
-                        tracing::warn!(target = %target.name, upstream = %base, error = %e, "upstream connection failed");
-                        last_error = Some(ForwardError::Connect(e.to_string()));
-                        if replay.is_some() {
-                            continue;
+                        tracing::warn!(target = %target.name, upstream = %upstream.base, error = %e, "upstream connection failed");
+                        let error = ForwardError::Connect(e.to_string());
+                        if replay.is_none() {
+                            return Err(error);
                         }
-                        return Err(last_error
-                            .unwrap_or_else(|| ForwardError::NoUpstream(target.name.to_string())));
+                        last_error = Some(error);
+                        continue;
                     }
                     return Err(ForwardError::Upstream(e.to_string()));
                 }

@@ -30,18 +30,18 @@ fn default_timeout_ms() -> u64 {
 
 pub struct Model {
     pub name: String,
-    /// `models.<this>.invoke`: the name lower-cased, with every character
+    /// `models.NAME.invoke`, NAME lower-cased, with every character
     /// outside `[a-z0-9_.-]` turned into `-` (`Qwen/Qwen2-7B` becomes
-    /// `qwen-qwen2-7b`).
-    pub permission_name: String,
+    /// `models.qwen-qwen2-7b.invoke`); worked out once, at start.
+    permission: String,
     pub upstreams: Arc<UpstreamPool>,
     pub authorization: Option<HeaderValue>,
     pub timeout: Duration,
 }
 
 impl Model {
-    pub fn permission(&self) -> String {
-        format!("models.{}.invoke", self.permission_name)
+    pub fn permission(&self) -> &str {
+        &self.permission
     }
 }
 
@@ -125,7 +125,7 @@ impl ModelTable {
             };
             compiled.push(Model {
                 name: m.name.clone(),
-                permission_name,
+                permission: format!("models.{permission_name}.invoke"),
                 upstreams: Arc::new(UpstreamPool::new(
                     bases,
                     gateway.eject_after_failures,

@@ -79,16 +79,35 @@ pub struct RouteTable {
 /// Such a path is refused: matched here as one owner's and normalised by
 /// the upstream, `/memory/me/../you` would reach someone else's data.
 pub fn has_dot_segments(path: &str) -> bool {
-    let lowered = path.to_ascii_lowercase();
     // Encoded separators would let an upstream that decodes them see other
     // segments than the ones matched here.
-    if lowered.contains("%2f") || lowered.contains("%5c") || lowered.contains('\\') {
-        return true;
+    let encoded_separator = path.as_bytes().windows(3).any(|w| {
+        w[0] == b'%'
+            && ((w[1] == b'2' && w[2].eq_ignore_ascii_case(&b'f'))
+                || (w[1] == b'5' && w[2].eq_ignore_ascii_case(&b'c')))
+    });
+    encoded_separator || path.contains('\\') || path.split('/').any(is_dot_segment)
+}
+
+/// `.` or `..`, each dot written literally or as `%2e` (any case).
+fn is_dot_segment(segment: &str) -> bool {
+    let mut rest = segment.as_bytes();
+    let mut dots = 0;
+    while let Some(&first) = rest.first() {
+        rest = if first == b'.' {
+            &rest[1..]
+        } else if rest.len() >= 3
+            && first == b'%'
+            && rest[1] == b'2'
+            && rest[2].eq_ignore_ascii_case(&b'e')
+        {
+            &rest[3..]
+        } else {
+            return false;
+        };
+        dots += 1;
     }
-    lowered.split('/').any(|segment| {
-        let decoded = segment.replace("%2e", ".");
-        decoded == "." || decoded == ".."
-    })
+    dots == 1 || dots == 2
 }
 
 impl std::fmt::Debug for RouteTable {

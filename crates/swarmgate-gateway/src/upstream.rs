@@ -9,6 +9,9 @@ use http::Uri;
 
 pub struct Upstream {
     pub base: Uri,
+    /// `scheme://authority/base-path` without a trailing `/`: what every
+    /// request URI to this upstream starts with.
+    pub prefix: String,
     failures: AtomicU32,
     ejected_until_ms: AtomicI64,
 }
@@ -32,6 +35,12 @@ impl UpstreamPool {
             upstreams: bases
                 .into_iter()
                 .map(|base| Upstream {
+                    prefix: format!(
+                        "{}://{}{}",
+                        base.scheme_str().unwrap_or("http"),
+                        base.authority().map(|a| a.as_str()).unwrap_or(""),
+                        base.path().trim_end_matches('/')
+                    ),
                     base,
                     failures: AtomicU32::new(0),
                     ejected_until_ms: AtomicI64::new(0),

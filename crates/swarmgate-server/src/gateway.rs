@@ -49,7 +49,7 @@ impl Gateway {
         &self,
         identity: &Identity,
         principal: &Principal,
-        matched: &RouteMatch<'_>,
+        matched: RouteMatch<'_>,
         incoming: Incoming,
         started: Option<Instant>,
     ) -> Result<Response<Body>> {
@@ -72,7 +72,7 @@ impl Gateway {
             name: &route.name,
             pool: &route.upstreams,
             timeout: route.timeout,
-            path: matched.upstream_path.clone(),
+            path: matched.upstream_path,
             authorization: None,
         };
         self.send(target, incoming, &who, &route.name, started)
@@ -117,7 +117,7 @@ impl Gateway {
     /// every model, as `models.*` does), and, for a key restricted to a
     /// list of models, that list.
     pub fn may_use(&self, principal: &Principal, model: &Model) -> bool {
-        let permitted = principal.allows(&model.permission(), None)
+        let permitted = principal.allows(model.permission(), None)
             || principal.allows("inference.invoke", None);
         let listed = match &principal.credential {
             crate::identity::Credential::ApiKey {

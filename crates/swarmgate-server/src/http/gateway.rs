@@ -10,8 +10,7 @@ use crate::http::{AppState, RequestContext};
 use crate::identity::Principal;
 
 pub async fn proxy(State(state): State<AppState>, request: Request) -> Result<Response> {
-    let path = request.uri().path().to_string();
-    if swarmgate_gateway::routes::has_dot_segments(&path) {
+    if swarmgate_gateway::routes::has_dot_segments(request.uri().path()) {
         return Err(Error::BadRequest(
             "paths with . or .. segments are not proxied".into(),
         ));
@@ -20,7 +19,7 @@ pub async fn proxy(State(state): State<AppState>, request: Request) -> Result<Re
     // cannot tell configured routes from unknown paths.
     let (mut parts, body) = request.into_parts();
     let principal = Principal::from_request_parts(&mut parts, &state).await?;
-    let Some(matched) = state.gateway.routes().find(&path) else {
+    let Some(matched) = state.gateway.routes().find(parts.uri.path()) else {
         return Err(Error::NotFound);
     };
     let (peer, started) = RequestContext::peer_and_start(&parts.extensions);
@@ -33,6 +32,6 @@ pub async fn proxy(State(state): State<AppState>, request: Request) -> Result<Re
     };
     state
         .gateway
-        .proxy(&state.identity, &principal, &matched, incoming, started)
+        .proxy(&state.identity, &principal, matched, incoming, started)
         .await
 }

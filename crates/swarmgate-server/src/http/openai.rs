@@ -64,7 +64,7 @@ pub async fn call(
         ));
     };
     if !state.gateway.may_use(&principal, model) {
-        state.identity.note_denial(&principal, &model.permission());
+        state.identity.note_denial(&principal, model.permission());
         return Ok(openai_error(
             StatusCode::FORBIDDEN,
             format!("You may not use the model `{name}`"),
