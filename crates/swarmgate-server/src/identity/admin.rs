@@ -29,13 +29,6 @@ pub struct UserPatch {
 pub const MAX_PAGE: i64 = 200;
 
 impl Identity {
-    fn require(&self, actor: Actor<'_>, permission: &str) -> Result<()> {
-        match actor {
-            Actor::Operator => Ok(()),
-            Actor::Caller(p) => p.require(permission),
-        }
-    }
-
     /// Refuses when the actor's grants do not cover `target`'s.
     pub(super) fn require_covers(&self, actor: Actor<'_>, target: &Role) -> Result<()> {
         match actor {
@@ -55,7 +48,7 @@ impl Identity {
         after: Option<&str>,
         limit: i64,
     ) -> Result<(Vec<User>, bool)> {
-        self.require(actor, "users.manage")?;
+        actor.require("users.manage")?;
         let limit = limit.clamp(1, MAX_PAGE);
         let mut users = self.store.list_users(q, after, limit + 1).await?;
         let more = users.len() as i64 > limit;
@@ -64,7 +57,7 @@ impl Identity {
     }
 
     pub async fn admin_get_user(&self, actor: Actor<'_>, id: &str) -> Result<User> {
-        self.require(actor, "users.manage")?;
+        actor.require("users.manage")?;
         Ok(self.store.get_user(id).await?)
     }
 
@@ -85,7 +78,7 @@ impl Identity {
         patch: UserPatch,
         meta: &RequestMeta,
     ) -> Result<User> {
-        self.require(actor, "users.manage")?;
+        actor.require("users.manage")?;
         let before = self.store.get_user(id).await?;
         self.require_covers(actor, &self.role_of(&before))?;
         if let Some(role) = &patch.role {
@@ -161,7 +154,7 @@ impl Identity {
         id: &str,
         meta: &RequestMeta,
     ) -> Result<()> {
-        self.require(actor, "users.manage")?;
+        actor.require("users.manage")?;
         let user = self.store.get_user(id).await?;
         self.require_covers(actor, &self.role_of(&user))?;
         // Recorded in the database too, so instances without a shared Redis
@@ -202,7 +195,7 @@ impl Identity {
         id: &str,
         meta: &RequestMeta,
     ) -> Result<()> {
-        self.require(actor, "users.manage")?;
+        actor.require("users.manage")?;
         let user = self.store.get_user(id).await?;
         self.require_covers(actor, &self.role_of(&user))?;
         if actor.user_id() == Some(id) {
@@ -232,7 +225,7 @@ impl Identity {
         filter: AuditFilter,
         limit: i64,
     ) -> Result<(Vec<(i64, AuditEvent)>, bool)> {
-        self.require(actor, "audit.read")?;
+        actor.require("audit.read")?;
         let limit = limit.clamp(1, MAX_PAGE);
         let mut rows = self.store.query_audit(&filter, limit + 1).await?;
         let more = rows.len() as i64 > limit;

@@ -35,6 +35,15 @@ pub enum Actor<'a> {
 }
 
 impl Actor<'_> {
+    /// Fails with 403 unless the actor may do `permission` (the operator at
+    /// the command line always may).
+    pub(super) fn require(&self, permission: &str) -> Result<()> {
+        match self {
+            Actor::Caller(p) => p.require(permission),
+            Actor::Operator => Ok(()),
+        }
+    }
+
     fn may_manage_users(&self) -> bool {
         match self {
             Actor::Caller(p) => p.allows("users.manage", None),

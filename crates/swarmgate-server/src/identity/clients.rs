@@ -185,9 +185,7 @@ impl Identity {
         new: NewClient,
         meta: &RequestMeta,
     ) -> Result<CreatedClient> {
-        if let Actor::Caller(p) = actor {
-            p.require("clients.manage")?;
-        }
+        actor.require("clients.manage")?;
         let name = new.name.trim();
         if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
             return Err(invalid(
@@ -307,9 +305,7 @@ impl Identity {
     }
 
     pub async fn list_clients(&self, actor: Actor<'_>) -> Result<Vec<OAuthClient>> {
-        if let Actor::Caller(p) = actor {
-            p.require("clients.manage")?;
-        }
+        actor.require("clients.manage")?;
         Ok(self.store.list_clients().await?)
     }
 
@@ -320,9 +316,7 @@ impl Identity {
         id: &str,
         meta: &RequestMeta,
     ) -> Result<()> {
-        if let Actor::Caller(p) = actor {
-            p.require("clients.manage")?;
-        }
+        actor.require("clients.manage")?;
         match self.store.delete_client(id, now_secs()).await {
             Err(swarmgate_store::StoreError::NotFound) => return Err(Error::NotFound),
             other => other?,
