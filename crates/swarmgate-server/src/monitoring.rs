@@ -256,7 +256,8 @@ struct Collector {
     platform: Platform,
     buckets: [u64; BUCKETS],
     buckets_at: Instant,
-    passes: u64,
+    /// Whether a pass ran before: CPU usage needs two readings.
+    warmed: bool,
 }
 
 impl Collector {
@@ -274,24 +275,24 @@ impl Collector {
             },
             buckets: read_buckets(),
             buckets_at: Instant::now(),
-            passes: 0,
+            warmed: false,
         }
     }
 
     fn collect(&mut self) -> Snapshot {
-        let warmed = self.passes > 0;
-        self.passes += 1;
+        let warmed = std::mem::replace(&mut self.warmed, true);
         let collected_at = crate::clock::rfc3339(crate::clock::now_secs());
 
         self.system.refresh_cpu_usage();
         self.system.refresh_memory();
         let total = self.system.total_memory();
         let available = self.system.available_memory();
+        let used = total.saturating_sub(available);
         let memory = Memory {
             total,
             available,
-            used: total.saturating_sub(available),
-            percent: percent(total.saturating_sub(available), total),
+            used,
+            percent: percent(used, total),
         };
         let cpu = Cpu {
             percent: warmed.then(|| round2(f64::from(self.system.global_cpu_usage()))),

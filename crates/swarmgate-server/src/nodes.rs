@@ -61,22 +61,22 @@ impl Nodes {
                 .into());
             }
         }
-        let labels_ok = r
-            .labels
+        // No labels at all is an empty set.
+        let labels = if r.labels.is_null() {
+            json!({})
+        } else {
+            r.labels
+        };
+        let labels_ok = labels
             .as_object()
             .is_some_and(|m| m.len() <= 64 && m.values().all(|v| v.is_string()));
-        if !(labels_ok || r.labels.is_null()) {
+        if !labels_ok {
             return Err(swarmgate_core::ValidationError::new(
                 "labels",
                 "must be an object of at most 64 string values",
             )
             .into());
         }
-        let labels = if r.labels.is_null() {
-            json!({})
-        } else {
-            r.labels
-        };
         let node = self
             .store
             .register_node(&r.node_id, r.address.as_deref(), &labels, now_secs())

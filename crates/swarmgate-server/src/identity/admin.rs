@@ -28,6 +28,13 @@ pub struct UserPatch {
 
 pub const MAX_PAGE: i64 = 200;
 
+/// One page of `rows` fetched as `limit + 1`, and whether there are more.
+fn page<T>(mut rows: Vec<T>, limit: i64) -> (Vec<T>, bool) {
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    (rows, more)
+}
+
 impl Identity {
     /// Refuses when the actor's grants do not cover `target`'s.
     pub(super) fn require_covers(&self, actor: Actor<'_>, target: &Role) -> Result<()> {
@@ -50,10 +57,10 @@ impl Identity {
     ) -> Result<(Vec<User>, bool)> {
         actor.require("users.manage")?;
         let limit = limit.clamp(1, MAX_PAGE);
-        let mut users = self.store.list_users(q, after, limit + 1).await?;
-        let more = users.len() as i64 > limit;
-        users.truncate(limit as usize);
-        Ok((users, more))
+        Ok(page(
+            self.store.list_users(q, after, limit + 1).await?,
+            limit,
+        ))
     }
 
     pub async fn admin_get_user(&self, actor: Actor<'_>, id: &str) -> Result<User> {
@@ -227,9 +234,9 @@ impl Identity {
     ) -> Result<(Vec<(i64, AuditEvent)>, bool)> {
         actor.require("audit.read")?;
         let limit = limit.clamp(1, MAX_PAGE);
-        let mut rows = self.store.query_audit(&filter, limit + 1).await?;
-        let more = rows.len() as i64 > limit;
-        rows.truncate(limit as usize);
-        Ok((rows, more))
+        Ok(page(
+            self.store.query_audit(&filter, limit + 1).await?,
+            limit,
+        ))
     }
 }
