@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderValue, Uri};
+use http::HeaderValue;
 use serde::Deserialize;
 
 use crate::config::GatewayConfig;
@@ -98,19 +98,8 @@ impl ModelTable {
             if permission_name.is_empty() {
                 return Err(at("the name has no letters or digits".into()));
             }
-            if m.upstreams.is_empty() {
-                return Err(at("needs at least one upstream".into()));
-            }
-            let mut bases = Vec::new();
-            for u in &m.upstreams {
-                let uri: Uri = u
-                    .parse()
-                    .map_err(|_| at(format!("upstream {u:?} is not a URL")))?;
-                if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-                    return Err(at(format!("upstream {u:?} must be http://HOST:PORT")));
-                }
-                bases.push(uri);
-            }
+            let upstreams =
+                UpstreamPool::from_config(&m.upstreams, gateway, "http://HOST:PORT").map_err(at)?;
             let authorization = match &m.upstream_api_key_env {
                 None => None,
                 Some(var) => {
@@ -126,11 +115,7 @@ impl ModelTable {
             compiled.push(Model {
                 name: m.name.clone(),
                 permission: format!("models.{permission_name}.invoke"),
-                upstreams: Arc::new(UpstreamPool::new(
-                    bases,
-                    gateway.eject_after_failures,
-                    gateway.probe_after_ms,
-                )),
+                upstreams: Arc::new(upstreams),
                 authorization,
                 timeout: Duration::from_millis(m.timeout_ms.max(1)),
             });

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Method, Uri};
+use http::Method;
 use swarmgate_core::permission::validate_permission;
 
 use crate::config::{GatewayConfig, RouteConfig};
@@ -162,21 +162,9 @@ impl RouteTable {
             if segs.iter().filter(|s| **s == Segment::Owner).count() > 1 {
                 return Err(at("at most one {owner} segment".into()));
             }
-            if r.upstreams.is_empty() {
-                return Err(at("needs at least one upstream".into()));
-            }
-            let mut bases = Vec::new();
-            for u in &r.upstreams {
-                let uri: Uri = u
-                    .parse()
-                    .map_err(|_| at(format!("upstream {u:?} is not a URL")))?;
-                if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-                    return Err(at(format!(
-                        "upstream {u:?} must be http://HOST:PORT[/PATH]"
-                    )));
-                }
-                bases.push(uri);
-            }
+            let upstreams =
+                UpstreamPool::from_config(&r.upstreams, gateway, "http://HOST:PORT[/PATH]")
+                    .map_err(at)?;
             let mut permissions = HashMap::new();
             for (method, permission) in &r.permissions {
                 let m: Method = method
@@ -200,11 +188,7 @@ impl RouteTable {
             compiled.push(Route {
                 name: r.name.clone(),
                 segments: segs,
-                upstreams: Arc::new(UpstreamPool::new(
-                    bases,
-                    gateway.eject_after_failures,
-                    gateway.probe_after_ms,
-                )),
+                upstreams: Arc::new(upstreams),
                 permissions,
                 permission: r.permission.clone(),
                 strip_prefix: r.strip_prefix,

@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicI64, AtomicU32, AtomicUsize, Ordering};
 
 use http::Uri;
 
+use crate::config::GatewayConfig;
+
 pub struct Upstream {
     pub base: Uri,
     /// `scheme://authority/base-path` without a trailing `/`: what every
@@ -30,6 +32,33 @@ pub struct UpstreamPool {
 }
 
 impl UpstreamPool {
+    /// A pool from configured upstream URLs, each `http://HOST:PORT` (with
+    /// a base path where `form` says so); errors say which URL is wrong.
+    pub fn from_config(
+        urls: &[String],
+        gateway: &GatewayConfig,
+        form: &str,
+    ) -> Result<Self, String> {
+        if urls.is_empty() {
+            return Err("needs at least one upstream".into());
+        }
+        let mut bases = Vec::with_capacity(urls.len());
+        for u in urls {
+            let uri: Uri = u
+                .parse()
+                .map_err(|_| format!("upstream {u:?} is not a URL"))?;
+            if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+                return Err(format!("upstream {u:?} must be {form}"));
+            }
+            bases.push(uri);
+        }
+        Ok(Self::new(
+            bases,
+            gateway.eject_after_failures,
+            gateway.probe_after_ms,
+        ))
+    }
+
     pub fn new(bases: Vec<Uri>, eject_after: u32, probe_after_ms: u64) -> Self {
         Self {
             upstreams: bases
