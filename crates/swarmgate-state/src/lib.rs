@@ -1,5 +1,5 @@
 //! State that every swarmgate instance must see alike: revoked sessions,
-//! rate-limit cells and login-lockout counters.
+//! rate-limit cells, login-lockout counters and quota meters.
 //!
 //! Without `REDIS_URL` it lives in this process (one instance only); with
 //! it, in Redis, where every check-and-update is one atomic script so that
@@ -10,7 +10,9 @@
 //! silent "allow": callers fail closed.
 
 mod memory;
+pub mod quota;
 mod redis_backend;
+mod redis_quota;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +20,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 pub use memory::MemoryState;
+pub use quota::{Adjust, Admission, Meter, Reading};
 pub use redis_backend::RedisState;
 
 #[derive(Debug, Clone, Error)]
@@ -306,6 +309,61 @@ impl SharedState {
                 Ok(())
             }
             SharedState::Redis(r) => r.login_succeeded(key).await,
+        }
+    }
+
+    /// Checks every meter and charges all of them, or none (see
+    /// [`quota`]).
+    pub async fn quota_admit(
+        &self,
+        meters: &[Meter],
+        now_ms: i64,
+    ) -> Result<Admission, StateError> {
+        match self {
+            SharedState::Memory(m) => Ok(m.quota().admit(meters, now_ms)),
+            SharedState::Redis(r) => r.quota_admit(meters, now_ms).await,
+        }
+    }
+
+    /// Gives back unused reservations and releases slots.
+    pub async fn quota_settle(
+        &self,
+        adjustments: &[Adjust],
+        now_ms: i64,
+    ) -> Result<(), StateError> {
+        match self {
+            SharedState::Memory(m) => {
+                m.quota().settle(adjustments, now_ms);
+                Ok(())
+            }
+            SharedState::Redis(r) => r.quota_settle(adjustments, now_ms).await,
+        }
+    }
+
+    /// What each meter has used and left, charging nothing.
+    pub async fn quota_read(
+        &self,
+        meters: &[Meter],
+        now_ms: i64,
+    ) -> Result<Vec<Reading>, StateError> {
+        match self {
+            SharedState::Memory(m) => Ok(m.quota().read(meters, now_ms)),
+            SharedState::Redis(r) => r.quota_read(meters, now_ms).await,
+        }
+    }
+
+    /// Extends `member`'s hold on a slot of `key` to `until_ms` if it is
+    /// still held now; false when it was released or lapsed.
+    pub async fn quota_touch(
+        &self,
+        key: &str,
+        member: &str,
+        until_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StateError> {
+        match self {
+            SharedState::Memory(m) => Ok(m.quota().touch(key, member, until_ms, now_ms)),
+            SharedState::Redis(r) => r.quota_touch(key, member, until_ms, now_ms).await,
         }
     }
 }

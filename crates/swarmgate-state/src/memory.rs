@@ -58,6 +58,7 @@ pub struct MemoryState {
     /// Attempts and locks under one lock, so that checking the lock and
     /// counting an attempt are one atomic step (as in the Redis script).
     lockout: Mutex<Lockout>,
+    quota: Mutex<crate::quota::MemoryQuota>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -68,6 +69,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl MemoryState {
+    pub(crate) fn quota(&self) -> std::sync::MutexGuard<'_, crate::quota::MemoryQuota> {
+        lock(&self.quota)
+    }
+
     pub fn revoke(&self, kind: Revocable, id: &str, until_ms: i64, now_ms: i64) {
         lock(&self.revoked)[kind.index()].insert(id, (), until_ms, now_ms);
     }

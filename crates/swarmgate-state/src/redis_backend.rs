@@ -63,7 +63,7 @@ pub struct RedisState {
     namespace: String,
 }
 
-fn unavailable(e: redis::RedisError) -> StateError {
+pub(crate) fn unavailable(e: redis::RedisError) -> StateError {
     StateError::Unavailable(e.to_string())
 }
 
@@ -85,7 +85,7 @@ impl RedisState {
         Ok(state)
     }
 
-    async fn conn(&self) -> Result<ConnectionManager, StateError> {
+    pub(crate) async fn conn(&self) -> Result<ConnectionManager, StateError> {
         // Bounded waits: a hung Redis must turn into a prompt 503, not a
         // request that hangs with it.
         let manager = self
@@ -103,7 +103,7 @@ impl RedisState {
         Ok(manager.clone())
     }
 
-    fn key(&self, kind: &str, id: &str) -> String {
+    pub(crate) fn key(&self, kind: &str, id: &str) -> String {
         format!("{}:{kind}:{id}", self.namespace)
     }
 
