@@ -40,6 +40,7 @@ fn bench(c: &mut Criterion) {
                     permissions: vec!["tasks.read".into()],
                     expires_in_days: None,
                     models: None,
+                    limits: None,
                 },
                 &RequestMeta::default(),
             )

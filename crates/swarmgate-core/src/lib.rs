@@ -3,11 +3,15 @@
 //! permissions a built-in role carries. Everything here is synchronous and
 //! deterministic given its inputs (time is passed in, never read).
 
+pub mod limits;
 pub mod model;
 pub mod password;
 pub mod permission;
 pub mod roles;
 pub mod validate;
 
-pub use model::{ApiKey, AuditEvent, NewUser, Node, OAuthClient, Role, SigningKeyRow, User};
+pub use limits::{LimitSet, OnLimit};
+pub use model::{
+    AgentSession, ApiKey, AuditEvent, Carve, NewUser, Node, OAuthClient, Role, SigningKeyRow, User,
+};
 pub use validate::ValidationError;

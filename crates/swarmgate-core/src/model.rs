@@ -16,6 +16,8 @@ pub struct User {
     /// PHC string (argon2id). Never serialised, never logged.
     pub password_hash: String,
     pub disabled: bool,
+    /// Limits of this user, on top of its role's.
+    pub limits: Option<crate::LimitSet>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -88,6 +90,8 @@ pub struct ApiKey {
     /// LLM models the key may call; `None` means no restriction beyond
     /// permissions.
     pub models: Option<Vec<String>>,
+    /// Limits of this key, on top of its owner's (never looser).
+    pub limits: Option<crate::LimitSet>,
     pub created_at: i64,
     pub expires_at: i64,
     pub last_used_at: Option<i64>,
@@ -127,4 +131,33 @@ pub struct Node {
     pub last_seen_at: i64,
     pub last_report_at: Option<i64>,
     pub metrics: Option<serde_json::Value>,
+}
+
+/// A short-lived agent identity spawned by a user (issue 5, seed 003).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentSession {
+    pub id: String,
+    pub agent_id: String,
+    /// The user it acts for.
+    pub parent_id: String,
+    pub name: String,
+    pub model: Option<String>,
+    pub budget: crate::limits::AgentBudget,
+    pub permissions: Vec<String>,
+    /// Where its token allocation was taken from, to give back the unused
+    /// part on release.
+    pub carved: Vec<Carve>,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub released_at: Option<i64>,
+    pub release_reason: Option<String>,
+    pub tokens_used: Option<i64>,
+}
+
+/// Tokens taken from one of the parent's day budgets (a shared-state key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Carve {
+    pub key: String,
+    pub tokens: u64,
+    pub until_ms: i64,
 }

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod forward;
+pub mod guarded;
 pub mod models;
 pub mod routes;
 pub mod upstream;

@@ -58,6 +58,59 @@ pub struct Config {
     pub usage: UsageConfig,
     pub metrics: MetricsConfig,
     pub nodes: NodesConfig,
+    pub limits: LimitsConfig,
+    pub agents: AgentsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Completion tokens reserved for an LLM call that names no
+    /// `max_tokens` (settled to the real usage afterwards).
+    pub default_max_tokens: u64,
+    /// How long a request waits for capacity under `on_limit = "queue"`.
+    pub queue_max_wait_ms: u64,
+    /// A concurrency slot lapses after this even if its holder never
+    /// released it (a crashed instance), in seconds.
+    pub slot_lease_seconds: u64,
+    /// When the quota state (Redis) is unreachable: `closed` answers 503,
+    /// `open` lets requests through unmetered (and logs it).
+    pub on_backend_error: String,
+    /// `[limits.roles.NAME]`: the default limits of each user of a role.
+    pub roles: BTreeMap<String, swarmgate_core::LimitSet>,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            default_max_tokens: 1024,
+            queue_max_wait_ms: 10_000,
+            slot_lease_seconds: 900,
+            on_backend_error: "closed".into(),
+            roles: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentsConfig {
+    /// A session with no request or heartbeat for this long is released
+    /// (fractions allowed).
+    pub idle_minutes: f64,
+    /// Lifetime of a session that asks for none, and the most it may ask.
+    pub default_ttl_seconds: u64,
+    pub max_ttl_seconds: u64,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        Self {
+            idle_minutes: 30.0,
+            default_ttl_seconds: 3600,
+            max_ttl_seconds: 86_400,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -588,7 +641,9 @@ impl Config {
                     .into(),
             );
         }
+        let quota = self.quota_settings(&roles)?;
         Ok(Settings {
+            quota: Arc::new(quota),
             node_stale_after: Duration::from_secs(n.stale_after_seconds),
             node_token_ttl: Duration::from_secs(n.token_ttl_minutes * 60),
             metrics_interval: Duration::from_secs(n.metrics_interval_seconds),
@@ -632,9 +687,86 @@ impl Config {
     }
 }
 
+/// Validated quota and agent settings.
+#[derive(Debug, Clone)]
+pub struct QuotaSettings {
+    pub role_limits: BTreeMap<String, swarmgate_core::LimitSet>,
+    pub default_max_tokens: u64,
+    pub queue_max_wait: Duration,
+    pub slot_lease: Duration,
+    pub fail_open: bool,
+    pub agent_idle: Duration,
+    pub agent_default_ttl: Duration,
+    pub agent_max_ttl: Duration,
+}
+
+impl Config {
+    fn quota_settings(&self, roles: &Roles) -> Result<QuotaSettings, ConfigError> {
+        let l = &self.limits;
+        for (role, set) in &l.roles {
+            if roles.get(role).is_none() {
+                return Err(ConfigError(format!(
+                    "limits.roles.{role}: there is no role {role:?}"
+                )));
+            }
+            set.validate(&format!("limits.roles.{role}"))
+                .map_err(|e| ConfigError(format!("{}: {}", e.field, e.message)))?;
+        }
+        if !(1..=1_000_000).contains(&l.default_max_tokens) {
+            return Err(ConfigError(
+                "limits.default_max_tokens: must be between 1 and 1000000".into(),
+            ));
+        }
+        if l.queue_max_wait_ms > 600_000 {
+            return Err(ConfigError(
+                "limits.queue_max_wait_ms: must be at most 600000".into(),
+            ));
+        }
+        if !(10..=86_400).contains(&l.slot_lease_seconds) {
+            return Err(ConfigError(
+                "limits.slot_lease_seconds: must be between 10 and 86400".into(),
+            ));
+        }
+        let fail_open = match l.on_backend_error.as_str() {
+            "closed" => false,
+            "open" => true,
+            other => {
+                return Err(ConfigError(format!(
+                    "limits.on_backend_error: {other:?} is neither \"closed\" nor \"open\""
+                )))
+            }
+        };
+        let a = &self.agents;
+        if !(a.idle_minutes > 0.0 && a.idle_minutes <= 7.0 * 24.0 * 60.0) {
+            return Err(ConfigError(
+                "agents.idle_minutes: must be more than 0 and at most 10080".into(),
+            ));
+        }
+        if !(1..=30 * 86_400).contains(&a.max_ttl_seconds)
+            || !(1..=a.max_ttl_seconds).contains(&a.default_ttl_seconds)
+        {
+            return Err(ConfigError(
+                "agents.default_ttl_seconds and agents.max_ttl_seconds: 1 <= default <= max <= 2592000"
+                    .into(),
+            ));
+        }
+        Ok(QuotaSettings {
+            role_limits: l.roles.clone(),
+            default_max_tokens: l.default_max_tokens,
+            queue_max_wait: Duration::from_millis(l.queue_max_wait_ms),
+            slot_lease: Duration::from_secs(l.slot_lease_seconds),
+            fail_open,
+            agent_idle: Duration::from_secs_f64(a.idle_minutes * 60.0),
+            agent_default_ttl: Duration::from_secs(a.default_ttl_seconds),
+            agent_max_ttl: Duration::from_secs(a.max_ttl_seconds),
+        })
+    }
+}
+
 /// Validated settings the server runs with.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    pub quota: Arc<QuotaSettings>,
     pub node_stale_after: Duration,
     pub node_token_ttl: Duration,
     pub metrics_interval: Duration,

@@ -50,6 +50,12 @@ pub enum Error {
     Locked { retry_after_secs: u64 },
     #[error("rate limit exceeded")]
     RateLimited { retry_after_secs: u64 },
+    /// A quota limit refused the request (which one, in the body).
+    #[error("{} limit of {} reached for {}{}", .0.limit, .0.value, .0.scope, .0.detail)]
+    QuotaExceeded(Box<crate::quota::Denial>),
+    /// The thing existed but is over (a released agent session).
+    #[error("{0}")]
+    Gone(String),
     #[error("{component} is unavailable: {detail}")]
     Unavailable {
         component: &'static str,

@@ -17,20 +17,27 @@ use swarmgate_gateway::{
 use crate::clock::now_ms;
 use crate::config::Settings;
 use crate::error::{Error, Result};
-use crate::identity::{Identity, Principal};
+use crate::identity::{Credential, Identity, Principal};
+use crate::quota::{Call, Quota};
 use crate::usage::UsageRecorder;
+
+/// Tokens reserved on top of the prompt estimate and `max_tokens`: the
+/// chat template's own tokens, which the estimate does not see.
+const TEMPLATE_TOKENS: u64 = 16;
 
 pub struct Gateway {
     pub usage: Arc<UsageRecorder>,
+    pub quota: Arc<Quota>,
     routes: Arc<RouteTable>,
     models: Arc<ModelTable>,
     forwarder: Forwarder,
 }
 
 impl Gateway {
-    pub fn new(settings: &Settings, store: swarmgate_store::Store) -> Self {
+    pub fn new(settings: &Settings, store: swarmgate_store::Store, quota: Arc<Quota>) -> Self {
         Self {
             usage: Arc::new(UsageRecorder::new(store)),
+            quota,
             routes: settings.routes.clone(),
             models: settings.models.clone(),
             forwarder: Forwarder::new(
@@ -68,6 +75,7 @@ impl Gateway {
             }));
         }
         let who = who(identity, principal, &route.name)?;
+        let ticket = self.quota.admit(principal, Call::Request).await?;
         let target = Target {
             name: &route.name,
             pool: &route.upstreams,
@@ -75,8 +83,18 @@ impl Gateway {
             path: matched.upstream_path,
             authorization: None,
         };
-        self.send(target, incoming, &who, &route.name, started)
-            .await
+        let response = self
+            .send(target, incoming, &who, &route.name, started)
+            .await?;
+        if !ticket.is_metered() {
+            return Ok(response);
+        }
+        // The concurrency slot is held until the response body is done.
+        let (parts, body) = response.into_parts();
+        Ok(Response::from_parts(
+            parts,
+            Body::new(swarmgate_gateway::guarded::Guarded::new(body, ticket)),
+        ))
     }
 
     /// Forwards, tags the response with its route for the request metrics
@@ -104,6 +122,24 @@ impl Gateway {
         Ok(response)
     }
 
+    /// The most tokens a call can cost: the prompt (estimated, plus the
+    /// template's share) and every token it may generate (`max_tokens`, or
+    /// the configured default when it names none; nothing for embeddings).
+    fn worst_case(&self, body: &serde_json::Value, path: &str, prompt_estimate: u64) -> u64 {
+        let completion = if path.ends_with("/embeddings") {
+            0
+        } else {
+            body["max_completion_tokens"]
+                .as_u64()
+                .or_else(|| body["max_tokens"].as_u64())
+                .unwrap_or(self.quota.settings().default_max_tokens)
+        };
+        let choices = body["n"].as_u64().unwrap_or(1).clamp(1, 128);
+        prompt_estimate
+            .saturating_add(TEMPLATE_TOKENS)
+            .saturating_add(completion.saturating_mul(choices))
+    }
+
     pub fn models(&self) -> &ModelTable {
         &self.models
     }
@@ -120,7 +156,7 @@ impl Gateway {
         let permitted = principal.allows(model.permission(), None)
             || principal.allows("inference.invoke", None);
         let listed = match &principal.credential {
-            crate::identity::Credential::ApiKey {
+            Credential::ApiKey {
                 models: Some(list), ..
             } => list.contains(&model.name),
             _ => true,
@@ -169,6 +205,15 @@ impl Gateway {
         let prompt_estimate = swarmgate_gateway::usage::estimate_tokens(
             &swarmgate_gateway::usage::prompt_text(&body),
         );
+        let ticket = self
+            .quota
+            .admit(
+                principal,
+                Call::Llm {
+                    reserve: self.worst_case(&body, incoming.uri.path(), prompt_estimate),
+                },
+            )
+            .await?;
 
         let who = who(identity, principal, &model.name)?;
         let target = Target {
@@ -179,8 +224,10 @@ impl Gateway {
             authorization: model.authorization.clone(),
         };
         let label = format!("model:{}", model.name);
-        let response = self.send(target, incoming, &who, &label, started).await?;
+        let mut response = self.send(target, incoming, &who, &label, started).await?;
+        ticket.headers.apply(response.headers_mut());
         if !response.status().is_success() {
+            // Nothing was generated: the reservation goes back in full.
             return Ok(response);
         }
         let sse = response
@@ -197,11 +244,13 @@ impl Gateway {
         let recorder = self.usage.clone();
         let user_id = principal.user_id.clone();
         let key_id = match &principal.credential {
-            crate::identity::Credential::ApiKey { key_id, .. } => Some(key_id.clone()),
+            Credential::ApiKey { key_id, .. } => Some(key_id.clone()),
+            Credential::Agent { agent_id, .. } => Some(format!("agent:{agent_id}")),
             _ => None,
         };
         let model_name = model.name.clone();
         let report = Box::new(move |u: swarmgate_gateway::usage::Usage| {
+            ticket.settle(Some(u.total_tokens));
             metrics::counter!("swarmgate_llm_tokens_total", "model" => model_name.clone(), "kind" => "prompt")
                 .increment(u.prompt_tokens);
             metrics::counter!("swarmgate_llm_tokens_total", "model" => model_name.clone(), "kind" => "completion")

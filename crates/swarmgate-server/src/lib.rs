@@ -10,6 +10,7 @@ pub mod identity;
 pub mod metrics;
 pub mod monitoring;
 pub mod nodes;
+pub mod quota;
 pub mod telemetry;
 pub mod usage;
 
@@ -31,6 +32,7 @@ pub struct App {
     pub identity: Arc<Identity>,
     pub gateway: Arc<gateway::Gateway>,
     pub nodes: Arc<nodes::Nodes>,
+    pub agents: Arc<quota::agents::Agents>,
 }
 
 impl App {
@@ -45,13 +47,20 @@ impl App {
                 .map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?,
         };
         metrics::handle();
-        let gateway = Arc::new(gateway::Gateway::new(&settings, store.clone()));
+        let quota = Arc::new(quota::Quota::new(state.clone(), settings.quota.clone()));
+        let gateway = Arc::new(gateway::Gateway::new(
+            &settings,
+            store.clone(),
+            quota.clone(),
+        ));
         let nodes = nodes::Nodes::new(store.clone(), settings.node_stale_after);
-        let identity = Identity::new(store, state, Arc::new(settings)).await?;
+        let identity = Arc::new(Identity::new(store, state, Arc::new(settings)).await?);
+        let agents = Arc::new(quota::agents::Agents::new(identity.clone(), quota));
         Ok(Self {
-            identity: Arc::new(identity),
+            identity,
             gateway,
             nodes,
+            agents,
         })
     }
 
@@ -76,6 +85,7 @@ impl App {
             identity: self.identity.clone(),
             gateway: self.gateway.clone(),
             nodes: self.nodes.clone(),
+            agents: self.agents.clone(),
         }
     }
 
@@ -137,6 +147,25 @@ impl App {
                 }
             })
         };
+        let agent_sweeper = {
+            let agents = self.agents.clone();
+            // Often enough that an idle session is released within a few
+            // seconds of its deadline (its token stops at the deadline
+            // itself; this gives the allocation back).
+            let every = (self.identity.settings().quota.agent_idle / 4).clamp(
+                std::time::Duration::from_millis(500),
+                std::time::Duration::from_secs(30),
+            );
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = agents.sweep().await {
+                        tracing::warn!(error = %e, "agent session sweep failed");
+                    }
+                }
+            })
+        };
         let app = http::router(self.state()).into_make_service_with_connect_info::<SocketAddr>();
         let result = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
@@ -146,6 +175,7 @@ impl App {
         metrics_upkeep.abort();
         monitor.abort();
         usage_flusher.abort();
+        agent_sweeper.abort();
         if let Some(server) = metrics_server {
             server.abort();
         }

@@ -366,4 +366,29 @@ impl SharedState {
             SharedState::Redis(r) => r.quota_touch(key, member, until_ms, now_ms).await,
         }
     }
+
+    /// Whether `member` holds a slot of `key` now.
+    pub async fn quota_held(
+        &self,
+        key: &str,
+        member: &str,
+        now_ms: i64,
+    ) -> Result<bool, StateError> {
+        match self {
+            SharedState::Memory(m) => Ok(m.quota().held(key, member, now_ms)),
+            SharedState::Redis(r) => r.quota_held(key, member, now_ms).await,
+        }
+    }
+
+    /// Settles at once when the state is in-process (no I/O); false when
+    /// it is remote and must be settled with [`quota_settle`](Self::quota_settle).
+    pub fn quota_settle_local(&self, adjustments: &[Adjust], now_ms: i64) -> bool {
+        match self {
+            SharedState::Memory(m) => {
+                m.quota().settle(adjustments, now_ms);
+                true
+            }
+            SharedState::Redis(_) => false,
+        }
+    }
 }

@@ -330,6 +330,10 @@ impl MemoryQuota {
             .collect()
     }
 
+    pub(crate) fn held(&mut self, key: &str, member: &str, now_ms: i64) -> bool {
+        self.live_slots(key, now_ms).contains_key(member)
+    }
+
     /// Keeps `member` of `key` alive until `until_ms` if it still is now.
     pub(crate) fn touch(&mut self, key: &str, member: &str, until_ms: i64, now_ms: i64) -> bool {
         match self.live_slots(key, now_ms).get_mut(member) {

@@ -315,4 +315,20 @@ impl RedisState {
             .map_err(unavailable)?;
         Ok(alive == 1)
     }
+
+    pub async fn quota_held(
+        &self,
+        key: &str,
+        member: &str,
+        now_ms: i64,
+    ) -> Result<bool, StateError> {
+        let mut conn = self.conn().await?;
+        let score: Option<i64> = redis::cmd("ZSCORE")
+            .arg(self.quota_key(key))
+            .arg(member)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(score.is_some_and(|until| until > now_ms))
+    }
 }

@@ -15,6 +15,8 @@ pub struct UserUpdate {
     pub disabled: Option<bool>,
     /// `Some(None)` clears the name.
     pub full_name: Option<Option<String>>,
+    /// `Some(None)` removes the user's own limits.
+    pub limits: Option<Option<swarmgate_core::LimitSet>>,
 }
 
 /// Filters of the audit query.
@@ -98,6 +100,7 @@ impl Store {
                 role = COALESCE($1, role),
                 disabled = COALESCE($2, disabled),
                 full_name = CASE WHEN $3 = 1 THEN $4 ELSE full_name END,
+                limits = CASE WHEN $7 = 1 THEN $8 ELSE limits END,
                 updated_at = $5
              WHERE id = $6",
         )
@@ -107,6 +110,15 @@ impl Store {
         .bind(update.full_name.clone().flatten())
         .bind(now)
         .bind(id)
+        .bind(i64::from(update.limits.is_some()))
+        .bind(
+            update
+                .limits
+                .flatten()
+                .map(|l| serde_json::to_string(&l))
+                .transpose()
+                .map_err(|e| StoreError::Database(e.to_string()))?,
+        )
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {

@@ -7,7 +7,7 @@ use swarmgate_core::ApiKey;
 
 use crate::{Store, StoreError};
 
-const KEY_COLUMNS: &str = "id, user_id, name, prefix, key_hash, permissions, models, created_at, expires_at, last_used_at, revoked_at";
+const KEY_COLUMNS: &str = "id, user_id, name, prefix, key_hash, permissions, models, limits, created_at, expires_at, last_used_at, revoked_at";
 
 fn key_from_row(row: &AnyRow) -> Result<ApiKey, StoreError> {
     let permissions: String = row.try_get("permissions")?;
@@ -24,6 +24,10 @@ fn key_from_row(row: &AnyRow) -> Result<ApiKey, StoreError> {
             .map(|m| serde_json::from_str(&m))
             .transpose()
             .map_err(corrupt)?,
+        limits: crate::json_column(
+            row.try_get::<Option<String>, _>("limits")?.as_deref(),
+            "api_keys.limits",
+        )?,
         created_at: row.try_get("created_at")?,
         expires_at: row.try_get("expires_at")?,
         last_used_at: row.try_get("last_used_at")?,
@@ -41,9 +45,15 @@ impl Store {
             .map(serde_json::to_string)
             .transpose()
             .map_err(|e| StoreError::Database(e.to_string()))?;
+        let limits = key
+            .limits
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| StoreError::Database(e.to_string()))?;
         sqlx::query(
-            "INSERT INTO api_keys (id, user_id, name, prefix, key_hash, permissions, models, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO api_keys (id, user_id, name, prefix, key_hash, permissions, models, limits, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&key.id)
         .bind(&key.user_id)
@@ -52,6 +62,7 @@ impl Store {
         .bind(&key.key_hash)
         .bind(permissions)
         .bind(models)
+        .bind(limits)
         .bind(key.created_at)
         .bind(key.expires_at)
         .execute(&self.pool)

@@ -31,9 +31,10 @@ pub enum RefreshOutcome {
 }
 
 pub(crate) const USER_COLUMNS: &str =
-    "id, username, email, full_name, role, password_hash, disabled, created_at, updated_at";
+    "id, username, email, full_name, role, password_hash, disabled, limits, created_at, updated_at";
 
 pub(crate) fn user_from_row(row: &AnyRow) -> Result<User, sqlx::Error> {
+    let limits: Option<String> = row.try_get("limits")?;
     Ok(User {
         id: row.try_get("id")?,
         username: row.try_get("username")?,
@@ -42,6 +43,7 @@ pub(crate) fn user_from_row(row: &AnyRow) -> Result<User, sqlx::Error> {
         role: row.try_get("role")?,
         password_hash: row.try_get("password_hash")?,
         disabled: row.try_get::<i64, _>("disabled")? != 0,
+        limits: crate::json_column(limits.as_deref(), "users.limits")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })

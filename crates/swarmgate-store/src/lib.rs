@@ -7,6 +7,7 @@
 //! This crate owns all SQL; nothing above it writes a query.
 
 mod admin;
+mod agents;
 mod api_keys;
 mod clients;
 mod error;
@@ -141,4 +142,16 @@ fn normalise_url(url: &str) -> Result<(Backend, String), StoreError> {
             "DATABASE_URL: expected sqlite://PATH or postgres://… ".into(),
         ))
     }
+}
+
+/// A nullable JSON column (`limits`, …) read into its type; a value that no
+/// longer parses is a corrupt row, reported by column name.
+pub(crate) fn json_column<T: serde::de::DeserializeOwned>(
+    value: Option<&str>,
+    column: &str,
+) -> Result<Option<T>, sqlx::Error> {
+    value
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(|e| sqlx::Error::Decode(format!("{column}: {e}").into()))
 }

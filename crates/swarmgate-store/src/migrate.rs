@@ -40,6 +40,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "node_token_cutoffs",
         include_str!("../migrations/sqlite/0006_node_token_cutoffs.sql"),
     ),
+    (
+        7,
+        "limits_agents",
+        include_str!("../migrations/sqlite/0007_limits_agents.sql"),
+    ),
 ];
 
 const POSTGRES: &[(i64, &str, &str)] = &[
@@ -72,6 +77,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         6,
         "node_token_cutoffs",
         include_str!("../migrations/postgres/0006_node_token_cutoffs.sql"),
+    ),
+    (
+        7,
+        "limits_agents",
+        include_str!("../migrations/postgres/0007_limits_agents.sql"),
     ),
 ];
 

@@ -344,6 +344,11 @@ fn api_key(id: &str, user_id: &str, hash: &str) -> ApiKey {
         key_hash: hash.into(),
         permissions: vec!["tasks.read".into(), "memory.read:own".into()],
         models: Some(vec!["phi-3.5-mini".into()]),
+        limits: Some(swarmgate_core::LimitSet {
+            rpm: Some(5),
+            tokens_per_day: Some(1000),
+            ..Default::default()
+        }),
         created_at: 100,
         expires_at: 10_000,
         last_used_at: None,
@@ -478,6 +483,10 @@ async fn user_updates_and_deletes_are_recorded(store: Store) {
                 role: Some("analyst".into()),
                 disabled: Some(true),
                 full_name: Some(None),
+                limits: Some(Some(swarmgate_core::LimitSet {
+                    max_concurrent: Some(2),
+                    ..Default::default()
+                })),
             },
             900,
         )
@@ -486,6 +495,7 @@ async fn user_updates_and_deletes_are_recorded(store: Store) {
     assert_eq!(updated.role, "analyst");
     assert!(updated.disabled);
     assert_eq!(updated.full_name, None);
+    assert_eq!(updated.limits.and_then(|l| l.max_concurrent), Some(2));
     assert_eq!(updated.updated_at, 900);
     let unchanged = store
         .update_user(&user.id, &UserUpdate::default(), 950)
@@ -493,6 +503,10 @@ async fn user_updates_and_deletes_are_recorded(store: Store) {
         .unwrap();
     assert_eq!(unchanged.role, "analyst");
     assert!(unchanged.disabled);
+    assert_eq!(
+        unchanged.limits, updated.limits,
+        "left alone when not named"
+    );
     let renamed = store
         .update_user(
             &user.id,

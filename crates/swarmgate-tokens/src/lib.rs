@@ -75,12 +75,26 @@ pub struct AccessClaims {
     pub scope: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_id: Option<String>,
+    /// RFC 8693 `act`: the user an agent acts for (agent tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Act>,
+    /// An agent's own limits (agent tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_budget: Option<swarmgate_core::limits::AgentBudget>,
+}
+
+/// The actor claim of RFC 8693 section 4.1.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Act {
+    pub sub: String,
 }
 
 /// Subject prefix of OAuth2 client tokens.
 pub const CLIENT_SUBJECT_PREFIX: &str = "client:";
 /// Subject prefix of node tokens.
 pub const NODE_SUBJECT_PREFIX: &str = "node:";
+/// Subject prefix of agent-session tokens.
+pub const AGENT_SUBJECT_PREFIX: &str = "agent:";
 
 /// Why a token was refused. Every variant is a 401 to the caller; the text
 /// says which rule failed without echoing the token.

@@ -234,6 +234,7 @@ pub async fn key(identity: Identity, command: KeyCommand, json: bool) -> anyhow:
                 permissions,
                 expires_in_days,
                 models: (!models.is_empty()).then_some(models),
+                limits: None,
             };
             let created = identity
                 .create_api_key_for(&owner, request, &meta)

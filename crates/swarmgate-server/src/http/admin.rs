@@ -24,6 +24,8 @@ pub struct AdminUserBody {
     full_name: Option<String>,
     role: String,
     disabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limits: Option<swarmgate_core::LimitSet>,
     created_at: String,
     updated_at: String,
 }
@@ -37,6 +39,7 @@ impl From<User> for AdminUserBody {
             full_name: u.full_name,
             role: u.role,
             disabled: u.disabled,
+            limits: u.limits,
             created_at: rfc3339(u.created_at),
             updated_at: rfc3339(u.updated_at),
         }
@@ -135,6 +138,20 @@ pub async fn update_user(
     };
     let user = identity
         .admin_update_user(Actor::Caller(&principal), &id, patch, &meta)
+        .await?;
+    Ok(Json(user.into()))
+}
+
+/// `PUT /admin/users/{id}/limits`: the body is the whole limit set.
+pub async fn set_limits(
+    State(identity): State<IdentityState>,
+    principal: Principal,
+    meta: RequestMeta,
+    Path(id): Path<String>,
+    ApiJson(limits): ApiJson<swarmgate_core::LimitSet>,
+) -> Result<Json<AdminUserBody>> {
+    let user = identity
+        .admin_set_user_limits(Actor::Caller(&principal), &id, limits, &meta)
         .await?;
     Ok(Json(user.into()))
 }

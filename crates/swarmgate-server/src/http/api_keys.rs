@@ -23,6 +23,8 @@ pub struct CreateBody {
     expires_in_days: Option<u32>,
     #[serde(default)]
     models: Option<Vec<String>>,
+    #[serde(default)]
+    limits: Option<swarmgate_core::LimitSet>,
 }
 
 #[derive(Serialize)]
@@ -32,6 +34,8 @@ pub struct KeyBody {
     prefix: String,
     permissions: Vec<String>,
     models: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limits: Option<swarmgate_core::LimitSet>,
     created_at: String,
     expires_at: String,
     last_used_at: Option<String>,
@@ -46,6 +50,7 @@ impl From<ApiKey> for KeyBody {
             prefix: k.prefix,
             permissions: k.permissions,
             models: k.models,
+            limits: k.limits,
             created_at: rfc3339(k.created_at),
             expires_at: rfc3339(k.expires_at),
             last_used_at: k.last_used_at.map(rfc3339),
@@ -65,6 +70,7 @@ pub async fn create(
         permissions: body.permissions,
         expires_in_days: body.expires_in_days,
         models: body.models,
+        limits: body.limits,
     };
     let created = identity.create_api_key(&principal, request, &meta).await?;
     let k = created.key;
@@ -77,6 +83,7 @@ pub async fn create(
             "prefix": k.prefix,
             "permissions": k.permissions,
             "models": k.models,
+            "limits": k.limits,
             "created_at": rfc3339(k.created_at),
             "expires_at": rfc3339(k.expires_at),
         })),

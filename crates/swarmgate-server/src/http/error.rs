@@ -27,7 +27,8 @@ impl Error {
             Error::NotFound => StatusCode::NOT_FOUND,
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Locked { .. } => StatusCode::LOCKED,
-            Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::RateLimited { .. } | Error::QuotaExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::Gone(_) => StatusCode::GONE,
             Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::BadGateway(_) => StatusCode::BAD_GATEWAY,
@@ -56,6 +57,8 @@ impl Error {
             Error::PayloadTooLarge => "payload_too_large",
             Error::Locked { .. } => "account_locked",
             Error::RateLimited { .. } => "rate_limited",
+            Error::QuotaExceeded(_) => "quota_exceeded",
+            Error::Gone(_) => "gone",
             Error::Unavailable { .. } => "service_unavailable",
             Error::MethodNotAllowed => "method_not_allowed",
             Error::BadGateway(_) => "bad_gateway",
@@ -90,11 +93,26 @@ impl IntoResponse for Error {
         if let Error::Conflict { field } = &self {
             body["error"]["field"] = json!(field);
         }
+        if let Error::QuotaExceeded(denial) = &self {
+            // OpenAI's SDKs read `type`; operators read scope and limit.
+            body["error"]["type"] = json!("rate_limit_error");
+            body["error"]["scope"] = json!(denial.scope);
+            body["error"]["limit"] = json!(denial.limit);
+        }
         let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();
         match &self {
             Error::Locked { retry_after_secs } | Error::RateLimited { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            Error::QuotaExceeded(denial) => {
+                if let Some(ms) = denial.retry_after_ms {
+                    headers.insert(
+                        header::RETRY_AFTER,
+                        HeaderValue::from(crate::error::retry_after_secs(ms)),
+                    );
+                }
+                denial.headers.apply(headers);
             }
             Error::InvalidToken(_) | Error::SessionRevoked | Error::InvalidApiKey => {
                 headers.insert(

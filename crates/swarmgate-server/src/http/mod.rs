@@ -2,6 +2,7 @@
 //! Handlers are short: parse, call one `Identity` function, map the result.
 
 mod admin;
+mod agents;
 mod api_keys;
 mod auth;
 mod clients;
@@ -12,6 +13,7 @@ mod middleware;
 mod monitoring;
 mod nodes;
 mod openai;
+mod quota;
 pub(crate) mod system;
 mod token;
 mod usage;
@@ -19,7 +21,7 @@ mod usage;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, FromRef};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 
 use crate::identity::Identity;
@@ -40,6 +42,7 @@ pub struct AppState {
     pub identity: IdentityState,
     pub gateway: Arc<crate::gateway::Gateway>,
     pub nodes: Arc<crate::nodes::Nodes>,
+    pub agents: Arc<crate::quota::agents::Agents>,
 }
 
 impl FromRef<AppState> for IdentityState {
@@ -81,6 +84,15 @@ pub fn router(state: AppState) -> Router {
                 .delete(admin::delete_user),
         )
         .route("/admin/users/{id}/unlock", post(admin::unlock_user))
+        .route("/admin/users/{id}/limits", put(admin::set_limits))
+        .route("/agents/sessions", post(agents::spawn).get(agents::list))
+        .route(
+            "/agents/sessions/{id}",
+            get(agents::get).delete(agents::release),
+        )
+        .route("/agents/sessions/{id}/heartbeat", post(agents::heartbeat))
+        .route("/quota", get(quota::status))
+        .route("/quota/health", get(quota::health))
         .route("/admin/audit", get(admin::audit))
         .route("/admin/clients", post(clients::create).get(clients::list))
         .route("/admin/clients/{id}", delete(clients::delete))

@@ -107,6 +107,7 @@ impl Identity {
             role: patch.role.clone(),
             disabled: patch.disabled,
             full_name: patch.full_name.clone(),
+            limits: None,
         };
         let user = self.store.update_user(id, &update, now).await?;
         let mut revoked = (0, 0);
@@ -127,6 +128,37 @@ impl Identity {
                     "sessions_revoked": revoked.0,
                     "keys_revoked": revoked.1,
                 }),
+            )
+            .await;
+        Ok(user)
+    }
+
+    /// Sets a user's own limits (`{}` removes them). Every instance sees
+    /// them on the user's next request.
+    pub async fn admin_set_user_limits(
+        &self,
+        actor: Actor<'_>,
+        id: &str,
+        limits: swarmgate_core::LimitSet,
+        meta: &RequestMeta,
+    ) -> Result<User> {
+        actor.require("users.manage")?;
+        limits.validate("limits")?;
+        let before = self.store.get_user(id).await?;
+        self.require_covers(actor, &self.role_of(&before))?;
+        let update = UserUpdate {
+            limits: Some((!limits.is_empty()).then_some(limits)),
+            ..Default::default()
+        };
+        let user = self.store.update_user(id, &update, now_secs()).await?;
+        self.publish_change_soon(Changed::User(id)).await;
+        self.audit
+            .record(
+                "user_limits_set",
+                "success",
+                Subject::of(&user),
+                meta,
+                json!({ "by": actor.user_id(), "limits": user.limits }),
             )
             .await;
         Ok(user)

@@ -19,6 +19,8 @@ pub struct NewApiKey {
     pub permissions: Vec<String>,
     pub expires_in_days: Option<u32>,
     pub models: Option<Vec<String>>,
+    /// Limits of the key; none may be looser than its owner's.
+    pub limits: Option<swarmgate_core::LimitSet>,
 }
 
 /// A created key: the record and the secret, shown once.
@@ -116,6 +118,31 @@ impl Identity {
                 check_text("models", model, 200)?;
             }
         }
+        if let Some(limits) = &request.limits {
+            limits.validate("limits")?;
+            let role_limits = self.settings.quota.role_limits.get(&owner.role);
+            let owner_limits = match (role_limits, &owner.limits) {
+                (Some(a), Some(b)) => Some(a.tightest(b)),
+                (a, b) => a.or(b.as_ref()).copied(),
+            };
+            if let Some(bound) = owner_limits {
+                if let Some(name) = limits.exceeds(&bound) {
+                    let value = bound
+                        .fields()
+                        .iter()
+                        .find(|f| f.0 == name)
+                        .and_then(|f| f.1);
+                    return Err(ValidationError::new(
+                        format!("limits.{name}"),
+                        format!(
+                            "may not exceed the owner's limit of {}",
+                            value.unwrap_or_default()
+                        ),
+                    )
+                    .into());
+                }
+            }
+        }
         let days = request
             .expires_in_days
             .unwrap_or(self.settings.api_key_default_days);
@@ -136,6 +163,7 @@ impl Identity {
             key_hash: secret.hash.clone(),
             permissions: request.permissions,
             models: request.models,
+            limits: request.limits.filter(|l| !l.is_empty()),
             created_at: now,
             expires_at: now + i64::from(days) * 86_400,
             last_used_at: None,

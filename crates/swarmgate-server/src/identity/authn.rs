@@ -64,14 +64,41 @@ enum JwtKind {
         jti: String,
         iat: i64,
     },
+    /// `sub` is `agent:ID`, `act.sub` the parent user, `sid` the session.
+    Agent {
+        agent_id: String,
+        session_id: String,
+        parent_id: String,
+        grants: Arc<GrantSet>,
+        budget: swarmgate_core::limits::AgentBudget,
+    },
 }
 
 impl JwtKind {
     /// Sorts verified claims by subject; a token that names a client or
     /// node but lacks its claims is malformed.
     fn of(claims: &swarmgate_tokens::AccessClaims) -> Result<Self> {
-        use swarmgate_tokens::{CLIENT_SUBJECT_PREFIX, NODE_SUBJECT_PREFIX};
+        use swarmgate_tokens::{AGENT_SUBJECT_PREFIX, CLIENT_SUBJECT_PREFIX, NODE_SUBJECT_PREFIX};
         let bad = || Error::InvalidToken(TokenError::Malformed);
+        if let Some(id) = claims.sub.strip_prefix(AGENT_SUBJECT_PREFIX) {
+            let parent = claims.act.as_ref().map(|a| a.sub.as_str()).unwrap_or("");
+            if parent.is_empty() || claims.sid.is_empty() {
+                return Err(bad());
+            }
+            let permissions: Vec<&str> = claims
+                .scope
+                .as_deref()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect();
+            return Ok(JwtKind::Agent {
+                agent_id: id.to_string(),
+                session_id: claims.sid.clone(),
+                parent_id: parent.to_string(),
+                grants: Arc::new(GrantSet::parse(&permissions).map_err(|_| bad())?),
+                budget: claims.agent_budget.unwrap_or_default(),
+            });
+        }
         if let Some(id) = claims.sub.strip_prefix(CLIENT_SUBJECT_PREFIX) {
             if claims.client_id.as_deref() != Some(id) {
                 return Err(bad());
@@ -261,13 +288,20 @@ impl Identity {
                 entry
             }
         };
-        let (kind, id) = match &entry.kind {
-            JwtKind::Session { session_id } => (Revocable::Session, session_id),
-            JwtKind::Client { jti, .. } | JwtKind::Node { jti, .. } => (Revocable::Token, jti),
+        let (kind, id, versioned) = match &entry.kind {
+            JwtKind::Session { session_id } => (Revocable::Session, session_id, &entry.subject),
+            JwtKind::Client { jti, .. } | JwtKind::Node { jti, .. } => {
+                (Revocable::Token, jti, &entry.subject)
+            }
+            JwtKind::Agent {
+                session_id,
+                parent_id,
+                ..
+            } => (Revocable::Session, session_id, parent_id),
         };
         let status = self
             .state
-            .credential_status(kind, id, &entry.subject, now_ms())
+            .credential_status(kind, id, versioned, now_ms())
             .await?;
         if status.revoked {
             self.creds.inner.invalidate(&cache_key);
@@ -288,6 +322,48 @@ impl Identity {
                     credential: Credential::Session {
                         session_id: session_id.clone(),
                     },
+                    user_limits: user.limits,
+                })
+            }
+            JwtKind::Agent {
+                agent_id,
+                session_id,
+                parent_id,
+                grants,
+                budget,
+            } => {
+                let user = self.current_user(parent_id, status.user_version).await?;
+                let Some(user) = user.filter(|u| !u.disabled) else {
+                    return Err(Error::SessionRevoked);
+                };
+                // Every request (like a heartbeat) keeps the session alive;
+                // a released or idle one stops here on every instance.
+                let now = now_ms();
+                let idle = self.settings.quota.agent_idle.as_millis() as i64;
+                let alive = self
+                    .state
+                    .quota_touch(
+                        &crate::quota::agents_key(parent_id),
+                        session_id,
+                        (now + idle).min(entry.exp_ms),
+                        now,
+                    )
+                    .await?;
+                if !alive {
+                    return Err(Error::SessionRevoked);
+                }
+                Ok(Principal {
+                    role: self.role_of(&user),
+                    user_id: user.id.clone(),
+                    username: user.username.clone(),
+                    credential: Credential::Agent {
+                        session_id: session_id.clone(),
+                        agent_id: agent_id.clone(),
+                        grants: grants.clone(),
+                        budget: *budget,
+                        expires_at: entry.exp_ms,
+                    },
+                    user_limits: user.limits,
                 })
             }
             JwtKind::Client {
@@ -308,6 +384,7 @@ impl Identity {
                         jti: jti.clone(),
                         grants: client.grants.clone(),
                     },
+                    user_limits: None,
                 })
             }
             JwtKind::Node { node_id, jti, iat } => {
@@ -323,6 +400,7 @@ impl Identity {
                         node_id: node_id.clone(),
                         jti: jti.clone(),
                     },
+                    user_limits: None,
                 })
             }
         }
@@ -405,7 +483,9 @@ impl Identity {
                 key_id: entry.key.id.clone(),
                 grants: entry.grants.clone(),
                 models: entry.models.clone(),
+                limits: entry.key.limits,
             },
+            user_limits: user.limits,
         })
     }
 
@@ -464,6 +544,7 @@ impl Identity {
             Credential::Session { session_id } => session_id.as_str(),
             Credential::ApiKey { key_id, .. } => key_id.as_str(),
             Credential::Client { jti, .. } | Credential::Node { jti, .. } => jti.as_str(),
+            Credential::Agent { session_id, .. } => session_id.as_str(),
         };
         let cache_key = format!(
             "{}\u{0}{credential}\u{0}{}\u{0}{audience}",

@@ -60,6 +60,8 @@ pub enum AuthMethod {
     ApiKey,
     /// An OAuth2 client's token (`client_credentials`).
     Client,
+    /// An agent session's token.
+    Agent,
 }
 
 impl AuthMethod {
@@ -68,6 +70,7 @@ impl AuthMethod {
             AuthMethod::Jwt => "jwt",
             AuthMethod::ApiKey => "api_key",
             AuthMethod::Client => "client",
+            AuthMethod::Agent => "agent",
         }
     }
 }
@@ -84,6 +87,7 @@ pub enum Credential {
         /// its owner's current role.
         grants: Arc<GrantSet>,
         models: Option<Arc<[String]>>,
+        limits: Option<swarmgate_core::LimitSet>,
     },
     /// An OAuth2 client's access token. The principal's role holds the
     /// token's `scope`; `grants` are the client's scopes now, so narrowing
@@ -98,6 +102,16 @@ pub enum Credential {
         node_id: String,
         jti: String,
     },
+    /// An agent session's token. The principal is its parent user (with
+    /// the parent's current role); `grants` are what the agent was given,
+    /// so it may do only what both allow.
+    Agent {
+        session_id: String,
+        agent_id: String,
+        grants: Arc<GrantSet>,
+        budget: swarmgate_core::limits::AgentBudget,
+        expires_at: i64,
+    },
 }
 
 /// A verified caller, with its user's *current* role (not the one in a
@@ -108,6 +122,8 @@ pub struct Principal {
     pub username: String,
     pub role: Arc<Role>,
     pub credential: Credential,
+    /// The user's own limits (on top of the role's).
+    pub user_limits: Option<swarmgate_core::LimitSet>,
 }
 
 impl Principal {
@@ -116,13 +132,16 @@ impl Principal {
             Credential::Session { .. } | Credential::Node { .. } => AuthMethod::Jwt,
             Credential::ApiKey { .. } => AuthMethod::ApiKey,
             Credential::Client { .. } => AuthMethod::Client,
+            Credential::Agent { .. } => AuthMethod::Agent,
         }
     }
 
     /// The grants that narrow the role, if the credential has its own.
     fn credential_grants(&self) -> Option<&GrantSet> {
         match &self.credential {
-            Credential::ApiKey { grants, .. } | Credential::Client { grants, .. } => Some(grants),
+            Credential::ApiKey { grants, .. }
+            | Credential::Client { grants, .. }
+            | Credential::Agent { grants, .. } => Some(grants),
             Credential::Session { .. } | Credential::Node { .. } => None,
         }
     }
@@ -134,7 +153,9 @@ impl Principal {
         match &self.credential {
             Credential::Node { node_id, .. } => Some(node_id),
             Credential::Client { client_id, .. } => Some(client_id),
-            Credential::Session { .. } | Credential::ApiKey { .. } => None,
+            Credential::Session { .. } | Credential::ApiKey { .. } | Credential::Agent { .. } => {
+                None
+            }
         }
     }
 
@@ -181,9 +202,12 @@ impl Principal {
             Credential::ApiKey { .. } => Err(Error::Forbidden(
                 "this needs a login session; API keys cannot do it".into(),
             )),
-            Credential::Client { .. } | Credential::Node { .. } => Err(Error::Forbidden(
-                "this needs a user's login session; clients and nodes cannot do it".into(),
-            )),
+            Credential::Client { .. } | Credential::Node { .. } | Credential::Agent { .. } => {
+                Err(Error::Forbidden(
+                    "this needs a user's login session; clients, nodes and agents cannot do it"
+                        .into(),
+                ))
+            }
         }
     }
 }
@@ -313,6 +337,14 @@ impl Identity {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn audit(&self) -> &Audit {
+        &self.audit
     }
 
     pub fn keys(&self) -> &KeyCache {

@@ -13,4 +13,5 @@ mod monitoring;
 mod oauth;
 mod openai;
 mod process;
+mod quota;
 mod tokens;

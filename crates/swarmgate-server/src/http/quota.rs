@@ -1,0 +1,32 @@
+//! `/quota`: the limits that apply to the caller, and the operators' view.
+
+use axum::extract::State;
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+use crate::error::Result;
+use crate::http::AppState;
+use crate::identity::Principal;
+
+pub async fn status(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>> {
+    let scopes = state.gateway.quota.status(&principal).await?;
+    let limits: Vec<Value> = scopes
+        .into_iter()
+        .map(|s| {
+            let mut item = Map::new();
+            item.insert("scope".into(), json!(s.scope));
+            for (name, limit, reading) in s.limits {
+                item.insert(
+                    name.into(),
+                    json!({ "limit": limit, "used": reading.used, "remaining": reading.remaining }),
+                );
+            }
+            Value::Object(item)
+        })
+        .collect();
+    Ok(Json(json!({ "limits": limits })))
+}
+
+pub async fn health(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>> {
+    Ok(Json(state.agents.health(&principal).await?))
+}

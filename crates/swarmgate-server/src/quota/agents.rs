@@ -1,0 +1,577 @@
+//! Agent sessions (seed 003): short-lived identities a user spawns for an
+//! agent process, each with a token allocation carved out of the user's
+//! own day budget and rates at most the user's. The agent's JWT names its
+//! parent (`act`); at every request it may do only what both it and its
+//! parent may do then, and it stops at once when the session is released,
+//! goes idle, or the parent is disabled.
+//!
+//! What is live is in the shared state: the parent's `agents:USER` slot
+//! set (its size is `max_agents`, each hold is the session's idle
+//! deadline) and the session's allocation counter. The database keeps the
+//! record: who spawned what, and when and why it ended.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::json;
+use swarmgate_core::limits::{AgentBudget, MAX_LIMIT};
+use swarmgate_core::permission::GrantSet;
+use swarmgate_core::{AgentSession, Carve, LimitSet};
+use swarmgate_state::{Adjust, Admission, Meter, Revocable};
+use swarmgate_store::Store;
+use swarmgate_tokens::{AccessClaims, Act, AGENT_SUBJECT_PREFIX};
+
+use super::{agents_key, allocation_key, day_key, Denial, Quota, RateHeaders};
+use crate::clock::{now_ms, now_secs};
+use crate::error::{Error, Result};
+use crate::identity::audit::Subject;
+use crate::identity::{Credential, Identity, Principal, RequestMeta};
+
+/// What `POST /agents/sessions` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct SpawnRequest {
+    pub name: String,
+    pub model: Option<String>,
+    pub budget: AgentBudget,
+    pub ttl_seconds: Option<u64>,
+    pub permissions: Option<Vec<String>>,
+}
+
+/// A spawned session, with its token (shown once) and environment.
+pub struct Spawned {
+    pub session: AgentSession,
+    pub token: String,
+    pub env: BTreeMap<&'static str, String>,
+}
+
+/// A session with what it has spent so far.
+pub struct SessionView {
+    pub session: AgentSession,
+    pub tokens_used: u64,
+    pub live: bool,
+}
+
+/// At and above this share of its allocation a session is "near
+/// exhaustion" in `/quota/health`.
+const NEAR_EXHAUSTION: f64 = 0.9;
+
+pub struct Agents {
+    identity: Arc<Identity>,
+    quota: Arc<Quota>,
+    store: Store,
+}
+
+fn validate_name(name: &str) -> Result<()> {
+    if name.trim().is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+        return Err(swarmgate_core::ValidationError::new(
+            "name",
+            "must be 1 to 64 characters, none of them control characters",
+        )
+        .into());
+    }
+    Ok(())
+}
+
+impl Agents {
+    pub fn new(identity: Arc<Identity>, quota: Arc<Quota>) -> Self {
+        let store = identity.store().clone();
+        Self {
+            identity,
+            quota,
+            store,
+        }
+    }
+
+    /// The permissions the agent is given: those asked for (each within
+    /// the caller's), or everything the caller's credential holds.
+    fn permissions_for(principal: &Principal, asked: Option<Vec<String>>) -> Result<Vec<String>> {
+        let Some(asked) = asked else {
+            return Ok(match &principal.credential {
+                Credential::ApiKey { grants, .. } => {
+                    grants.grants().iter().map(ToString::to_string).collect()
+                }
+                _ => principal.role.permissions.clone(),
+            });
+        };
+        if asked.is_empty() || asked.len() > 100 {
+            return Err(swarmgate_core::ValidationError::new(
+                "permissions",
+                "give 1 to 100 grants",
+            )
+            .into());
+        }
+        let grants = GrantSet::parse(&asked)
+            .map_err(|e| swarmgate_core::ValidationError::new("permissions", e.to_string()))?;
+        let wanted = swarmgate_core::roles::Role {
+            name: "agent".into(),
+            permissions: asked.clone(),
+            grants,
+        };
+        if !principal.covers_role(&wanted) {
+            return Err(Error::Forbidden(
+                "an agent cannot be given permissions its parent does not hold".into(),
+            ));
+        }
+        Ok(asked)
+    }
+
+    /// Spawns a session: checks and carves its budget atomically, records
+    /// it, and mints its token.
+    pub async fn spawn(
+        &self,
+        principal: &Principal,
+        request: SpawnRequest,
+        meta: &RequestMeta,
+    ) -> Result<Spawned> {
+        principal.require("agents.spawn")?;
+        if !matches!(
+            principal.credential,
+            Credential::Session { .. } | Credential::ApiKey { .. }
+        ) {
+            return Err(Error::Forbidden(
+                "only a user (by session or API key) may spawn agents".into(),
+            ));
+        }
+        validate_name(&request.name)?;
+        request.budget.validate()?;
+        let permissions = Self::permissions_for(principal, request.permissions)?;
+        let settings = self.quota.settings();
+        let ttl = match request.ttl_seconds {
+            None => settings.agent_default_ttl.as_secs(),
+            Some(t) if t >= 1 && t <= settings.agent_max_ttl.as_secs() => t,
+            Some(_) => {
+                return Err(swarmgate_core::ValidationError::new(
+                    "ttl_seconds",
+                    format!("must be between 1 and {}", settings.agent_max_ttl.as_secs()),
+                )
+                .into())
+            }
+        };
+        let scopes = self.quota.scopes(principal);
+        // Rates of the agent may not exceed its parent's.
+        for scope in &scopes {
+            if let Some(name) = request.budget.limits().exceeds(&LimitSet {
+                max_agents: None,
+                tokens_per_day: None,
+                ..scope.limits
+            }) {
+                let value = scope
+                    .limits
+                    .fields()
+                    .iter()
+                    .find(|f| f.0 == name)
+                    .and_then(|f| f.1);
+                return Err(refused(
+                    &scope.name,
+                    name,
+                    value.unwrap_or(0),
+                    format!("the agent's {name} may not exceed its parent's"),
+                ));
+            }
+        }
+
+        let now = now_ms();
+        let session_id = uuid::Uuid::new_v4().to_string();
+        let agent_id = uuid::Uuid::new_v4().simple().to_string();
+        let expires_ms = now + ttl as i64 * 1000;
+        let idle = settings.agent_idle.as_millis() as i64;
+        let max_agents = scopes
+            .iter()
+            .filter_map(|s| s.limits.max_agents.map(|m| (s.name.as_str(), m)))
+            .min_by_key(|(_, m)| *m);
+        let mut meters = vec![Meter::Slots {
+            key: agents_key(&principal.user_id),
+            limit: max_agents.map_or(MAX_LIMIT, |(_, m)| m),
+            member: session_id.clone(),
+            until_ms: (now + idle).min(expires_ms),
+        }];
+        let mut carved = Vec::new();
+        let mut carved_from = Vec::new();
+        if let Some(tokens) = request.budget.tokens {
+            for scope in &scopes {
+                if let Some(limit) = scope.limits.tokens_per_day {
+                    let (key, until_ms) = day_key(&scope.counter, now);
+                    meters.push(Meter::Budget {
+                        key: key.clone(),
+                        limit,
+                        cost: tokens,
+                        until_ms,
+                        resets: true,
+                    });
+                    carved.push(Carve {
+                        key,
+                        tokens,
+                        until_ms,
+                    });
+                    carved_from.push((scope.name.clone(), limit));
+                }
+            }
+        }
+        match self.quota.state().quota_admit(&meters, now).await? {
+            Admission::Admitted { .. } => {}
+            Admission::Denied { index: 0, .. } => {
+                let (scope, limit) = max_agents.unwrap_or(("", 0));
+                return Err(refused(
+                    scope,
+                    "max_agents",
+                    limit,
+                    format!("{limit} agent sessions are already live"),
+                ));
+            }
+            Admission::Denied { index, .. } => {
+                let (scope, limit) = &carved_from[index - 1];
+                return Err(refused(
+                    scope,
+                    "tokens_per_day",
+                    *limit,
+                    format!(
+                        "an allocation of {} tokens does not fit in what is left of today's budget",
+                        request.budget.tokens.unwrap_or(0)
+                    ),
+                ));
+            }
+        }
+        let session = AgentSession {
+            id: session_id.clone(),
+            agent_id: agent_id.clone(),
+            parent_id: principal.user_id.clone(),
+            name: request.name,
+            model: request.model,
+            budget: request.budget,
+            permissions,
+            carved,
+            created_at: now / 1000,
+            expires_at: expires_ms / 1000,
+            released_at: None,
+            release_reason: None,
+            tokens_used: None,
+        };
+        if let Err(e) = self.store.create_agent_session(&session).await {
+            self.give_back(&session, 0).await;
+            return Err(e.into());
+        }
+        let token = self.mint(principal, &session)?;
+        let env = self.env(principal, &session, &scopes, &token);
+        self.identity
+            .audit()
+            .record(
+                "agent_spawned",
+                "success",
+                Subject {
+                    user_id: Some(&principal.user_id),
+                    username: Some(&principal.username),
+                },
+                meta,
+                json!({ "session_id": session.id, "agent_id": session.agent_id, "name": session.name, "budget": session.budget, "expires_at": session.expires_at }),
+            )
+            .await;
+        Ok(Spawned {
+            session,
+            token,
+            env,
+        })
+    }
+
+    fn mint(&self, principal: &Principal, session: &AgentSession) -> Result<String> {
+        let settings = self.identity.settings();
+        let now = now_secs();
+        let claims = AccessClaims {
+            iss: settings.public_url.clone(),
+            aud: settings.audience.clone(),
+            sub: format!("{AGENT_SUBJECT_PREFIX}{}", session.agent_id),
+            exp: session.expires_at,
+            iat: now,
+            nbf: now,
+            jti: uuid::Uuid::new_v4().to_string(),
+            sid: session.id.clone(),
+            role: principal.role.name.clone(),
+            username: session.name.clone(),
+            scope: Some(session.permissions.join(" ")),
+            act: Some(Act {
+                sub: principal.user_id.clone(),
+            }),
+            agent_budget: Some(session.budget),
+            ..Default::default()
+        };
+        Ok(self.identity.keys().current().issue(&claims)?)
+    }
+
+    /// The environment an orchestrator puts into the agent's process.
+    fn env(
+        &self,
+        principal: &Principal,
+        session: &AgentSession,
+        scopes: &[super::Scope],
+        token: &str,
+    ) -> BTreeMap<&'static str, String> {
+        let mut env = BTreeMap::new();
+        env.insert("OPENAI_API_KEY", token.to_string());
+        env.insert(
+            "OPENAI_BASE_URL",
+            format!("{}/v1", self.identity.settings().public_url),
+        );
+        env.insert("SWARM_AGENT_ID", session.agent_id.clone());
+        env.insert("SWARM_SESSION_ID", session.id.clone());
+        env.insert("SWARM_PARENT_ID", principal.user_id.clone());
+        let rpm = scopes
+            .iter()
+            .filter_map(|s| s.limits.rpm)
+            .chain(session.budget.rpm)
+            .min();
+        if let Some(rpm) = rpm {
+            env.insert("SWARM_MAX_REQUESTS_PER_MINUTE", rpm.to_string());
+        }
+        if let Some(tokens) = session.budget.tokens {
+            env.insert("SWARM_MAX_TOKENS_ALLOCATED", tokens.to_string());
+        }
+        env
+    }
+
+    /// Tokens the session has spent (its allocation counter).
+    async fn tokens_used(&self, session: &AgentSession) -> Result<u64> {
+        let meter = Meter::Budget {
+            key: allocation_key(&session.id),
+            limit: MAX_LIMIT,
+            cost: 0,
+            until_ms: 0,
+            resets: false,
+        };
+        let readings = self.quota.state().quota_read(&[meter], now_ms()).await?;
+        Ok(readings.first().map_or(0, |r| r.used))
+    }
+
+    async fn view(&self, session: AgentSession) -> Result<SessionView> {
+        let (tokens_used, live) = match session.tokens_used {
+            Some(used) => (used.max(0) as u64, false),
+            None => (
+                self.tokens_used(&session).await?,
+                self.quota
+                    .state()
+                    .quota_held(&agents_key(&session.parent_id), &session.id, now_ms())
+                    .await?,
+            ),
+        };
+        Ok(SessionView {
+            session,
+            tokens_used,
+            live,
+        })
+    }
+
+    /// A session the caller may see: its own, or any with `agents.manage`.
+    async fn visible(&self, principal: &Principal, id: &str) -> Result<AgentSession> {
+        let session = self.store.get_agent_session(id).await?;
+        if session.parent_id != principal.user_id && !principal.allows("agents.manage", None) {
+            return Err(Error::NotFound);
+        }
+        Ok(session)
+    }
+
+    pub async fn get(&self, principal: &Principal, id: &str) -> Result<SessionView> {
+        self.view(self.visible(principal, id).await?).await
+    }
+
+    /// Own sessions, or everyone's with `all` (needs `agents.manage`).
+    pub async fn list(
+        &self,
+        principal: &Principal,
+        all: bool,
+        include_released: bool,
+        before: Option<(i64, &str)>,
+        limit: i64,
+    ) -> Result<Vec<SessionView>> {
+        if all {
+            principal.require("agents.manage")?;
+        }
+        let parent = (!all).then_some(principal.user_id.as_str());
+        let sessions = self
+            .store
+            .list_agent_sessions(parent, include_released, before, limit)
+            .await?;
+        let mut out = Vec::with_capacity(sessions.len());
+        for s in sessions {
+            out.push(self.view(s).await?);
+        }
+        Ok(out)
+    }
+
+    /// Keeps a session alive for another idle period.
+    pub async fn heartbeat(&self, principal: &Principal, id: &str) -> Result<SessionView> {
+        let session = self.visible(principal, id).await?;
+        let now = now_ms();
+        let idle = self.quota.settings().agent_idle.as_millis() as i64;
+        let alive = session.released_at.is_none()
+            && self
+                .quota
+                .state()
+                .quota_touch(
+                    &agents_key(&session.parent_id),
+                    &session.id,
+                    (now + idle).min(session.expires_at * 1000),
+                    now,
+                )
+                .await?;
+        if !alive {
+            return Err(Error::Gone(
+                "the agent session was released or expired".into(),
+            ));
+        }
+        self.view(session).await
+    }
+
+    /// Releases a session on request: its token stops, the unused part of
+    /// its allocation goes back to the parent.
+    pub async fn release(
+        &self,
+        principal: &Principal,
+        id: &str,
+        meta: &RequestMeta,
+    ) -> Result<SessionView> {
+        let session = self.visible(principal, id).await?;
+        if session.released_at.is_some() {
+            return self.view(session).await;
+        }
+        self.end(session, "released", meta).await
+    }
+
+    /// Ends a session once (whichever request or instance gets there
+    /// first): marks it, gives back the unused allocation, stops its token.
+    async fn end(
+        &self,
+        mut session: AgentSession,
+        reason: &str,
+        meta: &RequestMeta,
+    ) -> Result<SessionView> {
+        let used = self.tokens_used(&session).await?;
+        let now = now_ms();
+        if !self
+            .store
+            .release_agent_session(&session.id, reason, used as i64, now / 1000)
+            .await?
+        {
+            return self
+                .view(self.store.get_agent_session(&session.id).await?)
+                .await;
+        }
+        // Revoked first: from here the token is refused even if giving back
+        // fails (it is retried by nobody, so it is logged).
+        let until = (session.expires_at + swarmgate_tokens::LEEWAY_SECS as i64) * 1000;
+        self.quota
+            .state()
+            .revoke(Revocable::Session, &session.id, until, now)
+            .await?;
+        self.give_back(&session, used).await;
+        self.identity
+            .audit()
+            .record(
+                "agent_released",
+                "success",
+                Subject {
+                    user_id: Some(&session.parent_id),
+                    username: None,
+                },
+                meta,
+                json!({ "session_id": session.id, "reason": reason, "tokens_used": used }),
+            )
+            .await;
+        session.released_at = Some(now / 1000);
+        session.release_reason = Some(reason.to_string());
+        session.tokens_used = Some(used as i64);
+        Ok(SessionView {
+            session,
+            tokens_used: used,
+            live: false,
+        })
+    }
+
+    /// Frees the session's agent slot and returns the unused allocation to
+    /// each day budget it was carved from.
+    async fn give_back(&self, session: &AgentSession, used: u64) {
+        let mut adjustments = vec![Adjust::Release {
+            key: agents_key(&session.parent_id),
+            member: session.id.clone(),
+        }];
+        for carve in &session.carved {
+            let unused = carve.tokens.saturating_sub(used);
+            if unused > 0 {
+                adjustments.push(Adjust::Budget {
+                    key: carve.key.clone(),
+                    refund: unused as i64,
+                    until_ms: carve.until_ms,
+                });
+            }
+        }
+        if let Err(e) = self
+            .quota
+            .state()
+            .quota_settle(&adjustments, now_ms())
+            .await
+        {
+            tracing::warn!(error = %e, session = %session.id, "agent allocation not given back");
+        }
+    }
+
+    /// Releases every session idle for `[agents] idle_minutes` or past its
+    /// lifetime; returns how many.
+    pub async fn sweep(&self) -> Result<usize> {
+        let now = now_ms();
+        let mut released = 0;
+        for session in self.store.live_agent_sessions().await? {
+            let reason = if session.expires_at * 1000 <= now {
+                "expired"
+            } else if !self
+                .quota
+                .state()
+                .quota_held(&agents_key(&session.parent_id), &session.id, now)
+                .await?
+            {
+                "idle"
+            } else {
+                continue;
+            };
+            self.end(session, reason, &RequestMeta::default()).await?;
+            released += 1;
+        }
+        Ok(released)
+    }
+
+    /// For operators: live sessions, and how much of its allocation each
+    /// has used.
+    pub async fn health(&self, principal: &Principal) -> Result<serde_json::Value> {
+        principal.require("agents.manage")?;
+        let live = self.store.live_agent_sessions().await?;
+        let mut sets = Vec::new();
+        let mut near = Vec::new();
+        for session in &live {
+            let used = self.tokens_used(session).await?;
+            if let Some(tokens) = session.budget.tokens {
+                let share = used as f64 / tokens as f64;
+                sets.push(json!({
+                    "scope": format!("agent:{}", session.agent_id),
+                    "tokens": { "limit": tokens, "used": used, "percent": (share * 1000.0).round() / 10.0 },
+                }));
+                if share >= NEAR_EXHAUSTION {
+                    near.push(json!({ "session_id": session.id, "agent_id": session.agent_id, "tokens_used": used, "tokens": tokens }));
+                }
+            }
+        }
+        Ok(json!({
+            "active_agents": live.len(),
+            "limit_sets": sets,
+            "near_exhaustion": near,
+        }))
+    }
+}
+
+/// A 429 for a spawn that does not fit (waiting does not make it fit,
+/// except for a day budget, where the caller may ask for less).
+fn refused(scope: &str, limit: &'static str, value: u64, detail: String) -> Error {
+    Error::QuotaExceeded(Box::new(Denial {
+        scope: scope.to_string(),
+        limit,
+        value,
+        retry_after_ms: None,
+        headers: RateHeaders::default(),
+        detail: format!("; {detail}"),
+    }))
+}

@@ -1,0 +1,625 @@
+//! The quota coordinator: which limit sets apply to a caller (its role's,
+//! its user's, its key's, its agent session's), turning them into meters
+//! of the shared state, and the [`Ticket`] that holds what a request
+//! reserved until it is settled.
+//!
+//! Counting is per caller: a role's limits are the default of each of its
+//! users, counted for that user alone (`role:NAME` in responses).
+//!
+//! Every request through the gateway (proxied routes and `/v1`) is checked
+//! against `rpm` and `max_concurrent`; LLM calls also reserve their worst
+//! case against `tpm`, `tokens_per_day` and an agent's allocation, and are
+//! settled to their real usage when the response ends.
+
+pub mod agents;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use swarmgate_core::{LimitSet, OnLimit};
+use swarmgate_state::{Adjust, Admission, Meter, Reading, SharedState, StateError};
+
+use crate::clock::now_ms;
+use crate::config::QuotaSettings;
+use crate::error::{Error, Result};
+use crate::identity::{Credential, Principal};
+
+const MINUTE_MS: i64 = 60_000;
+const DAY_MS: i64 = 86_400_000;
+
+/// The shared-state key holding the live agent sessions of a user (a slot
+/// set: its size is checked against `max_agents`, each member's hold is
+/// the session's idle deadline).
+pub fn agents_key(user_id: &str) -> String {
+    format!("agents:{user_id}")
+}
+
+/// The key of an agent session's token allocation.
+pub(crate) fn allocation_key(session_id: &str) -> String {
+    format!("agent:{session_id}:alloc")
+}
+
+/// The key of a day budget and the end of its day.
+pub(crate) fn day_key(counter: &str, now: i64) -> (String, i64) {
+    let day = now.div_euclid(DAY_MS);
+    (format!("{counter}:day:{day}"), (day + 1) * DAY_MS)
+}
+
+/// One limit set that applies to a caller.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// `role:NAME`, `user:ID`, `key:ID` or `agent:ID`.
+    pub name: String,
+    /// Prefix of this caller's counters under this set.
+    counter: String,
+    pub limits: LimitSet,
+    /// An agent's token allocation (agent scope only).
+    pub tokens: Option<u64>,
+}
+
+/// What a request is about to spend.
+#[derive(Debug, Clone, Copy)]
+pub enum Call {
+    /// A proxied request: rates and concurrency only.
+    Request,
+    /// An LLM call reserving its worst case in tokens.
+    Llm { reserve: u64 },
+}
+
+/// What a meter stands for, to name it in a refusal and in headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Rpm,
+    Tpm,
+    Day,
+    Concurrent,
+    Allocation,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Rpm => "rpm",
+            Kind::Tpm => "tpm",
+            Kind::Day => "tokens_per_day",
+            Kind::Concurrent => "max_concurrent",
+            Kind::Allocation => "tokens",
+        }
+    }
+
+    fn is_tokens(self) -> bool {
+        matches!(self, Kind::Tpm | Kind::Day | Kind::Allocation)
+    }
+}
+
+/// OpenAI's rate-limit headers: the tightest request and token limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateHeaders {
+    pub requests: Option<(u64, u64)>,
+    pub tokens: Option<(u64, u64)>,
+}
+
+impl RateHeaders {
+    fn from_readings(kinds: &[(usize, Kind)], meters: &[Meter], remaining: &[u64]) -> Self {
+        let mut out = RateHeaders::default();
+        for (((_, kind), meter), left) in kinds.iter().zip(meters).zip(remaining) {
+            let slot = match kind {
+                Kind::Rpm => &mut out.requests,
+                k if k.is_tokens() => &mut out.tokens,
+                _ => continue,
+            };
+            if slot.is_none_or(|(_, r)| *left < r) {
+                *slot = Some((meter.limit(), *left));
+            }
+        }
+        out
+    }
+
+    pub fn apply(&self, headers: &mut axum::http::HeaderMap) {
+        let pairs = [
+            (
+                self.requests,
+                "x-ratelimit-limit-requests",
+                "x-ratelimit-remaining-requests",
+            ),
+            (
+                self.tokens,
+                "x-ratelimit-limit-tokens",
+                "x-ratelimit-remaining-tokens",
+            ),
+        ];
+        for (value, limit_name, remaining_name) in pairs {
+            if let Some((limit, remaining)) = value {
+                headers.insert(limit_name, limit.into());
+                headers.insert(remaining_name, remaining.into());
+            }
+        }
+    }
+}
+
+/// Why a request was refused (a 429).
+#[derive(Debug, Clone)]
+pub struct Denial {
+    pub scope: String,
+    pub limit: &'static str,
+    pub value: u64,
+    /// `None` when waiting cannot help.
+    pub retry_after_ms: Option<i64>,
+    pub headers: RateHeaders,
+    pub detail: String,
+}
+
+pub struct Quota {
+    state: SharedState,
+    settings: Arc<QuotaSettings>,
+}
+
+impl Quota {
+    pub fn new(state: SharedState, settings: Arc<QuotaSettings>) -> Self {
+        Self { state, settings }
+    }
+
+    pub fn settings(&self) -> &QuotaSettings {
+        &self.settings
+    }
+
+    pub(crate) fn state(&self) -> &SharedState {
+        &self.state
+    }
+
+    /// Every limit set that applies to `principal`, most general first.
+    pub fn scopes(&self, principal: &Principal) -> Vec<Scope> {
+        let mut scopes = Vec::new();
+        let user_based = matches!(
+            principal.credential,
+            Credential::Session { .. } | Credential::ApiKey { .. } | Credential::Agent { .. }
+        );
+        if !user_based {
+            return scopes;
+        }
+        let user = &principal.user_id;
+        if let Some(set) = self.settings.role_limits.get(&principal.role.name) {
+            scopes.push(Scope {
+                name: format!("role:{}", principal.role.name),
+                counter: format!("role:{}:{user}", principal.role.name),
+                limits: *set,
+                tokens: None,
+            });
+        }
+        if let Some(set) = principal.user_limits.filter(|l| !l.is_empty()) {
+            scopes.push(Scope {
+                name: format!("user:{user}"),
+                counter: format!("user:{user}"),
+                limits: set,
+                tokens: None,
+            });
+        }
+        match &principal.credential {
+            Credential::ApiKey {
+                key_id,
+                limits: Some(set),
+                ..
+            } if !set.is_empty() => scopes.push(Scope {
+                name: format!("key:{key_id}"),
+                counter: format!("key:{key_id}"),
+                limits: *set,
+                tokens: None,
+            }),
+            Credential::Agent {
+                session_id,
+                agent_id,
+                budget,
+                ..
+            } => scopes.push(Scope {
+                name: format!("agent:{agent_id}"),
+                counter: format!("agent:{session_id}"),
+                limits: budget.limits(),
+                tokens: budget.tokens,
+            }),
+            _ => {}
+        }
+        scopes
+    }
+
+    /// The meters of `call` for `scopes`, each tagged with its scope index
+    /// and kind.
+    fn meters(
+        &self,
+        principal: &Principal,
+        scopes: &[Scope],
+        call: Call,
+        member: &str,
+        now: i64,
+    ) -> (Vec<Meter>, Vec<(usize, Kind)>) {
+        let mut meters = Vec::new();
+        let mut kinds = Vec::new();
+        // An agent with an allocation spends it, not its parent's day
+        // budget, which it was carved from at spawn.
+        let allocated = matches!(
+            principal.credential,
+            Credential::Agent {
+                budget: swarmgate_core::limits::AgentBudget {
+                    tokens: Some(_),
+                    ..
+                },
+                ..
+            }
+        );
+        let lease = self.settings.slot_lease.as_millis() as i64;
+        for (i, scope) in scopes.iter().enumerate() {
+            let l = &scope.limits;
+            if let Some(limit) = l.rpm {
+                meters.push(Meter::Rate {
+                    key: format!("{}:rpm", scope.counter),
+                    limit,
+                    period_ms: MINUTE_MS,
+                    cost: 1,
+                });
+                kinds.push((i, Kind::Rpm));
+            }
+            if let Call::Llm { reserve } = call {
+                if let Some(limit) = l.tpm {
+                    meters.push(Meter::Rate {
+                        key: format!("{}:tpm", scope.counter),
+                        limit,
+                        period_ms: MINUTE_MS,
+                        cost: reserve,
+                    });
+                    kinds.push((i, Kind::Tpm));
+                }
+                if let Some(limit) = l.tokens_per_day.filter(|_| !allocated) {
+                    let (key, until_ms) = day_key(&scope.counter, now);
+                    meters.push(Meter::Budget {
+                        key,
+                        limit,
+                        cost: reserve,
+                        until_ms,
+                        resets: true,
+                    });
+                    kinds.push((i, Kind::Day));
+                }
+                // Always metered for an agent, so its usage so far is known
+                // even without an allocation.
+                if let (
+                    true,
+                    Credential::Agent {
+                        session_id,
+                        expires_at,
+                        ..
+                    },
+                ) = (scope.name.starts_with("agent:"), &principal.credential)
+                {
+                    let limit = scope.tokens.unwrap_or(swarmgate_core::limits::MAX_LIMIT);
+                    meters.push(Meter::Budget {
+                        key: allocation_key(session_id),
+                        limit,
+                        cost: reserve,
+                        until_ms: *expires_at,
+                        resets: false,
+                    });
+                    kinds.push((i, Kind::Allocation));
+                }
+            }
+            if let Some(limit) = l.max_concurrent {
+                meters.push(Meter::Slots {
+                    key: format!("{}:conc", scope.counter),
+                    limit,
+                    member: member.to_string(),
+                    until_ms: now + lease,
+                });
+                kinds.push((i, Kind::Concurrent));
+            }
+        }
+        (meters, kinds)
+    }
+
+    /// Checks and charges every limit that applies, all or none; waits for
+    /// capacity when the refusing set says `on_limit = "queue"`.
+    pub async fn admit(&self, principal: &Principal, call: Call) -> Result<Ticket> {
+        let scopes = self.scopes(principal);
+        if scopes.is_empty() {
+            return Ok(Ticket::unmetered());
+        }
+        let member = uuid::Uuid::new_v4().simple().to_string();
+        let deadline = Instant::now() + self.settings.queue_max_wait;
+        loop {
+            let now = now_ms();
+            let (meters, kinds) = self.meters(principal, &scopes, call, &member, now);
+            if meters.is_empty() {
+                return Ok(Ticket::unmetered());
+            }
+            let admission = match self.state.quota_admit(&meters, now).await {
+                Ok(admission) => admission,
+                Err(e) => return self.backend_failed(e).map(|()| Ticket::unmetered()),
+            };
+            let (index, retry_after_ms) = match admission {
+                Admission::Admitted { remaining } => {
+                    let headers = RateHeaders::from_readings(&kinds, &meters, &remaining);
+                    return Ok(Ticket::new(
+                        self.state.clone(),
+                        meters,
+                        kinds.into_iter().map(|(_, k)| k).collect(),
+                        call,
+                        headers,
+                    ));
+                }
+                Admission::Denied {
+                    index,
+                    retry_after_ms,
+                } => (index, retry_after_ms),
+            };
+            let (scope_index, kind) = kinds[index];
+            let scope = &scopes[scope_index];
+            if let (Some(wait), OnLimit::Queue) = (retry_after_ms, scope.limits.on_limit) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if !left.is_zero() {
+                    let wait = std::time::Duration::from_millis(wait.max(10) as u64);
+                    tokio::time::sleep(wait.min(left)).await;
+                    continue;
+                }
+            }
+            metrics::counter!("swarmgate_quota_rejected_total", "limit" => kind.name())
+                .increment(1);
+            let readings = self
+                .state
+                .quota_read(&meters, now)
+                .await
+                .unwrap_or_default();
+            let remaining: Vec<u64> = readings.iter().map(|r| r.remaining).collect();
+            let mut headers = RateHeaders::from_readings(&kinds, &meters, &remaining);
+            // The refusing meter has nothing left for this request.
+            let zero = Some((meters[index].limit(), 0));
+            match kind {
+                Kind::Rpm => headers.requests = zero,
+                k if k.is_tokens() => headers.tokens = zero,
+                _ => {}
+            }
+            let cost = match (&meters[index], call) {
+                (Meter::Rate { cost, .. } | Meter::Budget { cost, .. }, Call::Llm { .. }) => {
+                    Some(*cost)
+                }
+                _ => None,
+            };
+            return Err(Error::QuotaExceeded(Box::new(Denial {
+                scope: scope.name.clone(),
+                limit: kind.name(),
+                value: meters[index].limit(),
+                retry_after_ms,
+                headers,
+                detail: match (retry_after_ms, cost) {
+                    (Some(_), _) => String::new(),
+                    (None, Some(cost)) if kind != Kind::Allocation => format!(
+                        "; this call reserves {cost} tokens, more than the limit allows at all"
+                    ),
+                    (None, _) => "; the allocation is spent".into(),
+                },
+            })));
+        }
+    }
+
+    /// A quota backend that cannot be reached: 503, or (configured open)
+    /// let the request through unmetered and say so in the log.
+    fn backend_failed(&self, e: StateError) -> Result<()> {
+        metrics::counter!("swarmgate_quota_backend_errors_total").increment(1);
+        if self.settings.fail_open {
+            tracing::warn!(error = %e, "quota state unreachable; request admitted unmetered (limits.on_backend_error = \"open\")");
+            Ok(())
+        } else {
+            Err(e.into())
+        }
+    }
+
+    /// Every limit set that applies to `principal`, with what it has used
+    /// and has left (for `GET /quota`).
+    pub async fn status(&self, principal: &Principal) -> Result<Vec<ScopeStatus>> {
+        let now = now_ms();
+        let scopes = self.scopes(principal);
+        let mut out = Vec::with_capacity(scopes.len());
+        for scope in &scopes {
+            let l = &scope.limits;
+            let mut meters = Vec::new();
+            let mut names = Vec::new();
+            let mut push = |name: &'static str, meter: Meter| {
+                names.push(name);
+                meters.push(meter);
+            };
+            if let Some(limit) = l.rpm {
+                push("rpm", rate(&scope.counter, "rpm", limit));
+            }
+            if let Some(limit) = l.tpm {
+                push("tpm", rate(&scope.counter, "tpm", limit));
+            }
+            if let Some(limit) = l.tokens_per_day {
+                let (key, until_ms) = day_key(&scope.counter, now);
+                push("tokens_per_day", budget(key, limit, until_ms));
+            }
+            if let Some(limit) = l.max_concurrent {
+                push(
+                    "max_concurrent",
+                    slots(format!("{}:conc", scope.counter), limit),
+                );
+            }
+            if let Some(limit) = l.max_agents {
+                push("max_agents", slots(agents_key(&principal.user_id), limit));
+            }
+            if let (Some(limit), Credential::Agent { session_id, .. }) =
+                (scope.tokens, &principal.credential)
+            {
+                push(
+                    "tokens",
+                    budget(allocation_key(session_id), limit, now + DAY_MS),
+                );
+            }
+            let readings = self.state.quota_read(&meters, now).await?;
+            out.push(ScopeStatus {
+                scope: scope.name.clone(),
+                limits: names
+                    .into_iter()
+                    .zip(meters.iter().map(Meter::limit))
+                    .zip(readings)
+                    .map(|((name, limit), reading)| (name, limit, reading))
+                    .collect(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn rate(counter: &str, what: &str, limit: u64) -> Meter {
+    Meter::Rate {
+        key: format!("{counter}:{what}"),
+        limit,
+        period_ms: MINUTE_MS,
+        cost: 0,
+    }
+}
+
+fn budget(key: String, limit: u64, until_ms: i64) -> Meter {
+    Meter::Budget {
+        key,
+        limit,
+        cost: 0,
+        until_ms,
+        resets: true,
+    }
+}
+
+fn slots(key: String, limit: u64) -> Meter {
+    Meter::Slots {
+        key,
+        limit,
+        member: String::new(),
+        until_ms: 0,
+    }
+}
+
+/// One limit set's standing.
+#[derive(Debug, Clone)]
+pub struct ScopeStatus {
+    pub scope: String,
+    /// (limit name, limit, reading)
+    pub limits: Vec<(&'static str, u64, Reading)>,
+}
+
+/// What an admitted request holds: concurrency slots and token
+/// reservations. Settle it with the tokens used; if it is dropped
+/// unsettled (the call failed before any answer, or the client went away
+/// before the head), slots are released and reservations given back.
+pub struct Ticket {
+    inner: Option<Held>,
+    pub headers: RateHeaders,
+}
+
+struct Held {
+    state: SharedState,
+    meters: Vec<Meter>,
+    kinds: Vec<Kind>,
+    reserved: u64,
+}
+
+impl Ticket {
+    fn unmetered() -> Self {
+        Self {
+            inner: None,
+            headers: RateHeaders::default(),
+        }
+    }
+
+    fn new(
+        state: SharedState,
+        meters: Vec<Meter>,
+        kinds: Vec<Kind>,
+        call: Call,
+        headers: RateHeaders,
+    ) -> Self {
+        let reserved = match call {
+            Call::Request => 0,
+            Call::Llm { reserve } => reserve,
+        };
+        Self {
+            inner: Some(Held {
+                state,
+                meters,
+                kinds,
+                reserved,
+            }),
+            headers,
+        }
+    }
+
+    /// Whether anything is held (a caller with no limits holds nothing).
+    pub fn is_metered(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// Releases the slots and settles token reservations to `used` (`None`:
+    /// nothing was produced, everything goes back).
+    pub fn settle(mut self, used: Option<u64>) {
+        if let Some(held) = self.inner.take() {
+            held.settle(used);
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if let Some(held) = self.inner.take() {
+            held.settle(None);
+        }
+    }
+}
+
+impl Held {
+    fn adjustments(&self, used: Option<u64>) -> Vec<Adjust> {
+        let refund = self.reserved as i64 - used.unwrap_or(0) as i64;
+        self.meters
+            .iter()
+            .zip(&self.kinds)
+            .filter_map(|(meter, kind)| match meter {
+                Meter::Rate {
+                    key,
+                    limit,
+                    period_ms,
+                    ..
+                } if kind.is_tokens() && refund != 0 => Some(Adjust::Rate {
+                    key: key.clone(),
+                    limit: *limit,
+                    period_ms: *period_ms,
+                    refund,
+                }),
+                Meter::Budget { key, until_ms, .. } if refund != 0 => Some(Adjust::Budget {
+                    key: key.clone(),
+                    refund,
+                    until_ms: *until_ms,
+                }),
+                Meter::Slots { key, member, .. } => Some(Adjust::Release {
+                    key: key.clone(),
+                    member: member.clone(),
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Settles in the background: this runs where a response body ends or
+    /// is dropped, which cannot wait. A settlement that fails (Redis down)
+    /// is logged; slots then lapse at their lease.
+    fn settle(self, used: Option<u64>) {
+        let adjustments = self.adjustments(used);
+        if adjustments.is_empty() {
+            return;
+        }
+        let state = self.state;
+        if state.quota_settle_local(&adjustments, now_ms()) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            if let Err(e) = state.quota_settle(&adjustments, now_ms()).await {
+                tracing::warn!(error = %e, "quota settlement failed; slots lapse at their lease");
+            }
+        });
+    }
+}
