@@ -353,6 +353,13 @@ impl Quota {
             if let (Some(wait), OnLimit::Queue) = (retry_after_ms, scope.limits.on_limit) {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if !left.is_zero() {
+                    // A slot frees when some response ends, which no clock
+                    // predicts: look again soon.
+                    let wait = if kind == Kind::Concurrent {
+                        wait.min(50)
+                    } else {
+                        wait
+                    };
                     let wait = std::time::Duration::from_millis(wait.max(10) as u64);
                     tokio::time::sleep(wait.min(left)).await;
                     continue;
@@ -621,5 +628,71 @@ impl Held {
                 tracing::warn!(error = %e, "quota settlement failed; slots lapse at their lease");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use swarmgate_core::permission::GrantSet;
+    use swarmgate_core::roles::Role;
+
+    use super::*;
+
+    fn settings(fail_open: bool) -> Arc<QuotaSettings> {
+        Arc::new(QuotaSettings {
+            role_limits: Default::default(),
+            default_max_tokens: 100,
+            queue_max_wait: Duration::ZERO,
+            slot_lease: Duration::from_secs(60),
+            fail_open,
+            agent_idle: Duration::from_secs(60),
+            agent_default_ttl: Duration::from_secs(60),
+            agent_max_ttl: Duration::from_secs(60),
+        })
+    }
+
+    fn limited_user() -> Principal {
+        Principal {
+            user_id: "u1".into(),
+            username: "u1".into(),
+            role: Arc::new(Role {
+                name: "user".into(),
+                permissions: vec![],
+                grants: GrantSet::parse::<&str>(&[]).unwrap(),
+            }),
+            credential: Credential::Session {
+                session_id: "s1".into(),
+            },
+            user_limits: Some(LimitSet {
+                rpm: Some(10),
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// Nothing listens on port 1: the quota state is unreachable.
+    async fn unreachable() -> SharedState {
+        SharedState::redis("redis://127.0.0.1:1", "sgtest")
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_quota_state_fails_closed_by_default() {
+        let quota = Quota::new(unreachable().await, settings(false));
+        match quota.admit(&limited_user(), Call::Request).await {
+            Err(Error::Unavailable { component, .. }) => assert_eq!(component, "redis"),
+            Err(other) => panic!("expected 503, got {other:?}"),
+            Ok(_) => panic!("admitted without the quota state"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_quota_state_admits_unmetered_when_configured_open() {
+        let quota = Quota::new(unreachable().await, settings(true));
+        let ticket = quota.admit(&limited_user(), Call::Request).await.unwrap();
+        assert!(!ticket.is_metered());
     }
 }

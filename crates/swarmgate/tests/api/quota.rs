@@ -16,6 +16,9 @@ fn backends() -> Vec<Option<String>> {
     let mut all = vec![None];
     match std::env::var("TEST_REDIS_URL") {
         Ok(url) if !url.is_empty() => all.push(Some(url)),
+        _ if std::env::var_os("SWARMGATE_REQUIRE_SERVICES").is_some() => {
+            panic!("TEST_REDIS_URL must be set when SWARMGATE_REQUIRE_SERVICES is set")
+        }
         _ => eprintln!("TEST_REDIS_URL unset: quota scenarios run in-process only"),
     }
     all
@@ -559,4 +562,36 @@ async fn two_instances_on_one_redis_enforce_one_rpm_limit() {
     assert_eq!((ok, limited), (5, 15), "{statuses:?}");
     b.stop().await;
     a.stop().await;
+}
+
+#[tokio::test]
+async fn on_limit_queue_waits_for_capacity_up_to_the_configured_time() {
+    let m = Mock::start(&["--models", "phi-3.5-mini", "--latency-ms", "300"]).await;
+    for (wait_ms, both_pass) in [(5_000, true), (100, false)] {
+        let s = server(&m, &None, &namespace(), |c| {
+            c.limits.queue_max_wait_ms = wait_ms;
+        })
+        .await;
+        let admin = s.admin_token().await;
+        let (_, token) = limited_user(
+            &s,
+            &admin,
+            "queued",
+            json!({"max_concurrent": 1, "on_limit": "queue"}),
+        )
+        .await;
+        let body = chat(20);
+        let (first, second) = tokio::join!(call(&s, &token, &body), async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            call(&s, &token, &body).await
+        });
+        assert_eq!(first.status(), StatusCode::OK);
+        if both_pass {
+            assert_eq!(second.status(), StatusCode::OK, "waited for the slot");
+        } else {
+            let body = expect_error(second, StatusCode::TOO_MANY_REQUESTS, "quota_exceeded").await;
+            assert_eq!(body["error"]["limit"], "max_concurrent");
+        }
+        s.stop().await;
+    }
 }
