@@ -9,6 +9,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod admin;
 mod demo;
 mod mock_upstream;
+mod quota;
 
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
@@ -70,10 +71,62 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "mock-model")]
         models: Vec<String>,
     },
+    /// Limits and agent sessions: status, one caller's standing, cleanup
+    /// (against the configured database and Redis).
+    Quota {
+        /// Print JSON instead of readable lines.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: QuotaCommand,
+    },
+    /// Credentials against a running gateway.
+    Auth {
+        #[command(subcommand)]
+        command: AuthCommand,
+    },
     /// Signing-key management.
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum QuotaCommand {
+    /// Health of the quota state, live agent sessions, role limits.
+    Status,
+    /// The limit sets of one user, key or agent session and what each has
+    /// used and has left.
+    Info {
+        /// A user by name, email or id.
+        #[arg(long, group = "subject")]
+        user: Option<String>,
+        /// An API key by id.
+        #[arg(long, group = "subject")]
+        key: Option<String>,
+        /// An agent session by id.
+        #[arg(long, group = "subject")]
+        agent: Option<String>,
+    },
+    /// Release idle and expired agent sessions now.
+    Cleanup,
+}
+
+#[derive(Subcommand)]
+enum AuthCommand {
+    /// Check a credential (JWT, API key or agent token) against a running
+    /// gateway: who it is, what it may do, which limits apply.
+    Test {
+        /// The gateway's base URL (default: the configured public URL).
+        #[arg(long, env = "SWARMGATE_URL")]
+        url: Option<String>,
+        /// The credential; read from SWARMGATE_TOKEN so it stays out of
+        /// the process list.
+        #[arg(long, env = "SWARMGATE_TOKEN", hide_env_values = true)]
+        token: String,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -354,6 +407,13 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             json,
             command: AdminCommand::Client { command },
         } => admin::client(open_identity(settings).await?, command, json).await,
+        Command::Quota { json, command } => quota::run(settings, command, json).await,
+        Command::Auth {
+            command: AuthCommand::Test { url, token, json },
+        } => {
+            let url = url.unwrap_or_else(|| settings.public_url.clone());
+            quota::auth_test(&url, &token, json).await
+        }
     }
 }
 

@@ -171,6 +171,23 @@ fn machine_me(principal: &Principal) -> serde_json::Value {
     match &principal.credential {
         Credential::Client { client_id, .. } => body["client_id"] = client_id.as_str().into(),
         Credential::Node { node_id, .. } => body["node_id"] = node_id.as_str().into(),
+        Credential::Agent {
+            agent_id,
+            session_id,
+            grants,
+            ..
+        } => {
+            // The agent acts for its parent (`id`); it may do what both its
+            // own grants and the parent's role allow.
+            body["agent_id"] = agent_id.as_str().into();
+            body["session_id"] = session_id.as_str().into();
+            body["agent_permissions"] = grants
+                .grants()
+                .iter()
+                .map(|g| g.to_string())
+                .collect::<Vec<_>>()
+                .into();
+        }
         _ => {}
     }
     body

@@ -517,7 +517,7 @@ impl Identity {
         self.role_named(&user.role)
     }
 
-    pub(super) fn role_named(&self, name: &str) -> Arc<Role> {
+    pub fn role_named(&self, name: &str) -> Arc<Role> {
         self.settings.roles.get(name).cloned().unwrap_or_else(|| {
             Arc::new(Role {
                 name: name.to_string(),

@@ -238,6 +238,12 @@ pub struct Health {
     pub redis: Option<std::result::Result<(), String>>,
 }
 
+impl Health {
+    pub fn healthy(&self) -> bool {
+        self.database.is_ok() && self.redis.as_ref().is_none_or(|r| r.is_ok())
+    }
+}
+
 pub struct Identity {
     /// Signed gateway assertions, reused for half their 60 s life.
     assertions: moka::sync::Cache<String, axum::http::HeaderValue>,

@@ -51,6 +51,17 @@ pub struct SessionView {
     pub live: bool,
 }
 
+/// Whose quota `swarmgate quota info` shows.
+#[derive(Debug, Clone)]
+pub enum InfoSubject {
+    /// A user by name, email or id.
+    User(String),
+    /// An API key by id.
+    Key(String),
+    /// An agent session by id.
+    Agent(String),
+}
+
 /// At and above this share of its allocation a session is "near
 /// exhaustion" in `/quota/health`.
 const NEAR_EXHAUSTION: f64 = 0.9;
@@ -511,6 +522,11 @@ impl Agents {
         }
     }
 
+    /// How many sessions are not released yet.
+    pub async fn live_sessions(&self) -> Result<usize> {
+        Ok(self.store.live_agent_sessions().await?.len())
+    }
+
     /// Releases every session idle for `[agents] idle_minutes` or past its
     /// lifetime; returns how many.
     pub async fn sweep(&self) -> Result<usize> {
@@ -533,6 +549,69 @@ impl Agents {
             released += 1;
         }
         Ok(released)
+    }
+
+    /// The limit sets of a user, key or agent session and their standing,
+    /// as `GET /quota` would show that caller; the first value names it.
+    pub async fn info(&self, subject: InfoSubject) -> Result<(String, Vec<super::ScopeStatus>)> {
+        let user_principal = |user: &swarmgate_core::User, credential| Principal {
+            user_id: user.id.clone(),
+            username: user.username.clone(),
+            role: self.identity.role_named(&user.role),
+            credential,
+            user_limits: user.limits,
+        };
+        let (who, principal) = match subject {
+            InfoSubject::User(name) => {
+                let user = match self.store.get_user(&name).await {
+                    Ok(user) => user,
+                    Err(swarmgate_store::StoreError::NotFound) => {
+                        self.identity.user_by_name(&name).await?
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let credential = Credential::Session {
+                    session_id: String::new(),
+                };
+                (
+                    format!("user {} ({})", user.username, user.id),
+                    user_principal(&user, credential),
+                )
+            }
+            InfoSubject::Key(id) => {
+                let key = self.store.api_key(&id).await?.ok_or(Error::NotFound)?;
+                let user = self.store.get_user(&key.user_id).await?;
+                let credential = Credential::ApiKey {
+                    key_id: key.id.clone(),
+                    grants: Arc::new(GrantSet::default()),
+                    models: None,
+                    limits: key.limits,
+                };
+                (
+                    format!("key {} of {}", key.id, user.username),
+                    user_principal(&user, credential),
+                )
+            }
+            InfoSubject::Agent(id) => {
+                let session = self.store.get_agent_session(&id).await?;
+                let user = self.store.get_user(&session.parent_id).await?;
+                let credential = Credential::Agent {
+                    session_id: session.id.clone(),
+                    agent_id: session.agent_id.clone(),
+                    grants: Arc::new(GrantSet::default()),
+                    budget: session.budget,
+                    expires_at: session.expires_at * 1000,
+                };
+                (
+                    format!(
+                        "agent {} ({}) of {}",
+                        session.name, session.agent_id, user.username
+                    ),
+                    user_principal(&user, credential),
+                )
+            }
+        };
+        Ok((who, self.quota.status(&principal).await?))
     }
 
     /// For operators: live sessions, and how much of its allocation each

@@ -595,3 +595,80 @@ async fn on_limit_queue_waits_for_capacity_up_to_the_configured_time() {
         s.stop().await;
     }
 }
+
+#[tokio::test]
+async fn the_quota_and_auth_test_cli_see_what_a_running_gateway_counts() {
+    let m = Mock::start(&["--models", "phi-3.5-mini"]).await;
+    // Without Redis the counters are inside the server: the CLI says so.
+    let (code, _, err) = run_binary(&["quota", "cleanup"], &[], None).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("REDIS_URL"), "{err}");
+    let Some(redis) = backends().pop().flatten() else {
+        return;
+    };
+    let ns = namespace();
+    let s = server(&m, &Some(redis.clone()), &ns, |_| {}).await;
+    let admin = s.admin_token().await;
+    let (id, token) = limited_user(&s, &admin, "cli-user", json!({"rpm": 5})).await;
+    assert_eq!(
+        s.get_auth("/tasks/1", &token).await.status(),
+        StatusCode::OK
+    );
+    let r = spawn(&s, &token, json!({"name": "cli-agent"})).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let env = vec![
+        ("DATABASE_URL", s.database_url.clone()),
+        ("REDIS_URL", redis),
+        ("SWARMGATE_REDIS__NAMESPACE", ns),
+    ];
+    let cli = |args: &'static [&'static str]| {
+        let env = env.clone();
+        async move {
+            let (code, out, err) = run_binary(args, &env, None).await;
+            assert_eq!(code, 0, "{args:?}: {err}");
+            out
+        }
+    };
+    let info: Value =
+        serde_json::from_str(&cli(&["quota", "--json", "info", "--user", "cli-user"]).await)
+            .unwrap();
+    let limits = info["limits"].as_array().unwrap();
+    assert_eq!(limits[0]["scope"], format!("user:{id}"));
+    assert_eq!(
+        limits[0]["rpm"],
+        json!({"limit": 5, "used": 1, "remaining": 4})
+    );
+    let status: Value = serde_json::from_str(&cli(&["quota", "--json", "status"]).await).unwrap();
+    assert_eq!(status["active_agents"], 1);
+    assert_eq!(status["shared_state"], "redis");
+    let cleaned: Value = serde_json::from_str(&cli(&["quota", "--json", "cleanup"]).await).unwrap();
+    assert_eq!(cleaned["released"], 0, "the session is not idle");
+
+    let key = s.create_key(&token, &["tasks.read"]).await;
+    let key = key["key"].as_str().unwrap().to_string();
+    let (code, out, err) = run_binary(
+        &["auth", "test"],
+        &[("SWARMGATE_URL", s.base.clone()), ("SWARMGATE_TOKEN", key)],
+        None,
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("cli-user") && out.contains("by api_key"),
+        "{out}"
+    );
+    assert!(out.contains("key permissions: tasks.read"), "{out}");
+    assert!(out.contains(&format!("limits user:{id}: rpm")), "{out}");
+    let (code, _, err) = run_binary(
+        &["auth", "test"],
+        &[
+            ("SWARMGATE_URL", s.base.clone()),
+            ("SWARMGATE_TOKEN", "sgk_not-a-key".into()),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("refused the credential: 401"), "{err}");
+    s.stop().await;
+}
