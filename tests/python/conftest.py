@@ -19,6 +19,10 @@ def _free_port():
 
 
 MODEL = "phi-3.5-mini"
+# Served by the mock's Anthropic Messages API, behind the [anthropic] profile.
+CLAUDE_MODEL = "claude-mock"
+# The provider key only the gateway holds; the mock refuses any other.
+PROVIDER_KEY = "sk-ant-held-by-the-gateway"
 
 
 def _binary():
@@ -57,10 +61,15 @@ def swarmgate():
             "DATABASE_URL": f"sqlite://{tmp}/swarmgate.db",
             "SWARMGATE_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "SWARMGATE_CONFIG": config,
+            "ANTHROPIC_API_KEY": PROVIDER_KEY,
+            # Every module logs in as admin; the default 5 a minute is for attackers.
+            "SWARMGATE_SECURITY__LOGIN_RATE_PER_MINUTE": "100",
+            "CLAUDE_BASE_URL": f"http://127.0.0.1:{mock_port}",
         }
         log = open(os.path.join(tmp, "stderr.log"), "w")
         mock = subprocess.Popen(
-            [binary, "mock-upstream", "--listen", f"127.0.0.1:{mock_port}", "--models", MODEL],
+            [binary, "mock-upstream", "--listen", f"127.0.0.1:{mock_port}",
+             "--models", f"{MODEL},{CLAUDE_MODEL}", "--anthropic-key", PROVIDER_KEY],
             env={"PATH": env["PATH"]}, stderr=log, stdout=subprocess.DEVNULL,
         )
         proc = subprocess.Popen([binary, "serve"], env=env, stderr=log, stdout=subprocess.DEVNULL)

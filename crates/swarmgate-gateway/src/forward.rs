@@ -15,6 +15,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri};
 use http_body_util::{BodyExt, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -28,9 +29,10 @@ pub struct Target<'a> {
     pub pool: &'a UpstreamPool,
     pub timeout: Duration,
     pub path: String,
-    /// `Authorization` to send upstream (a model's API key); the caller's
+    /// The credential header to send upstream (a model's or provider's
+    /// API key: `Authorization` or Anthropic's `x-api-key`); the caller's
     /// own credentials never are.
-    pub authorization: Option<HeaderValue>,
+    pub credential: Option<(HeaderName, HeaderValue)>,
 }
 
 /// Bodies up to this size are read before sending so a failed connection
@@ -107,7 +109,7 @@ fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
 }
 
 pub struct Forwarder {
-    client: Client<HttpConnector, Body>,
+    client: Client<HttpsConnector<HttpConnector>, Body>,
     trusted_proxies: Vec<IpAddr>,
     max_body_bytes: u64,
 }
@@ -126,6 +128,15 @@ impl Forwarder {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        // `https://` upstreams (a hosted provider's API) are verified against
+        // the Mozilla roots; plain `http://` ones pass straight through.
+        connector.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+            .expect("ring supports the default TLS versions")
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(64)
@@ -202,8 +213,8 @@ impl Forwarder {
             return Err(ForwardError::TooLarge(self.max_body_bytes));
         }
         let mut headers = self.upstream_headers(&incoming, identity);
-        if let Some(authorization) = &target.authorization {
-            headers.insert(header::AUTHORIZATION, authorization.clone());
+        if let Some((name, value)) = &target.credential {
+            headers.insert(name.clone(), value.clone());
         }
         let max = self.max_body_bytes;
         // Replayable: no body at all, or a small one read now.

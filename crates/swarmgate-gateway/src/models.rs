@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
 use crate::config::GatewayConfig;
@@ -35,13 +35,40 @@ pub struct Model {
     /// `models.qwen-qwen2-7b.invoke`); worked out once, at start.
     permission: String,
     pub upstreams: Arc<UpstreamPool>,
-    pub authorization: Option<HeaderValue>,
+    /// The header that carries the upstream's API key, if it needs one.
+    pub credential: Option<(HeaderName, HeaderValue)>,
     pub timeout: Duration,
 }
 
 impl Model {
     pub fn permission(&self) -> &str {
         &self.permission
+    }
+
+    /// A hosted provider's API as one upstream (`base_url`, `http://` or
+    /// `https://`), its key sent in `header`. Its own permission is
+    /// unused: calls are allowed by the requested model's name.
+    pub fn provider(
+        name: &str,
+        base_url: &str,
+        header: HeaderName,
+        key: &str,
+        timeout: Duration,
+        gateway: &GatewayConfig,
+    ) -> Result<Self, String> {
+        let upstreams =
+            UpstreamPool::from_config(&[base_url.to_string()], gateway, "https://HOST[:PORT]")?;
+        let value = HeaderValue::from_str(key)
+            .map_err(|_| "the API key holds characters not allowed in a header".to_string())?;
+        let mut value = value;
+        value.set_sensitive(true);
+        Ok(Self {
+            name: name.to_string(),
+            permission: format!("models.{}.invoke", permission_name(name)),
+            upstreams: Arc::new(upstreams),
+            credential: Some((header, value)),
+            timeout,
+        })
     }
 }
 
@@ -100,23 +127,22 @@ impl ModelTable {
             }
             let upstreams =
                 UpstreamPool::from_config(&m.upstreams, gateway, "http://HOST:PORT").map_err(at)?;
-            let authorization = match &m.upstream_api_key_env {
+            let credential = match &m.upstream_api_key_env {
                 None => None,
                 Some(var) => {
                     let key = env(var)
                         .ok_or_else(|| at(format!("upstream_api_key_env: {var} is not set")))?;
-                    Some(
-                        HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
-                            at(format!("{var} holds characters not allowed in a header"))
-                        })?,
-                    )
+                    let value = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
+                        at(format!("{var} holds characters not allowed in a header"))
+                    })?;
+                    Some((http::header::AUTHORIZATION, value))
                 }
             };
             compiled.push(Model {
                 name: m.name.clone(),
                 permission: format!("models.{permission_name}.invoke"),
                 upstreams: Arc::new(upstreams),
-                authorization,
+                credential,
                 timeout: Duration::from_millis(m.timeout_ms.max(1)),
             });
         }
@@ -161,7 +187,7 @@ mod tests {
         let t =
             ModelTable::compile(&[cfg], &GatewayConfig::default(), |_| Some("k".into())).unwrap();
         assert_eq!(
-            t.get("m").unwrap().authorization.as_ref().unwrap(),
+            &t.get("m").unwrap().credential.as_ref().unwrap().1,
             "Bearer k"
         );
         assert_eq!(t.get("m").unwrap().permission(), "models.m.invoke");

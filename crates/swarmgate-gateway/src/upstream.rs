@@ -47,7 +47,7 @@ impl UpstreamPool {
             let uri: Uri = u
                 .parse()
                 .map_err(|_| format!("upstream {u:?} is not a URL"))?;
-            if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+            if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
                 return Err(format!("upstream {u:?} must be {form}"));
             }
             bases.push(uri);

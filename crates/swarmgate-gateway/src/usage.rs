@@ -46,9 +46,17 @@ pub fn estimate_tokens(text: &str) -> u64 {
     count
 }
 
-/// The prompt text of an OpenAI request body, for estimates.
+/// The prompt text of an OpenAI or Anthropic request body, for estimates.
 pub fn prompt_text(body: &Value) -> String {
     let mut text = String::new();
+    match &body["system"] {
+        Value::String(s) => text.push_str(s),
+        Value::Array(blocks) => blocks
+            .iter()
+            .filter_map(|b| b["text"].as_str())
+            .for_each(|t| text.push_str(t)),
+        _ => {}
+    }
     if let Some(messages) = body["messages"].as_array() {
         for m in messages {
             match &m["content"] {
@@ -75,21 +83,51 @@ pub fn prompt_text(body: &Value) -> String {
     text
 }
 
-fn usage_of(value: &Value) -> Option<Usage> {
-    let u = value.get("usage").filter(|u| u.is_object())?;
-    let prompt = u["prompt_tokens"].as_u64().unwrap_or(0);
-    let completion = u["completion_tokens"].as_u64().unwrap_or(0);
+/// The usage a response or event reports, merged into what earlier events
+/// of the same stream reported. OpenAI's shape (`prompt_tokens`,
+/// `completion_tokens`) comes whole; Anthropic's (`input_tokens` in
+/// `message_start`, a running `output_tokens` in `message_delta`) in parts.
+fn usage_of(value: &Value, seen: Option<Usage>) -> Option<Usage> {
+    let u = value
+        .get("usage")
+        .filter(|u| u.is_object())
+        .or_else(|| value["message"].get("usage").filter(|u| u.is_object()))?;
+    if u.get("prompt_tokens").is_some() || u.get("completion_tokens").is_some() {
+        let prompt = u["prompt_tokens"].as_u64().unwrap_or(0);
+        let completion = u["completion_tokens"].as_u64().unwrap_or(0);
+        return Some(Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: u["total_tokens"].as_u64().unwrap_or(prompt + completion),
+            estimated: false,
+        });
+    }
+    let input = u["input_tokens"].as_u64().map(|i| {
+        // Cached prompt tokens are prompt tokens too.
+        i + u["cache_creation_input_tokens"].as_u64().unwrap_or(0)
+            + u["cache_read_input_tokens"].as_u64().unwrap_or(0)
+    });
+    let output = u["output_tokens"].as_u64();
+    if input.is_none() && output.is_none() {
+        return None;
+    }
+    let prompt = input.or(seen.map(|s| s.prompt_tokens)).unwrap_or(0);
+    let completion = output.or(seen.map(|s| s.completion_tokens)).unwrap_or(0);
     Some(Usage {
         prompt_tokens: prompt,
         completion_tokens: completion,
-        total_tokens: u["total_tokens"].as_u64().unwrap_or(prompt + completion),
+        total_tokens: prompt + completion,
         estimated: false,
     })
 }
 
-/// The text a streamed chunk carries (chat deltas or completion text).
+/// The text a streamed chunk carries (chat deltas, completion text, or an
+/// Anthropic `text_delta`).
 fn chunk_text(value: &Value) -> String {
     let mut text = String::new();
+    if let Some(t) = value["delta"]["text"].as_str() {
+        text.push_str(t);
+    }
     if let Some(choices) = value["choices"].as_array() {
         for c in choices {
             if let Some(t) = c["delta"]["content"].as_str() {
@@ -131,6 +169,9 @@ pub struct Metered<B> {
     streamed_text: String,
     out: VecDeque<Bytes>,
     found: Option<Usage>,
+    /// The usage found so far is Anthropic's opening count (its
+    /// `output_tokens` is not the final one yet).
+    partial: bool,
     prompt_estimate: u64,
     report: Option<Report>,
     ended: bool,
@@ -164,6 +205,7 @@ impl<B> Metered<B> {
             streamed_text: String::new(),
             out: VecDeque::new(),
             found: None,
+            partial: false,
             prompt_estimate,
             report: Some(report),
             ended: false,
@@ -211,8 +253,9 @@ impl<B> Metered<B> {
                             continue;
                         };
                         text.push_str(&chunk_text(&value));
-                        if let Some(u) = usage_of(&value) {
+                        if let Some(u) = usage_of(&value, self.found) {
                             self.found = Some(u);
+                            self.partial = value["type"] == "message_start";
                             let no_choices =
                                 value["choices"].as_array().is_none_or(|c| c.is_empty());
                             if *strip_usage && no_choices {
@@ -231,6 +274,17 @@ impl<B> Metered<B> {
     fn finish(&mut self) {
         if let Some(report) = self.report.take() {
             let usage = match (&self.mode, self.found) {
+                // The stream stopped before Anthropic's final count: the
+                // prompt is known, the reply is estimated from its text.
+                (Mode::Sse { text, .. }, Some(u)) if self.partial => {
+                    let completion = estimate_tokens(text).max(u.completion_tokens);
+                    Usage {
+                        prompt_tokens: u.prompt_tokens,
+                        completion_tokens: completion,
+                        total_tokens: u.prompt_tokens + completion,
+                        estimated: true,
+                    }
+                }
                 (_, Some(u)) => u,
                 (
                     Mode::Json {
@@ -240,7 +294,7 @@ impl<B> Metered<B> {
                     None,
                 ) => serde_json::from_slice::<Value>(copy)
                     .ok()
-                    .and_then(|v| usage_of(&v))
+                    .and_then(|v| usage_of(&v, None))
                     .unwrap_or_else(|| self.estimate("")),
                 (Mode::Sse { text, .. }, None) => self.estimate(text),
                 (Mode::Json { .. }, None) => self.estimate(&self.streamed_text),
@@ -356,6 +410,36 @@ mod tests {
         let out = metered.collect().await.unwrap().to_bytes();
         let usage = seen.lock().unwrap().expect("reported");
         (String::from_utf8(out.to_vec()).unwrap(), usage)
+    }
+
+    #[tokio::test]
+    async fn anthropic_usage_is_read_from_its_start_and_delta_events() {
+        let start = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":5,\"cache_read_input_tokens\":2,\"output_tokens\":1}}}\n\n";
+        let delta = "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"one two three\"}}\n\n";
+        let end = "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":9}}\n\n";
+        let (out, usage) = run(vec![start, delta, end], true, false).await;
+        assert_eq!(out, format!("{start}{delta}{end}"), "relayed untouched");
+        assert_eq!(
+            usage,
+            Usage {
+                prompt_tokens: 7,
+                completion_tokens: 9,
+                total_tokens: 16,
+                estimated: false
+            }
+        );
+        // Cut off before the final count: the reply is estimated.
+        let (_, usage) = run(vec![start, delta], true, false).await;
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens), (7, 3));
+        assert!(usage.estimated);
+        // A whole (not streamed) message.
+        let (_, usage) = run(
+            vec![r#"{"type":"message","usage":{"input_tokens":4,"output_tokens":6}}"#],
+            false,
+            false,
+        )
+        .await;
+        assert_eq!((usage.total_tokens, usage.estimated), (10, false));
     }
 
     #[tokio::test]

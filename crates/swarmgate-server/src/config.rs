@@ -60,6 +60,57 @@ pub struct Config {
     pub nodes: NodesConfig,
     pub limits: LimitsConfig,
     pub agents: AgentsConfig,
+    pub anthropic: AnthropicConfig,
+}
+
+/// `[anthropic]`: Anthropic's API behind `/v1/messages`, with the key held
+/// by the gateway (seed 003's credential profiles).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnthropicConfig {
+    /// `ANTHROPIC_API_KEY` or `CLAUDE_API_KEY`; unset: `/v1/messages` is
+    /// not served.
+    pub api_key: Option<Secret>,
+    /// `ANTHROPIC_BASE_URL` or `CLAUDE_BASE_URL`.
+    pub base_url: String,
+    /// `api_key` or `subscription`: how the key is paid for (shown to
+    /// operators; the limits below are what is enforced).
+    pub mode: String,
+    pub timeout_ms: u64,
+    /// Limits on all traffic through the profile together: a daily token
+    /// limit for a subscription, per-minute limits for an API key.
+    pub limits: swarmgate_core::LimitSet,
+}
+
+impl Default for AnthropicConfig {
+    fn default() -> Self {
+        Self {
+            api_key: None,
+            base_url: "https://api.anthropic.com".into(),
+            mode: "api_key".into(),
+            timeout_ms: 600_000,
+            limits: Default::default(),
+        }
+    }
+}
+
+/// A provider's API reachable through the gateway with the gateway's key.
+pub struct ProviderProfile {
+    /// `anthropic`: also the scope of its limits (`profile:anthropic`).
+    pub name: String,
+    pub mode: String,
+    pub upstream: swarmgate_gateway::Model,
+    pub limits: swarmgate_core::LimitSet,
+}
+
+impl fmt::Debug for ProviderProfile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProviderProfile")
+            .field("name", &self.name)
+            .field("mode", &self.mode)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -339,6 +390,10 @@ const SEED_ENV: &[(&str, &str, Kind)] = &[
         Kind::Text,
     ),
     ("SWARMGATE_LOG_FORMAT", "logging.format", Kind::Text),
+    ("ANTHROPIC_API_KEY", "anthropic.api_key", Kind::Text),
+    ("CLAUDE_API_KEY", "anthropic.api_key", Kind::Text),
+    ("ANTHROPIC_BASE_URL", "anthropic.base_url", Kind::Text),
+    ("CLAUDE_BASE_URL", "anthropic.base_url", Kind::Text),
     ("MCP_TOKEN_EXPIRE", "nodes.token_ttl_minutes", Kind::Count),
     (
         "MCP_METRICS_INTERVAL",
@@ -366,6 +421,20 @@ impl Config {
                 )));
             }
             figment = figment.merge(Toml::file_exact(path));
+        }
+        // Each of these pairs names one setting: either may be set, but two
+        // different values are a mistake to report, not to pick from.
+        for (a, b) in [
+            ("ANTHROPIC_API_KEY", "CLAUDE_API_KEY"),
+            ("ANTHROPIC_BASE_URL", "CLAUDE_BASE_URL"),
+        ] {
+            if let (Ok(x), Ok(y)) = (std::env::var(a), std::env::var(b)) {
+                if x != y {
+                    return Err(ConfigError(format!(
+                        "{a} and {b} are both set and differ; set one (either sets both)"
+                    )));
+                }
+            }
         }
         for (name, key, kind) in SEED_ENV {
             let Ok(value) = std::env::var(name) else {
@@ -642,7 +711,9 @@ impl Config {
             );
         }
         let quota = self.quota_settings(&roles)?;
+        let anthropic = self.anthropic_profile()?;
         Ok(Settings {
+            anthropic: anthropic.map(Arc::new),
             quota: Arc::new(quota),
             node_stale_after: Duration::from_secs(n.stale_after_seconds),
             node_token_ttl: Duration::from_secs(n.token_ttl_minutes * 60),
@@ -701,6 +772,48 @@ pub struct QuotaSettings {
 }
 
 impl Config {
+    fn anthropic_profile(&self) -> Result<Option<ProviderProfile>, ConfigError> {
+        let a = &self.anthropic;
+        let Some(key) = a.api_key.as_ref().filter(|k| !k.0.is_empty()) else {
+            return Ok(None);
+        };
+        let at = |m: String| ConfigError(format!("anthropic: {m}"));
+        if !matches!(a.mode.as_str(), "api_key" | "subscription") {
+            return Err(at(format!(
+                "mode {:?} is neither \"api_key\" nor \"subscription\"",
+                a.mode
+            )));
+        }
+        a.limits
+            .validate("anthropic.limits")
+            .map_err(|e| ConfigError(format!("{}: {}", e.field, e.message)))?;
+        if a.limits.max_agents.is_some() {
+            return Err(at("limits.max_agents does not apply to a profile".into()));
+        }
+        if !(1..=3_600_000).contains(&a.timeout_ms) {
+            return Err(at("timeout_ms must be between 1 and 3600000".into()));
+        }
+        let upstream = swarmgate_gateway::Model::provider(
+            "anthropic",
+            &a.base_url,
+            axum::http::HeaderName::from_static("x-api-key"),
+            &key.0,
+            Duration::from_millis(a.timeout_ms),
+            &self.gateway,
+        )
+        .map_err(|e| {
+            at(format!(
+                "base_url (ANTHROPIC_BASE_URL / CLAUDE_BASE_URL): {e}"
+            ))
+        })?;
+        Ok(Some(ProviderProfile {
+            name: "anthropic".into(),
+            mode: a.mode.clone(),
+            upstream,
+            limits: a.limits,
+        }))
+    }
+
     fn quota_settings(&self, roles: &Roles) -> Result<QuotaSettings, ConfigError> {
         let l = &self.limits;
         for (role, set) in &l.roles {
@@ -767,6 +880,7 @@ impl Config {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub quota: Arc<QuotaSettings>,
+    pub anthropic: Option<Arc<ProviderProfile>>,
     pub node_stale_after: Duration,
     pub node_token_ttl: Duration,
     pub metrics_interval: Duration,

@@ -15,7 +15,7 @@ use swarmgate_gateway::{
 };
 
 use crate::clock::now_ms;
-use crate::config::Settings;
+use crate::config::{ProviderProfile, Settings};
 use crate::error::{Error, Result};
 use crate::identity::{Credential, Identity, Principal};
 use crate::quota::{Call, Quota};
@@ -28,6 +28,7 @@ const TEMPLATE_TOKENS: u64 = 16;
 pub struct Gateway {
     pub usage: Arc<UsageRecorder>,
     pub quota: Arc<Quota>,
+    anthropic: Option<Arc<ProviderProfile>>,
     routes: Arc<RouteTable>,
     models: Arc<ModelTable>,
     forwarder: Forwarder,
@@ -38,6 +39,7 @@ impl Gateway {
         Self {
             usage: Arc::new(UsageRecorder::new(store)),
             quota,
+            anthropic: settings.anthropic.clone(),
             routes: settings.routes.clone(),
             models: settings.models.clone(),
             forwarder: Forwarder::new(
@@ -81,7 +83,7 @@ impl Gateway {
             pool: &route.upstreams,
             timeout: route.timeout,
             path: matched.upstream_path,
-            authorization: None,
+            credential: None,
         };
         let response = self
             .send(target, incoming, &who, &route.name, started)
@@ -153,33 +155,52 @@ impl Gateway {
     /// every model, as `models.*` does), and, for a key restricted to a
     /// list of models, that list.
     pub fn may_use(&self, principal: &Principal, model: &Model) -> bool {
-        let permitted = principal.allows(model.permission(), None)
-            || principal.allows("inference.invoke", None);
+        self.may_use_named(principal, &model.name, model.permission())
+    }
+
+    /// [`may_use`](Self::may_use) for a model known only by name (one
+    /// served by a provider profile).
+    pub fn may_use_named(&self, principal: &Principal, name: &str, permission: &str) -> bool {
+        let permitted =
+            principal.allows(permission, None) || principal.allows("inference.invoke", None);
         let listed = match &principal.credential {
             Credential::ApiKey {
                 models: Some(list), ..
-            } => list.contains(&model.name),
+            } => list.iter().any(|m| m == name),
             _ => true,
         };
         permitted && listed
     }
 
-    /// Forwards an OpenAI API call to the model's upstreams and meters the
-    /// response. A streamed call is made to report its usage
-    /// (`stream_options.include_usage`); when the caller had not asked for
-    /// it, that chunk is read and removed on the way back.
+    /// The Anthropic profile, when `ANTHROPIC_API_KEY` (or
+    /// `CLAUDE_API_KEY`) is set.
+    pub fn anthropic(&self) -> Option<&ProviderProfile> {
+        self.anthropic.as_deref()
+    }
+
+    /// Forwards an LLM call to its upstream and meters the response. Its
+    /// worst case is reserved against every token limit that applies (and
+    /// the provider profile's, if it goes through one) and settled to the
+    /// usage the response reports. A streamed OpenAI call is made to report
+    /// its usage (`stream_options.include_usage`); when the caller had not
+    /// asked for it, that chunk is read and removed on the way back.
+    /// Anthropic's events carry usage already and pass through untouched.
     pub async fn call_model(
         &self,
         identity: &Identity,
         principal: &Principal,
-        model: &Model,
-        mut incoming: Incoming,
-        mut body: serde_json::Value,
-        started: Option<Instant>,
+        call: LlmCall<'_>,
     ) -> Result<Response<Body>> {
+        let LlmCall {
+            model,
+            dialect,
+            mut incoming,
+            mut body,
+            started,
+        } = call;
         let streamed = body["stream"] == serde_json::json!(true);
         let asked = body["stream_options"]["include_usage"] == serde_json::json!(true);
-        let strip_usage = streamed && !asked;
+        let strip_usage = dialect == Dialect::OpenAi && streamed && !asked;
         if strip_usage {
             if !body["stream_options"].is_object() {
                 body["stream_options"] = serde_json::json!({});
@@ -202,18 +223,31 @@ impl Gateway {
             axum::http::header::ACCEPT_ENCODING,
             axum::http::HeaderValue::from_static("identity"),
         );
+        if dialect == Dialect::Anthropic && !incoming.headers.contains_key(ANTHROPIC_VERSION) {
+            incoming.headers.insert(
+                ANTHROPIC_VERSION,
+                axum::http::HeaderValue::from_static("2023-06-01"),
+            );
+        }
         let prompt_estimate = swarmgate_gateway::usage::estimate_tokens(
             &swarmgate_gateway::usage::prompt_text(&body),
         );
-        let ticket = self
-            .quota
-            .admit(
-                principal,
-                Call::Llm {
-                    reserve: self.worst_case(&body, incoming.uri.path(), prompt_estimate),
-                },
-            )
-            .await?;
+        let call = Call::Llm {
+            reserve: self.worst_case(&body, incoming.uri.path(), prompt_estimate),
+        };
+        let ticket = match dialect {
+            Dialect::OpenAi => self.quota.admit(principal, call).await?,
+            Dialect::Anthropic => {
+                self.quota
+                    .admit_through(principal, call, "anthropic")
+                    .await?
+            }
+        };
+        // Usage is kept by the model the caller asked for.
+        let model_name = match dialect {
+            Dialect::OpenAi => model.name.clone(),
+            Dialect::Anthropic => body["model"].as_str().unwrap_or_default().to_string(),
+        };
 
         let who = who(identity, principal, &model.name)?;
         let target = Target {
@@ -221,9 +255,12 @@ impl Gateway {
             pool: &model.upstreams,
             timeout: model.timeout,
             path: incoming.uri.path().to_string(),
-            authorization: model.authorization.clone(),
+            credential: model.credential.clone(),
         };
-        let label = format!("model:{}", model.name);
+        let label = match dialect {
+            Dialect::OpenAi => format!("model:{}", model.name),
+            Dialect::Anthropic => "provider:anthropic".to_string(),
+        };
         let mut response = self.send(target, incoming, &who, &label, started).await?;
         ticket.headers.apply(response.headers_mut());
         if !response.status().is_success() {
@@ -248,7 +285,6 @@ impl Gateway {
             Credential::Agent { agent_id, .. } => Some(format!("agent:{agent_id}")),
             _ => None,
         };
-        let model_name = model.name.clone();
         let report = Box::new(move |u: swarmgate_gateway::usage::Usage| {
             ticket.settle(Some(u.total_tokens));
             metrics::counter!("swarmgate_llm_tokens_total", "model" => model_name.clone(), "kind" => "prompt")
@@ -276,6 +312,27 @@ impl Gateway {
         );
         Ok(Response::from_parts(parts, Body::new(metered)))
     }
+}
+
+const ANTHROPIC_VERSION: &str = "anthropic-version";
+
+/// Which API an LLM call speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// OpenAI's `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`.
+    OpenAi,
+    /// Anthropic's `/v1/messages`.
+    Anthropic,
+}
+
+/// One LLM call: where it goes, in which dialect, and the request.
+pub struct LlmCall<'a> {
+    pub model: &'a Model,
+    pub dialect: Dialect,
+    pub incoming: Incoming,
+    /// The parsed body; what is sent upstream is written back from it.
+    pub body: serde_json::Value,
+    pub started: Option<Instant>,
 }
 
 /// The identity headers for an upstream of `audience` (a route or model).

@@ -47,7 +47,16 @@ impl App {
                 .map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?,
         };
         metrics::handle();
-        let quota = Arc::new(quota::Quota::new(state.clone(), settings.quota.clone()));
+        let profiles = settings
+            .anthropic
+            .iter()
+            .map(|p| (p.name.clone(), p.limits))
+            .collect();
+        let quota = Arc::new(quota::Quota::new(
+            state.clone(),
+            settings.quota.clone(),
+            profiles,
+        ));
         let gateway = Arc::new(gateway::Gateway::new(
             &settings,
             store.clone(),

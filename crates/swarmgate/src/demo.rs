@@ -57,6 +57,7 @@ pub async fn serve_upstream(listener: std::net::TcpListener) {
         models: vec![MODEL.into()],
         latency: std::time::Duration::ZERO,
         fail_rate: 0.0,
+        anthropic_key: None,
     };
     let result = async {
         let listener = tokio::net::TcpListener::from_std(listener)?;

@@ -70,6 +70,10 @@ enum Command {
         /// Models served, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "mock-model")]
         models: Vec<String>,
+        /// The `x-api-key` Anthropic's `/v1/messages` requires (default:
+        /// any, but one must be sent).
+        #[arg(long)]
+        anthropic_key: Option<String>,
     },
     /// Limits and agent sessions: status, one caller's standing, cleanup
     /// (against the configured database and Redis).
@@ -256,10 +260,17 @@ fn main() -> ExitCode {
         latency_ms,
         fail_rate,
         models,
+        anthropic_key,
     } = &cli.command
     {
         // Needs no configuration: it stands in for an upstream, not for swarmgate.
-        return run_mock(*listen, *latency_ms, *fail_rate, models.clone());
+        let config = mock_upstream::MockConfig {
+            models: models.clone(),
+            latency: std::time::Duration::from_millis(*latency_ms),
+            fail_rate: *fail_rate,
+            anthropic_key: anthropic_key.clone(),
+        };
+        return run_mock(*listen, config);
     }
     let mut demo_upstream = None;
     let config = Config::load(cli.config.as_deref()).and_then(|mut config| {
@@ -300,22 +311,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_mock(
-    listen: std::net::SocketAddr,
-    latency_ms: u64,
-    fail_rate: f64,
-    models: Vec<String>,
-) -> ExitCode {
+fn run_mock(listen: std::net::SocketAddr, config: mock_upstream::MockConfig) -> ExitCode {
     telemetry::init(false, "info");
-    if !(0.0..=1.0).contains(&fail_rate) {
+    if !(0.0..=1.0).contains(&config.fail_rate) {
         eprintln!("swarmgate: --fail-rate must be between 0 and 1");
         return ExitCode::from(2);
     }
-    let config = mock_upstream::MockConfig {
-        models,
-        latency: std::time::Duration::from_millis(latency_ms),
-        fail_rate,
-    };
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,7 +1,9 @@
 //! `swarmgate mock-upstream`: a small OpenAI-compatible server for tests and
 //! the demo. Chat and text completions (plain, and streamed as SSE in one
 //! chunk per word, honouring `stream_options.include_usage`), embeddings and
-//! the model list; every other path echoes the request as JSON. Token counts
+//! the model list; Anthropic's `/v1/messages` (plain and streamed, in its
+//! own event shape, with `x-api-key` required); every other path echoes the
+//! request as JSON. Token counts
 //! are real counts of the prompt and the reply under a simple tokenizer
 //! (words and punctuation), so accounting can be checked exactly.
 
@@ -26,6 +28,9 @@ pub struct MockConfig {
     pub models: Vec<String>,
     pub latency: Duration,
     pub fail_rate: f64,
+    /// The `x-api-key` `/v1/messages` insists on (any key when unset; a
+    /// missing one is always refused).
+    pub anthropic_key: Option<String>,
 }
 
 struct Mock {
@@ -300,6 +305,132 @@ async fn embeddings(State(mock): State<Shared>, body: Bytes) -> Response {
     .into_response()
 }
 
+fn anthropic_error(status: StatusCode, kind: &str, message: &str) -> Response {
+    (
+        status,
+        Json(json!({ "type": "error", "error": { "type": kind, "message": message } })),
+    )
+        .into_response()
+}
+
+/// The text of Anthropic `system` or message `content`: a string or text
+/// blocks.
+fn anthropic_text(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(blocks) => blocks
+            .iter()
+            .filter_map(|b| b["text"].as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    }
+}
+
+/// Anthropic's Messages API: the reply says what the last user turn said.
+async fn messages(State(mock): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+    let accepted = match (&mock.config.anthropic_key, key) {
+        (_, None) => false,
+        (Some(expected), Some(given)) => expected == given,
+        (None, Some(_)) => true,
+    };
+    if !accepted {
+        return anthropic_error(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "invalid x-api-key",
+        );
+    }
+    if let Some(failure) = mock.delay_and_maybe_fail().await {
+        return failure;
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return anthropic_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "body is not JSON",
+        );
+    };
+    let model = body["model"].as_str().unwrap_or_default().to_string();
+    if !mock.config.models.contains(&model) {
+        return anthropic_error(
+            StatusCode::NOT_FOUND,
+            "not_found_error",
+            &format!("model: {model}"),
+        );
+    }
+    let turns = body["messages"].as_array().cloned().unwrap_or_default();
+    let mut prompt = vec![anthropic_text(&body["system"])];
+    prompt.extend(turns.iter().map(|m| anthropic_text(&m["content"])));
+    let prompt = prompt.join("\n");
+    let last = turns
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user")
+        .map(|m| anthropic_text(&m["content"]))
+        .unwrap_or_default();
+    let reply = reply_to(&last);
+    let (input, output) = (count_tokens(&prompt), count_tokens(&reply));
+    let id = format!("msg_mock_{}", mock.requests.load(Ordering::Relaxed));
+    if body["stream"] != json!(true) {
+        return Json(json!({
+            "id": id, "type": "message", "role": "assistant", "model": model,
+            "content": [{ "type": "text", "text": reply }],
+            "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": { "input_tokens": input, "output_tokens": output },
+        }))
+        .into_response();
+    }
+    let words: Vec<String> = reply.split_inclusive(' ').map(str::to_string).collect();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    tokio::spawn(async move {
+        let event = |name: &str, v: Value| Bytes::from(format!("event: {name}\ndata: {v}\n\n"));
+        let start = json!({ "type": "message_start", "message": {
+            "id": id, "type": "message", "role": "assistant", "model": model, "content": [],
+            "stop_reason": null, "stop_sequence": null,
+            "usage": { "input_tokens": input, "output_tokens": 1 } } });
+        let block = json!({ "type": "content_block_start", "index": 0, "content_block": { "type": "text", "text": "" } });
+        for (name, v) in [("message_start", start), ("content_block_start", block)] {
+            if tx.send(Ok(event(name, v))).await.is_err() {
+                return;
+            }
+        }
+        for word in &words {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let delta = json!({ "type": "content_block_delta", "index": 0, "delta": { "type": "text_delta", "text": word } });
+            if tx
+                .send(Ok(event("content_block_delta", delta)))
+                .await
+                .is_err()
+            {
+                return; // the client went away
+            }
+        }
+        let end = [
+            (
+                "content_block_stop",
+                json!({ "type": "content_block_stop", "index": 0 }),
+            ),
+            (
+                "message_delta",
+                json!({ "type": "message_delta", "delta": { "stop_reason": "end_turn", "stop_sequence": null }, "usage": { "output_tokens": output } }),
+            ),
+            ("message_stop", json!({ "type": "message_stop" })),
+        ];
+        for (name, v) in end {
+            let _ = tx.send(Ok(event(name, v))).await;
+        }
+    });
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(Body::from_stream(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
 /// Any other path: the request as JSON, so tests can see what arrived.
 async fn echo(
     State(mock): State<Shared>,
@@ -338,6 +469,7 @@ pub fn router(config: MockConfig) -> Router {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(text))
         .route("/v1/embeddings", post(embeddings))
+        .route("/v1/messages", post(messages))
         .fallback(echo)
         .with_state(mock)
 }

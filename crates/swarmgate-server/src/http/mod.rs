@@ -3,6 +3,7 @@
 
 mod admin;
 mod agents;
+mod anthropic;
 mod api_keys;
 mod auth;
 mod clients;
@@ -100,6 +101,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chat/completions", post(openai::call))
         .route("/v1/completions", post(openai::call))
         .route("/v1/embeddings", post(openai::call))
+        .route("/v1/messages", post(anthropic::messages))
         .route("/usage", get(usage::usage))
         .route("/metrics", get(system::metrics))
         .route("/health", get(system::health))

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use swarmgate_gateway::forward::Incoming;
 
 use crate::error::{Error, Result};
+use crate::gateway::{Dialect, LlmCall};
 use crate::http::{AppState, RequestContext};
 use crate::identity::Principal;
 
@@ -81,8 +82,15 @@ pub async fn call(
         body: axum::body::Body::empty(),
         peer,
     };
+    let call = LlmCall {
+        model,
+        dialect: Dialect::OpenAi,
+        incoming,
+        body,
+        started,
+    };
     state
         .gateway
-        .call_model(&state.identity, &principal, model, incoming, body, started)
+        .call_model(&state.identity, &principal, call)
         .await
 }

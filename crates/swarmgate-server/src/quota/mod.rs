@@ -152,11 +152,32 @@ pub struct Denial {
 pub struct Quota {
     state: SharedState,
     settings: Arc<QuotaSettings>,
+    /// Limit sets of provider profiles, shared by all their traffic.
+    profiles: Vec<Scope>,
 }
 
 impl Quota {
-    pub fn new(state: SharedState, settings: Arc<QuotaSettings>) -> Self {
-        Self { state, settings }
+    /// `profiles`: (name, limits) of each provider profile.
+    pub fn new(
+        state: SharedState,
+        settings: Arc<QuotaSettings>,
+        profiles: Vec<(String, LimitSet)>,
+    ) -> Self {
+        let profiles = profiles
+            .into_iter()
+            .filter(|(_, limits)| !limits.is_empty())
+            .map(|(name, limits)| Scope {
+                name: format!("profile:{name}"),
+                counter: format!("profile:{name}"),
+                limits,
+                tokens: None,
+            })
+            .collect();
+        Self {
+            state,
+            settings,
+            profiles,
+        }
     }
 
     pub fn settings(&self) -> &QuotaSettings {
@@ -316,7 +337,30 @@ impl Quota {
     /// Checks and charges every limit that applies, all or none; waits for
     /// capacity when the refusing set says `on_limit = "queue"`.
     pub async fn admit(&self, principal: &Principal, call: Call) -> Result<Ticket> {
-        let scopes = self.scopes(principal);
+        self.admit_scopes(principal, call, self.scopes(principal))
+            .await
+    }
+
+    /// [`admit`](Self::admit) for a call through the provider profile
+    /// `profile`, whose limits apply to all its traffic together.
+    pub async fn admit_through(
+        &self,
+        principal: &Principal,
+        call: Call,
+        profile: &str,
+    ) -> Result<Ticket> {
+        let mut scopes = self.scopes(principal);
+        let name = format!("profile:{profile}");
+        scopes.extend(self.profiles.iter().filter(|p| p.name == name).cloned());
+        self.admit_scopes(principal, call, scopes).await
+    }
+
+    async fn admit_scopes(
+        &self,
+        principal: &Principal,
+        call: Call,
+        scopes: Vec<Scope>,
+    ) -> Result<Ticket> {
         if scopes.is_empty() {
             return Ok(Ticket::unmetered());
         }
@@ -420,7 +464,8 @@ impl Quota {
     /// and has left (for `GET /quota`).
     pub async fn status(&self, principal: &Principal) -> Result<Vec<ScopeStatus>> {
         let now = now_ms();
-        let scopes = self.scopes(principal);
+        let mut scopes = self.scopes(principal);
+        scopes.extend(self.profiles.iter().cloned());
         let mut out = Vec::with_capacity(scopes.len());
         for scope in &scopes {
             let l = &scope.limits;
@@ -681,7 +726,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_quota_state_fails_closed_by_default() {
-        let quota = Quota::new(unreachable().await, settings(false));
+        let quota = Quota::new(unreachable().await, settings(false), vec![]);
         match quota.admit(&limited_user(), Call::Request).await {
             Err(Error::Unavailable { component, .. }) => assert_eq!(component, "redis"),
             Err(other) => panic!("expected 503, got {other:?}"),
@@ -691,7 +736,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_quota_state_admits_unmetered_when_configured_open() {
-        let quota = Quota::new(unreachable().await, settings(true));
+        let quota = Quota::new(unreachable().await, settings(true), vec![]);
         let ticket = quota.admit(&limited_user(), Call::Request).await.unwrap();
         assert!(!ticket.is_metered());
     }

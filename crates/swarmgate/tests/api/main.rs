@@ -3,6 +3,7 @@
 //! ephemeral port with its own SQLite file, or starting the real binary.
 
 mod admin;
+mod anthropic;
 mod common;
 mod flow;
 mod gateway;
