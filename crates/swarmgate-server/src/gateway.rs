@@ -24,6 +24,8 @@ use crate::usage::UsageRecorder;
 /// Tokens reserved on top of the prompt estimate and `max_tokens`: the
 /// chat template's own tokens, which the estimate does not see.
 const TEMPLATE_TOKENS: u64 = 16;
+/// Choices (`n`) one call may ask for.
+const MAX_CHOICES: u64 = 128;
 
 pub struct Gateway {
     pub usage: Arc<UsageRecorder>,
@@ -127,7 +129,12 @@ impl Gateway {
     /// The most tokens a call can cost: the prompt (estimated, plus the
     /// template's share) and every token it may generate (`max_tokens`, or
     /// the configured default when it names none; nothing for embeddings).
-    fn worst_case(&self, body: &serde_json::Value, path: &str, prompt_estimate: u64) -> u64 {
+    fn worst_case(
+        &self,
+        body: &serde_json::Value,
+        path: &str,
+        prompt_estimate: u64,
+    ) -> Result<u64> {
         let completion = if path.ends_with("/embeddings") {
             0
         } else {
@@ -136,10 +143,23 @@ impl Gateway {
                 .or_else(|| body["max_tokens"].as_u64())
                 .unwrap_or(self.quota.settings().default_max_tokens)
         };
-        let choices = body["n"].as_u64().unwrap_or(1).clamp(1, 128);
-        prompt_estimate
+        let choices = match &body["n"] {
+            serde_json::Value::Null => 1,
+            n => n
+                .as_u64()
+                .filter(|n| (1..=MAX_CHOICES).contains(n))
+                .ok_or_else(|| {
+                    swarmgate_core::ValidationError::new(
+                        "n",
+                        format!("must be a whole number from 1 to {MAX_CHOICES}"),
+                    )
+                })?,
+        };
+        // Beyond any limit anyway; kept finite so no meter overflows.
+        Ok(prompt_estimate
             .saturating_add(TEMPLATE_TOKENS)
             .saturating_add(completion.saturating_mul(choices))
+            .min(swarmgate_core::limits::MAX_LIMIT))
     }
 
     pub fn models(&self) -> &ModelTable {
@@ -167,6 +187,10 @@ impl Gateway {
             Credential::ApiKey {
                 models: Some(list), ..
             } => list.iter().any(|m| m == name),
+            Credential::Agent { claims, .. } => claims
+                .models
+                .as_ref()
+                .is_none_or(|list| list.iter().any(|m| m == name)),
             _ => true,
         };
         permitted && listed
@@ -233,7 +257,7 @@ impl Gateway {
             &swarmgate_gateway::usage::prompt_text(&body),
         );
         let call = Call::Llm {
-            reserve: self.worst_case(&body, incoming.uri.path(), prompt_estimate),
+            reserve: self.worst_case(&body, incoming.uri.path(), prompt_estimate)?,
         };
         let ticket = match dialect {
             Dialect::OpenAi => self.quota.admit(principal, call).await?,

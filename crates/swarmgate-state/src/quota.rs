@@ -104,10 +104,40 @@ pub struct Reading {
 /// When a refused slot is worth asking for again.
 pub(crate) const SLOT_RETRY_MS: i64 = 1000;
 
-/// GCRA in microseconds, so a limit of many tokens a minute still has an
-/// emission interval of at least one unit.
-pub(crate) fn gcra_interval_us(limit: u64, period_ms: i64) -> i64 {
-    ((period_ms.max(1) * 1000) / limit.max(1) as i64).max(1)
+/// GCRA in microseconds: a rate of `limit` units per `period_ms` holds at
+/// most one period of "theoretical arrival time" ahead of now. What one
+/// charge of `cost` units moves it is worked out exactly (rounded up), so
+/// a large limit is not run faster by rounding.
+pub(crate) fn gcra_capacity_us(period_ms: i64) -> i64 {
+    period_ms.max(1) * 1000
+}
+
+/// Microseconds `cost` units take at `limit` per `period_ms`, rounded up;
+/// saturates far beyond any capacity (a cost that can never fit).
+pub(crate) fn gcra_increment_us(limit: u64, period_ms: i64, cost: u64) -> i64 {
+    let period = gcra_capacity_us(period_ms) as u128;
+    let inc = (u128::from(cost) * period).div_ceil(u128::from(limit.max(1)));
+    inc.min(i64::MAX as u128 / 4) as i64
+}
+
+/// Microseconds a refund of `refund` units (negative: a further charge)
+/// moves the arrival time back; a refund is rounded down, a charge up.
+pub(crate) fn gcra_refund_us(limit: u64, period_ms: i64, refund: i64) -> i64 {
+    let magnitude = refund.unsigned_abs();
+    if refund >= 0 {
+        let period = gcra_capacity_us(period_ms) as u128;
+        ((u128::from(magnitude) * period) / u128::from(limit.max(1))).min(i64::MAX as u128 / 4)
+            as i64
+    } else {
+        -gcra_increment_us(limit, period_ms, magnitude)
+    }
+}
+
+/// Units left when the arrival time is `ahead` µs past now.
+pub(crate) fn gcra_remaining(limit: u64, period_ms: i64, ahead: i64) -> u64 {
+    let capacity = gcra_capacity_us(period_ms);
+    let free = (capacity - ahead.max(0)).max(0) as u128;
+    (free * u128::from(limit) / capacity as u128) as u64
 }
 
 #[derive(Default)]
@@ -160,17 +190,17 @@ impl MemoryQuota {
                 cost,
             } => {
                 let now_us = now_ms * 1000;
-                let interval = gcra_interval_us(*limit, *period_ms);
-                let capacity = interval * *limit as i64;
+                let capacity = gcra_capacity_us(*period_ms);
+                let inc = gcra_increment_us(*limit, *period_ms, *cost);
                 let tat = self.rates.get(key).copied().unwrap_or(now_us).max(now_us);
-                let new_tat = tat + interval * *cost as i64;
-                let ahead = new_tat - now_us;
-                if interval * *cost as i64 > capacity {
-                    Err(None)
-                } else if ahead > capacity {
+                if inc > capacity {
+                    return Err(None);
+                }
+                let ahead = tat + inc - now_us;
+                if ahead > capacity {
                     Err(Some((ahead - capacity + 999) / 1000))
                 } else {
-                    Ok(((capacity - ahead) / interval) as u64)
+                    Ok(gcra_remaining(*limit, *period_ms, ahead))
                 }
             }
             Meter::Budget {
@@ -181,7 +211,7 @@ impl MemoryQuota {
                 resets,
             } => {
                 let used = self.budget_used(key, now_ms);
-                if used + cost > *limit {
+                if used.saturating_add(*cost) > *limit {
                     Err((*resets && *cost <= *limit).then(|| (until_ms - now_ms).max(1)))
                 } else {
                     Ok(limit - used - cost)
@@ -210,10 +240,9 @@ impl MemoryQuota {
                 cost,
             } => {
                 let now_us = now_ms * 1000;
-                let interval = gcra_interval_us(*limit, *period_ms);
+                let inc = gcra_increment_us(*limit, *period_ms, *cost);
                 let tat = self.rates.get(key).copied().unwrap_or(now_us).max(now_us);
-                self.rates
-                    .insert(key.clone(), tat + interval * *cost as i64);
+                self.rates.insert(key.clone(), tat + inc);
             }
             Meter::Budget {
                 key,
@@ -222,7 +251,8 @@ impl MemoryQuota {
                 ..
             } => {
                 let used = self.budget_used(key, now_ms);
-                self.budgets.insert(key.clone(), (used + cost, *until_ms));
+                self.budgets
+                    .insert(key.clone(), (used.saturating_add(*cost), *until_ms));
             }
             Meter::Slots {
                 key,
@@ -265,13 +295,12 @@ impl MemoryQuota {
                     period_ms,
                     refund,
                 } => {
+                    // From now at the earliest: an arrival time already in
+                    // the past owes nothing, so a further charge starts now.
                     let now_us = now_ms * 1000;
-                    let interval = gcra_interval_us(*limit, *period_ms);
-                    if let Some(tat) = self.rates.get_mut(key) {
-                        *tat = (*tat - refund * interval).max(now_us);
-                    } else if *refund < 0 {
-                        self.rates.insert(key.clone(), now_us - refund * interval);
-                    }
+                    let tat = self.rates.get(key).copied().unwrap_or(now_us).max(now_us);
+                    let moved = (tat - gcra_refund_us(*limit, *period_ms, *refund)).max(now_us);
+                    self.rates.insert(key.clone(), moved);
                 }
                 Adjust::Budget {
                     key,
@@ -310,10 +339,8 @@ impl MemoryQuota {
                         ..
                     } => {
                         let now_us = now_ms * 1000;
-                        let interval = gcra_interval_us(*limit, *period_ms);
-                        let capacity = interval * *limit as i64;
                         let tat = self.rates.get(key).copied().unwrap_or(now_us).max(now_us);
-                        ((capacity - (tat - now_us)).max(0) / interval) as u64
+                        gcra_remaining(*limit, *period_ms, tat - now_us)
                     }
                     Meter::Budget { key, limit, .. } => {
                         limit.saturating_sub(self.budget_used(key, now_ms))

@@ -8,11 +8,15 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-use crate::quota::{gcra_interval_us, Adjust, Admission, Meter, Reading, SLOT_RETRY_MS};
+use crate::quota::{
+    gcra_capacity_us, gcra_increment_us, gcra_refund_us, Adjust, Admission, Meter, Reading,
+    SLOT_RETRY_MS,
+};
 use crate::redis_backend::{unavailable, RedisState};
 use crate::StateError;
 
-/// Per meter: kind, limit, p (interval µs | until ms), cost, member, resets.
+/// Per meter: kind, limit, p (capacity µs | until ms), cost (increment µs
+/// for a rate), member, resets.
 const ARGS_PER_METER: usize = 6;
 
 static ADMIT: LazyLock<Script> = LazyLock::new(|| {
@@ -25,13 +29,12 @@ local function arg(i, j) return ARGV[1 + (i - 1) * {ARGS_PER_METER} + j] end
 for i = 1, #KEYS do
   local kind, limit, p, cost = arg(i, 1), tonumber(arg(i, 2)), tonumber(arg(i, 3)), tonumber(arg(i, 4))
   if kind == 'r' then
-    local capacity = p * limit
+    if cost > p then return {{0, i - 1, -1}} end
     local tat = tonumber(redis.call('GET', KEYS[i]) or now_us)
     if tat < now_us then tat = now_us end
-    local ahead = tat + p * cost - now_us
-    if p * cost > capacity then return {{0, i - 1, -1}} end
-    if ahead > capacity then return {{0, i - 1, math.ceil((ahead - capacity) / 1000)}} end
-    rem[i] = math.floor((capacity - ahead) / p)
+    local ahead = tat + cost - now_us
+    if ahead > p then return {{0, i - 1, math.ceil((ahead - p) / 1000)}} end
+    rem[i] = math.floor((p - ahead) * limit / p)
   elseif kind == 'b' then
     local used = tonumber(redis.call('GET', KEYS[i]) or '0')
     if used + cost > limit then
@@ -52,7 +55,7 @@ for i = 1, #KEYS do
   if kind == 'r' then
     local tat = tonumber(redis.call('GET', KEYS[i]) or now_us)
     if tat < now_us then tat = now_us end
-    tat = tat + p * cost
+    tat = tat + cost
     redis.call('SET', KEYS[i], string.format('%.0f', tat), 'PX', math.ceil((tat - now_us) / 1000) + 1)
   elseif kind == 'b' then
     redis.call('INCRBY', KEYS[i], cost)
@@ -82,14 +85,13 @@ for i = 1, #KEYS do
   local b = 1 + (i - 1) * 4
   local kind, p, refund = ARGV[b + 1], tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
   if kind == 'r' then
-    local tat = redis.call('GET', KEYS[i])
-    if tat then
-      tat = tonumber(tat) - refund * p
-      if tat < now_us then tat = now_us end
-      put_tat(KEYS[i], tat)
-    elseif refund < 0 then
-      put_tat(KEYS[i], now_us - refund * p)
-    end
+    -- p: microseconds to move back (negative: forward); from now at the
+    -- earliest, as in-process.
+    local tat = tonumber(redis.call('GET', KEYS[i]) or now_us)
+    if tat < now_us then tat = now_us end
+    tat = tat - p
+    if tat < now_us then tat = now_us end
+    put_tat(KEYS[i], tat)
   elseif kind == 'b' then
     local used = redis.call('GET', KEYS[i])
     if used then
@@ -120,7 +122,7 @@ for i = 1, #KEYS do
   if kind == 'r' then
     local tat = tonumber(redis.call('GET', KEYS[i]) or now_us)
     if tat < now_us then tat = now_us end
-    local left = math.floor((p * limit - (tat - now_us)) / p)
+    local left = math.floor((p - (tat - now_us)) * limit / p)
     if left < 0 then left = 0 end
     out[i] = left
   elseif kind == 'b' then
@@ -160,13 +162,10 @@ fn kind(meter: &Meter) -> &'static str {
     }
 }
 
-/// The script's `p`: the emission interval of a rate, the end of a budget
-/// or a slot.
+/// The script's `p`: the capacity of a rate, the end of a budget or a slot.
 fn p_of(meter: &Meter) -> i64 {
     match meter {
-        Meter::Rate {
-            limit, period_ms, ..
-        } => gcra_interval_us(*limit, *period_ms),
+        Meter::Rate { period_ms, .. } => gcra_capacity_us(*period_ms),
         Meter::Budget { until_ms, .. } | Meter::Slots { until_ms, .. } => *until_ms,
     }
 }
@@ -190,7 +189,16 @@ impl RedisState {
         invocation.arg(now_ms);
         for meter in meters {
             let (cost, member, resets) = match meter {
-                Meter::Rate { cost, .. } => (*cost, "", false),
+                Meter::Rate {
+                    limit,
+                    period_ms,
+                    cost,
+                    ..
+                } => (
+                    gcra_increment_us(*limit, *period_ms, *cost) as u64,
+                    "",
+                    false,
+                ),
                 Meter::Budget { cost, resets, .. } => (*cost, "", *resets),
                 Meter::Slots { member, .. } => (1, member.as_str(), false),
             };
@@ -239,7 +247,7 @@ impl RedisState {
                     limit,
                     period_ms,
                     refund,
-                } => (key, "r", gcra_interval_us(*limit, *period_ms), *refund, ""),
+                } => (key, "r", gcra_refund_us(*limit, *period_ms, *refund), 0, ""),
                 Adjust::Budget {
                     key,
                     refund,

@@ -333,3 +333,66 @@ async fn slots_are_released_lapse_and_can_be_kept_alive() {
             .unwrap());
     }
 }
+
+#[tokio::test]
+async fn large_limits_are_exact_and_huge_costs_refused_alike() {
+    for (a, b) in backends().await {
+        let t = now();
+        let tpm = |cost| Meter::Rate {
+            key: "big".into(),
+            limit: 40_000_000,
+            period_ms: 60_000,
+            cost,
+        };
+        assert!(admitted(
+            &a.quota_admit(&[tpm(40_000_000)], t).await.unwrap()
+        ));
+        assert!(!admitted(&b.quota_admit(&[tpm(1)], t).await.unwrap()));
+        // Half a minute refills half the limit, not more.
+        assert!(!admitted(
+            &b.quota_admit(&[tpm(20_000_001)], t + 30_000).await.unwrap()
+        ));
+        assert!(admitted(
+            &b.quota_admit(&[tpm(20_000_000)], t + 30_000).await.unwrap()
+        ));
+        // A cost no limit could hold: refused for good, on both back ends.
+        for cost in [u64::MAX, u64::MAX / 2, 1 << 40] {
+            let huge = Meter::Budget {
+                key: "day".into(),
+                limit: 100,
+                cost,
+                until_ms: t + 60_000,
+                resets: true,
+            };
+            assert_eq!(
+                a.quota_admit(&[tpm(cost), huge], t).await.unwrap(),
+                Admission::Denied {
+                    index: 0,
+                    retry_after_ms: None
+                }
+            );
+        }
+        // Going over a reservation long after it was made is charged from
+        // now, in full.
+        let small = |cost| Meter::Rate {
+            key: "late".into(),
+            limit: 100,
+            period_ms: 60_000,
+            cost,
+        };
+        assert!(admitted(&a.quota_admit(&[small(10)], t).await.unwrap()));
+        b.quota_settle(
+            &[Adjust::Rate {
+                key: "late".into(),
+                limit: 100,
+                period_ms: 60_000,
+                refund: -50,
+            }],
+            t + 120_000,
+        )
+        .await
+        .unwrap();
+        let read = a.quota_read(&[small(0)], t + 120_000).await.unwrap();
+        assert_eq!(read[0].remaining, 50, "the 50 over are owed from now");
+    }
+}

@@ -78,9 +78,30 @@ pub struct AccessClaims {
     /// RFC 8693 `act`: the user an agent acts for (agent tokens).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub act: Option<Act>,
-    /// An agent's own limits (agent tokens).
+    /// What binds an agent besides its parent (agent tokens).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent_budget: Option<swarmgate_core::limits::AgentBudget>,
+    pub agent: Option<AgentClaims>,
+}
+
+/// The `agent` claim: an agent session's own limits, and what it inherits
+/// from the credential that spawned it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentClaims {
+    pub budget: swarmgate_core::limits::AgentBudget,
+    /// The API key it was spawned with: revoking the key stops the agent,
+    /// and the key's limits bind it too. Keys never change otherwise, so
+    /// their limits are carried here rather than looked up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_limits: Option<swarmgate_core::LimitSet>,
+    /// The models it may call (the session's model, the key's list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<Vec<String>>,
+    /// End (unix ms) of the day its allocation was carved from; after it,
+    /// the parent's day budget applies to the agent again.
+    #[serde(default)]
+    pub carved_until: i64,
 }
 
 /// The actor claim of RFC 8693 section 4.1.

@@ -70,7 +70,7 @@ enum JwtKind {
         session_id: String,
         parent_id: String,
         grants: Arc<GrantSet>,
-        budget: swarmgate_core::limits::AgentBudget,
+        claims: Arc<swarmgate_tokens::AgentClaims>,
     },
 }
 
@@ -96,7 +96,7 @@ impl JwtKind {
                 session_id: claims.sid.clone(),
                 parent_id: parent.to_string(),
                 grants: Arc::new(GrantSet::parse(&permissions).map_err(|_| bad())?),
-                budget: claims.agent_budget.unwrap_or_default(),
+                claims: Arc::new(claims.agent.clone().unwrap_or_default()),
             });
         }
         if let Some(id) = claims.sub.strip_prefix(CLIENT_SUBJECT_PREFIX) {
@@ -330,8 +330,18 @@ impl Identity {
                 session_id,
                 parent_id,
                 grants,
-                budget,
+                claims,
             } => {
+                if let Some(key_id) = &claims.key_id {
+                    // Spawned with a key: revoking the key stops the agent.
+                    let key = self
+                        .state
+                        .credential_status(Revocable::ApiKey, key_id, parent_id, now_ms())
+                        .await?;
+                    if key.revoked {
+                        return Err(Error::SessionRevoked);
+                    }
+                }
                 let user = self.current_user(parent_id, status.user_version).await?;
                 let Some(user) = user.filter(|u| !u.disabled) else {
                     return Err(Error::SessionRevoked);
@@ -360,8 +370,8 @@ impl Identity {
                         session_id: session_id.clone(),
                         agent_id: agent_id.clone(),
                         grants: grants.clone(),
-                        budget: *budget,
                         expires_at: entry.exp_ms,
+                        claims: claims.clone(),
                     },
                     user_limits: user.limits,
                 })
@@ -484,6 +494,7 @@ impl Identity {
                 grants: entry.grants.clone(),
                 models: entry.models.clone(),
                 limits: entry.key.limits,
+                expires_at: entry.key.expires_at,
             },
             user_limits: user.limits,
         })

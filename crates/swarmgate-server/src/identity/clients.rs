@@ -737,10 +737,10 @@ impl Identity {
             Err(e @ Error::Unavailable { .. }) => return Err(e),
             Err(_) => return Ok(inactive),
         };
-        // What the credential may do: a key only what it was granted (its
-        // owner's role narrows it further at every request).
+        // What the credential may do: a key or an agent only what it was
+        // granted (its owner's role narrows it further at every request).
         let scope = match &principal.credential {
-            Credential::ApiKey { grants, .. } => grants
+            Credential::ApiKey { grants, .. } | Credential::Agent { grants, .. } => grants
                 .grants()
                 .iter()
                 .map(|g| g.to_string())
@@ -779,6 +779,13 @@ impl Identity {
                 }
                 if let Some(node_id) = claims.node_id {
                     body["node_id"] = json!(node_id);
+                }
+                if let Some(act) = claims.act {
+                    // An agent: `sub` of the token is the agent, `act.sub`
+                    // the user it acts for.
+                    body["sub"] = json!(claims.sub);
+                    body["act"] = json!({ "sub": act.sub });
+                    body["sid"] = json!(claims.sid);
                 }
             }
         }

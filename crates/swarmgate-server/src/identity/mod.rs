@@ -88,6 +88,8 @@ pub enum Credential {
         grants: Arc<GrantSet>,
         models: Option<Arc<[String]>>,
         limits: Option<swarmgate_core::LimitSet>,
+        /// Unix seconds.
+        expires_at: i64,
     },
     /// An OAuth2 client's access token. The principal's role holds the
     /// token's `scope`; `grants` are the client's scopes now, so narrowing
@@ -109,8 +111,9 @@ pub enum Credential {
         session_id: String,
         agent_id: String,
         grants: Arc<GrantSet>,
-        budget: swarmgate_core::limits::AgentBudget,
+        /// Unix ms.
         expires_at: i64,
+        claims: Arc<swarmgate_tokens::AgentClaims>,
     },
 }
 

@@ -19,7 +19,7 @@ use swarmgate_core::permission::GrantSet;
 use swarmgate_core::{AgentSession, Carve, LimitSet};
 use swarmgate_state::{Adjust, Admission, Meter, Revocable};
 use swarmgate_store::Store;
-use swarmgate_tokens::{AccessClaims, Act, AGENT_SUBJECT_PREFIX};
+use swarmgate_tokens::{AccessClaims, Act, AgentClaims, AGENT_SUBJECT_PREFIX};
 
 use super::{agents_key, allocation_key, day_key, Denial, Quota, RateHeaders};
 use crate::clock::{now_ms, now_secs};
@@ -176,6 +176,7 @@ impl Agents {
                     &scope.name,
                     name,
                     value.unwrap_or(0),
+                    None,
                     format!("the agent's {name} may not exceed its parent's"),
                 ));
             }
@@ -184,7 +185,11 @@ impl Agents {
         let now = now_ms();
         let session_id = uuid::Uuid::new_v4().to_string();
         let agent_id = uuid::Uuid::new_v4().simple().to_string();
-        let expires_ms = now + ttl as i64 * 1000;
+        let mut expires_ms = now + ttl as i64 * 1000;
+        if let Credential::ApiKey { expires_at, .. } = &principal.credential {
+            // An agent does not outlive the key that spawned it.
+            expires_ms = expires_ms.min(expires_at * 1000);
+        }
         let idle = settings.agent_idle.as_millis() as i64;
         let max_agents = scopes
             .iter()
@@ -198,6 +203,7 @@ impl Agents {
         }];
         let mut carved = Vec::new();
         let mut carved_from = Vec::new();
+        let (_, day_end) = day_key("", now);
         if let Some(tokens) = request.budget.tokens {
             for scope in &scopes {
                 if let Some(limit) = scope.limits.tokens_per_day {
@@ -226,6 +232,7 @@ impl Agents {
                     scope,
                     "max_agents",
                     limit,
+                    None,
                     format!("{limit} agent sessions are already live"),
                 ));
             }
@@ -235,6 +242,7 @@ impl Agents {
                     scope,
                     "tokens_per_day",
                     *limit,
+                    Some(day_end - now),
                     format!(
                         "an allocation of {} tokens does not fit in what is left of today's budget",
                         request.budget.tokens.unwrap_or(0)
@@ -261,7 +269,33 @@ impl Agents {
             self.give_back(&session, 0).await;
             return Err(e.into());
         }
-        let token = self.mint(principal, &session)?;
+        let (key_id, key_limits, key_models) = match &principal.credential {
+            Credential::ApiKey {
+                key_id,
+                limits,
+                models,
+                ..
+            } => (Some(key_id.clone()), *limits, models.as_deref()),
+            _ => (None, None, None),
+        };
+        let claims = AgentClaims {
+            budget: session.budget,
+            key_id,
+            key_limits,
+            // The session's model (already checked against the key's list),
+            // else the key's list, else no list.
+            models: match (&session.model, key_models) {
+                (Some(model), _) => Some(vec![model.clone()]),
+                (None, Some(list)) => Some(list.to_vec()),
+                (None, None) => None,
+            },
+            carved_until: if session.carved.is_empty() {
+                0
+            } else {
+                day_end
+            },
+        };
+        let token = self.mint(principal, &session, claims)?;
         let env = self.env(principal, &session, &scopes, &token);
         self.identity
             .audit()
@@ -283,7 +317,12 @@ impl Agents {
         })
     }
 
-    fn mint(&self, principal: &Principal, session: &AgentSession) -> Result<String> {
+    fn mint(
+        &self,
+        principal: &Principal,
+        session: &AgentSession,
+        agent: AgentClaims,
+    ) -> Result<String> {
         let settings = self.identity.settings();
         let now = now_secs();
         let claims = AccessClaims {
@@ -301,7 +340,7 @@ impl Agents {
             act: Some(Act {
                 sub: principal.user_id.clone(),
             }),
-            agent_budget: Some(session.budget),
+            agent: Some(agent),
             ..Default::default()
         };
         Ok(self.identity.keys().current().issue(&claims)?)
@@ -369,10 +408,15 @@ impl Agents {
         })
     }
 
-    /// A session the caller may see: its own, or any with `agents.manage`.
+    /// A session the caller may see: its own (an agent: only itself), or
+    /// any with `agents.manage`.
     async fn visible(&self, principal: &Principal, id: &str) -> Result<AgentSession> {
         let session = self.store.get_agent_session(id).await?;
-        if session.parent_id != principal.user_id && !principal.allows("agents.manage", None) {
+        let own = match &principal.credential {
+            Credential::Agent { session_id, .. } => *session_id == session.id,
+            _ => session.parent_id == principal.user_id,
+        };
+        if !own && !principal.allows("agents.manage", None) {
             return Err(Error::NotFound);
         }
         Ok(session)
@@ -393,6 +437,11 @@ impl Agents {
     ) -> Result<Vec<SessionView>> {
         if all {
             principal.require("agents.manage")?;
+        } else if matches!(principal.credential, Credential::Agent { .. }) {
+            // An agent sees itself (GET /agents/sessions/ID), not its siblings.
+            return Err(Error::Forbidden(
+                "an agent may not list its parent's sessions".into(),
+            ));
         }
         let parent = (!all).then_some(principal.user_id.as_str());
         let sessions = self
@@ -453,8 +502,28 @@ impl Agents {
         reason: &str,
         meta: &RequestMeta,
     ) -> Result<SessionView> {
-        let used = self.tokens_used(&session).await?;
+        // The token stops first, on every instance (both steps can be
+        // repeated): if anything after fails, the session is still not
+        // marked released, so the sweep comes back to it.
         let now = now_ms();
+        let until = (session.expires_at + swarmgate_tokens::LEEWAY_SECS as i64) * 1000;
+        let state = self.quota.state();
+        state
+            .revoke(Revocable::Session, &session.id, until, now)
+            .await?;
+        state
+            .quota_settle(
+                &[Adjust::Release {
+                    key: agents_key(&session.parent_id),
+                    member: session.id.clone(),
+                }],
+                now,
+            )
+            .await?;
+        // Nothing more is admitted now, so this is what it spent (calls
+        // still streaming settle into its own counter, not the parent's).
+        let used = self.tokens_used(&session).await?;
+        // One winner records the end and gives the rest back.
         if !self
             .store
             .release_agent_session(&session.id, reason, used as i64, now / 1000)
@@ -464,13 +533,6 @@ impl Agents {
                 .view(self.store.get_agent_session(&session.id).await?)
                 .await;
         }
-        // Revoked first: from here the token is refused even if giving back
-        // fails (it is retried by nobody, so it is logged).
-        let until = (session.expires_at + swarmgate_tokens::LEEWAY_SECS as i64) * 1000;
-        self.quota
-            .state()
-            .revoke(Revocable::Session, &session.id, until, now)
-            .await?;
         self.give_back(&session, used).await;
         self.identity
             .audit()
@@ -545,8 +607,15 @@ impl Agents {
             } else {
                 continue;
             };
-            self.end(session, reason, &RequestMeta::default()).await?;
-            released += 1;
+            // One session that cannot be ended now must not keep the
+            // others from it; it is tried again on the next sweep.
+            let id = session.id.clone();
+            match self.end(session, reason, &RequestMeta::default()).await {
+                Ok(_) => released += 1,
+                Err(e) => {
+                    tracing::warn!(error = %e, session = %id, "agent session not released yet")
+                }
+            }
         }
         Ok(released)
     }
@@ -586,6 +655,7 @@ impl Agents {
                     grants: Arc::new(GrantSet::default()),
                     models: None,
                     limits: key.limits,
+                    expires_at: key.expires_at,
                 };
                 (
                     format!("key {} of {}", key.id, user.username),
@@ -599,8 +669,12 @@ impl Agents {
                     session_id: session.id.clone(),
                     agent_id: session.agent_id.clone(),
                     grants: Arc::new(GrantSet::default()),
-                    budget: session.budget,
                     expires_at: session.expires_at * 1000,
+                    claims: Arc::new(AgentClaims {
+                        budget: session.budget,
+                        carved_until: session.carved.first().map_or(0, |c| c.until_ms),
+                        ..Default::default()
+                    }),
                 };
                 (
                     format!(
@@ -644,12 +718,18 @@ impl Agents {
 
 /// A 429 for a spawn that does not fit (waiting does not make it fit,
 /// except for a day budget, where the caller may ask for less).
-fn refused(scope: &str, limit: &'static str, value: u64, detail: String) -> Error {
+fn refused(
+    scope: &str,
+    limit: &'static str,
+    value: u64,
+    retry_after_ms: Option<i64>,
+    detail: String,
+) -> Error {
     Error::QuotaExceeded(Box::new(Denial {
         scope: scope.to_string(),
         limit,
         value,
-        retry_after_ms: None,
+        retry_after_ms,
         headers: RateHeaders::default(),
         detail: format!("; {detail}"),
     }))

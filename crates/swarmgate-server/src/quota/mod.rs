@@ -103,6 +103,10 @@ impl RateHeaders {
     fn from_readings(kinds: &[(usize, Kind)], meters: &[Meter], remaining: &[u64]) -> Self {
         let mut out = RateHeaders::default();
         for (((_, kind), meter), left) in kinds.iter().zip(meters).zip(remaining) {
+            if meter.limit() >= swarmgate_core::limits::MAX_LIMIT {
+                // An agent's usage counter without an allocation: no limit.
+                continue;
+            }
             let slot = match kind {
                 Kind::Rpm => &mut out.requests,
                 k if k.is_tokens() => &mut out.tokens,
@@ -229,14 +233,26 @@ impl Quota {
             Credential::Agent {
                 session_id,
                 agent_id,
-                budget,
+                claims,
                 ..
-            } => scopes.push(Scope {
-                name: format!("agent:{agent_id}"),
-                counter: format!("agent:{session_id}"),
-                limits: budget.limits(),
-                tokens: budget.tokens,
-            }),
+            } => {
+                if let (Some(key_id), Some(set)) = (&claims.key_id, claims.key_limits) {
+                    if !set.is_empty() {
+                        scopes.push(Scope {
+                            name: format!("key:{key_id}"),
+                            counter: format!("key:{key_id}"),
+                            limits: set,
+                            tokens: None,
+                        });
+                    }
+                }
+                scopes.push(Scope {
+                    name: format!("agent:{agent_id}"),
+                    counter: format!("agent:{session_id}"),
+                    limits: claims.budget.limits(),
+                    tokens: claims.budget.tokens,
+                });
+            }
             _ => {}
         }
         scopes
@@ -255,17 +271,14 @@ impl Quota {
         let mut meters = Vec::new();
         let mut kinds = Vec::new();
         // An agent with an allocation spends it, not its parent's day
-        // budget, which it was carved from at spawn.
-        let allocated = matches!(
-            principal.credential,
-            Credential::Agent {
-                budget: swarmgate_core::limits::AgentBudget {
-                    tokens: Some(_),
-                    ..
-                },
-                ..
+        // budget, which it was carved from at spawn; from the next day on,
+        // that day's budget applies as well (no banking across days).
+        let allocated = match &principal.credential {
+            Credential::Agent { claims, .. } => {
+                claims.budget.tokens.is_some() && now < claims.carved_until
             }
-        );
+            _ => false,
+        };
         let lease = self.settings.slot_lease.as_millis() as i64;
         for (i, scope) in scopes.iter().enumerate() {
             let l = &scope.limits;
@@ -315,7 +328,9 @@ impl Quota {
                         key: allocation_key(session_id),
                         limit,
                         cost: reserve,
-                        until_ms: *expires_at,
+                        // Kept past the session's end, so a late release
+                        // still reads what was spent.
+                        until_ms: *expires_at + DAY_MS,
                         resets: false,
                     });
                     kinds.push((i, Kind::Allocation));
@@ -623,7 +638,8 @@ impl Drop for Ticket {
 
 impl Held {
     fn adjustments(&self, used: Option<u64>) -> Vec<Adjust> {
-        let refund = self.reserved as i64 - used.unwrap_or(0) as i64;
+        let used = used.unwrap_or(0).min(swarmgate_core::limits::MAX_LIMIT);
+        let refund = self.reserved as i64 - used as i64;
         self.meters
             .iter()
             .zip(&self.kinds)

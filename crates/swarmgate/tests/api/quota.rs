@@ -672,3 +672,108 @@ async fn the_quota_and_auth_test_cli_see_what_a_running_gateway_counts() {
     assert!(err.contains("refused the credential: 401"), "{err}");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn an_agent_spawned_with_a_key_is_bound_by_the_key_and_sees_only_itself() {
+    let m = Mock::start(&["--models", "phi-3.5-mini"]).await;
+    let s = server(&m, &None, &namespace(), |_| {}).await;
+    let admin = s.admin_token().await;
+    let (user_id, token) = limited_user(&s, &admin, "keyed", json!({})).await;
+    let r = s
+        .post_auth(
+            "/auth/api-keys",
+            &token,
+            json!({"name": "spawner", "permissions": ["agents.spawn", "models.*", "tasks.read"],
+                   "limits": {"rpm": 3}}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let key: Value = r.json().await.unwrap();
+    let (key_id, key) = (key["id"].as_str().unwrap(), key["key"].as_str().unwrap());
+    let r = spawn(&s, key, json!({"name": "a", "model": "phi-3.5-mini"})).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let a: Value = r.json().await.unwrap();
+    let r = spawn(&s, key, json!({"name": "b"})).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let b: Value = r.json().await.unwrap();
+    let a_token = a["token"].as_str().unwrap();
+    // The key's rpm of 3 binds its agents (the spawns did not use it).
+    for _ in 0..3 {
+        assert_eq!(
+            s.get_auth("/tasks/1", a_token).await.status(),
+            StatusCode::OK
+        );
+    }
+    let r = s.get_auth("/tasks/1", a_token).await;
+    let body = expect_error(r, StatusCode::TOO_MANY_REQUESTS, "quota_exceeded").await;
+    assert_eq!(body["error"]["scope"], format!("key:{key_id}"));
+    // An agent sees only its own session.
+    let a_sid = a["session_id"].as_str().unwrap();
+    let b_sid = b["session_id"].as_str().unwrap();
+    assert_eq!(
+        s.get_auth(&format!("/agents/sessions/{a_sid}"), a_token)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    expect_error(
+        s.get_auth(&format!("/agents/sessions/{b_sid}"), a_token)
+            .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    expect_error(
+        s.delete_auth(&format!("/agents/sessions/{b_sid}"), a_token)
+            .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    expect_error(
+        s.get_auth("/agents/sessions", a_token).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    // Introspection tells the agent's own grants and whom it acts for.
+    let rs: Value = s
+        .post_auth("/admin/clients", &admin, json!({"name": "resource-server", "grant_types": ["client_credentials"], "scopes": ["tasks.read"], "token_endpoint_auth_method": "client_secret_basic"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let r = s
+        .client
+        .post(s.url("/auth/introspect"))
+        .basic_auth(
+            rs["client_id"].as_str().unwrap(),
+            rs["client_secret"].as_str(),
+        )
+        .form(&[("token", a_token)])
+        .send()
+        .await
+        .unwrap();
+    let info: Value = r.json().await.unwrap();
+    assert_eq!(info["active"], true, "{info}");
+    assert_eq!(info["auth_method"], "agent");
+    assert_eq!(
+        info["sub"],
+        format!("agent:{}", a["agent_id"].as_str().unwrap())
+    );
+    assert_eq!(info["act"]["sub"], user_id);
+    assert_eq!(info["scope"], "agents.spawn models.* tasks.read");
+    // Revoking the key stops every agent it spawned.
+    let r = s
+        .delete_auth(&format!("/auth/api-keys/{key_id}"), &token)
+        .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    for agent in [&a, &b] {
+        let t = agent["token"].as_str().unwrap();
+        assert_eq!(
+            s.get_auth("/quota", t).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    s.stop().await;
+}
