@@ -708,6 +708,19 @@ impl Agents {
                 }
             }
         }
+        // Shared limit sets: how much of each is used now.
+        for profile in self.quota.profiles_status(principal).await? {
+            let mut item = serde_json::Map::new();
+            item.insert("scope".into(), json!(profile.scope));
+            for (name, limit, reading) in profile.limits {
+                let percent = (reading.used as f64 * 1000.0 / limit as f64).round() / 10.0;
+                item.insert(
+                    name.into(),
+                    json!({ "limit": limit, "used": reading.used, "percent": percent }),
+                );
+            }
+            sets.push(serde_json::Value::Object(item));
+        }
         Ok(json!({
             "active_agents": live.len(),
             "limit_sets": sets,

@@ -478,11 +478,20 @@ impl Quota {
     /// Every limit set that applies to `principal`, with what it has used
     /// and has left (for `GET /quota`).
     pub async fn status(&self, principal: &Principal) -> Result<Vec<ScopeStatus>> {
-        let now = now_ms();
         let mut scopes = self.scopes(principal);
         scopes.extend(self.profiles.iter().cloned());
+        self.standing(principal, &scopes).await
+    }
+
+    /// The provider profiles' limit sets and their standing.
+    pub async fn profiles_status(&self, principal: &Principal) -> Result<Vec<ScopeStatus>> {
+        self.standing(principal, &self.profiles).await
+    }
+
+    async fn standing(&self, principal: &Principal, scopes: &[Scope]) -> Result<Vec<ScopeStatus>> {
+        let now = now_ms();
         let mut out = Vec::with_capacity(scopes.len());
-        for scope in &scopes {
+        for scope in scopes {
             let l = &scope.limits;
             let mut meters = Vec::new();
             let mut names = Vec::new();
