@@ -4,18 +4,16 @@
 //! provider key. Errors of this endpoint come in Anthropic's shape so its
 //! SDK reports them as it would its own.
 
-use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use http_body_util::{BodyExt, Limited};
 use serde_json::{json, Value};
-use swarmgate_gateway::forward::Incoming;
 
-use crate::error::{Error, Result};
+use super::openai::{incoming_of, read_body};
+use crate::error::Result;
 use crate::gateway::{Dialect, LlmCall};
-use crate::http::{AppState, RequestContext};
+use crate::http::AppState;
 use crate::identity::Principal;
 
 fn anthropic_error(status: StatusCode, kind: &str, message: String) -> Response {
@@ -39,12 +37,7 @@ pub async fn messages(
         ));
     };
     let (parts, body) = request.into_parts();
-    let max = state.gateway.max_body_bytes();
-    let bytes: Bytes = Limited::new(body, max as usize)
-        .collect()
-        .await
-        .map_err(|_| Error::PayloadTooLarge)?
-        .to_bytes();
+    let bytes = read_body(&state, body).await?;
     let Ok(body) = serde_json::from_slice::<Value>(&bytes) else {
         return Ok(anthropic_error(
             StatusCode::BAD_REQUEST,
@@ -71,14 +64,7 @@ pub async fn messages(
             format!("you may not use the model {name}"),
         ));
     }
-    let (peer, started) = RequestContext::peer_and_start(&parts.extensions);
-    let incoming = Incoming {
-        method: parts.method,
-        uri: parts.uri,
-        headers: parts.headers,
-        body: axum::body::Body::empty(),
-        peer,
-    };
+    let (incoming, started) = incoming_of(parts);
     let call = LlmCall {
         model: &profile.upstream,
         dialect: Dialect::Anthropic,

@@ -37,18 +37,40 @@ pub async fn list_models(State(state): State<AppState>, principal: Principal) ->
     Json(json!({ "object": "list", "data": data }))
 }
 
+/// An LLM call's body, which the gateway must read (for its model and
+/// worst case), up to `[gateway] max_body_bytes`.
+pub(super) async fn read_body(state: &AppState, body: axum::body::Body) -> Result<Bytes> {
+    let max = state.gateway.max_body_bytes();
+    Ok(Limited::new(body, max as usize)
+        .collect()
+        .await
+        .map_err(|_| Error::PayloadTooLarge)?
+        .to_bytes())
+}
+
+/// The request for the upstream, without its body: what is sent is
+/// written back from the parsed one (`LlmCall::body`).
+pub(super) fn incoming_of(
+    parts: axum::http::request::Parts,
+) -> (Incoming, Option<std::time::Instant>) {
+    let (peer, started) = RequestContext::peer_and_start(&parts.extensions);
+    let incoming = Incoming {
+        method: parts.method,
+        uri: parts.uri,
+        headers: parts.headers,
+        body: axum::body::Body::empty(),
+        peer,
+    };
+    (incoming, started)
+}
+
 pub async fn call(
     State(state): State<AppState>,
     principal: Principal,
     request: Request,
 ) -> Result<Response> {
     let (parts, body) = request.into_parts();
-    let max = state.gateway.max_body_bytes();
-    let bytes: Bytes = Limited::new(body, max as usize)
-        .collect()
-        .await
-        .map_err(|_| Error::PayloadTooLarge)?
-        .to_bytes();
+    let bytes = read_body(&state, body).await?;
     let body: Value = serde_json::from_slice(&bytes)
         .map_err(|_| Error::BadRequest("request body is not valid JSON".into()))?;
     let Some(name) = body["model"].as_str() else {
@@ -73,15 +95,7 @@ pub async fn call(
             "model_not_allowed",
         ));
     }
-    let (peer, started) = RequestContext::peer_and_start(&parts.extensions);
-    // The body sent upstream is the one `call_model` writes back from `body`.
-    let incoming = Incoming {
-        method: parts.method,
-        uri: parts.uri,
-        headers: parts.headers,
-        body: axum::body::Body::empty(),
-        peer,
-    };
+    let (incoming, started) = incoming_of(parts);
     let call = LlmCall {
         model,
         dialect: Dialect::OpenAi,
