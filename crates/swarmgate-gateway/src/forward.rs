@@ -33,7 +33,26 @@ pub struct Target<'a> {
     /// API key: `Authorization` or Anthropic's `x-api-key`); the caller's
     /// own credentials never are.
     pub credential: Option<(HeaderName, HeaderValue)>,
+    /// A third party's API (a hosted LLM provider): it gets no identity
+    /// headers, no assertion, no `X-Forwarded-*`, and of the caller's
+    /// headers only those its API needs ([`PROVIDER_HEADERS`]); cookies it
+    /// sets do not reach the caller.
+    pub external: bool,
 }
+
+/// The caller's request headers a hosted provider's API is sent.
+pub const PROVIDER_HEADERS: &[&str] = &[
+    "content-type",
+    "content-length",
+    "accept",
+    "accept-encoding",
+    "user-agent",
+    "anthropic-version",
+    "anthropic-beta",
+];
+
+/// Response headers of a hosted provider the caller is not shown.
+const PROVIDER_RESPONSE_HIDDEN: &[&str] = &["set-cookie", "anthropic-organization-id"];
 
 /// Bodies up to this size are read before sending so a failed connection
 /// can be retried on another upstream.
@@ -212,7 +231,17 @@ impl Forwarder {
         if length.is_some_and(|l| l > self.max_body_bytes) {
             return Err(ForwardError::TooLarge(self.max_body_bytes));
         }
-        let mut headers = self.upstream_headers(&incoming, identity);
+        let mut headers = if target.external {
+            let mut headers = HeaderMap::with_capacity(PROVIDER_HEADERS.len() + 1);
+            for name in PROVIDER_HEADERS {
+                for value in incoming.headers.get_all(*name) {
+                    headers.append(*name, value.clone());
+                }
+            }
+            headers
+        } else {
+            self.upstream_headers(&incoming, identity)
+        };
         if let Some((name, value)) = &target.credential {
             headers.insert(name.clone(), value.clone());
         }
@@ -288,6 +317,11 @@ impl Forwarder {
                     remove_connection_listed(&mut parts.headers);
                     for name in HOP_BY_HOP {
                         parts.headers.remove(*name);
+                    }
+                    if target.external {
+                        for name in PROVIDER_RESPONSE_HIDDEN {
+                            parts.headers.remove(*name);
+                        }
                     }
                     return Ok(Response::from_parts(parts, Body::new(body)));
                 }

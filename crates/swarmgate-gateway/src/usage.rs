@@ -46,41 +46,32 @@ pub fn estimate_tokens(text: &str) -> u64 {
     count
 }
 
-/// The prompt text of an OpenAI or Anthropic request body, for estimates.
-pub fn prompt_text(body: &Value) -> String {
-    let mut text = String::new();
-    match &body["system"] {
-        Value::String(s) => text.push_str(s),
-        Value::Array(blocks) => blocks
-            .iter()
-            .filter_map(|b| b["text"].as_str())
-            .for_each(|t| text.push_str(t)),
-        _ => {}
-    }
-    if let Some(messages) = body["messages"].as_array() {
-        for m in messages {
-            match &m["content"] {
-                Value::String(s) => text.push_str(s),
-                Value::Array(parts) => parts
-                    .iter()
-                    .filter_map(|p| p["text"].as_str())
-                    .for_each(|t| text.push_str(t)),
-                _ => {}
+/// Keys of a request body whose strings are not prompt.
+const NOT_PROMPT: &[&str] = &["model", "role", "type", "stop", "stop_sequences", "id"];
+
+/// An upper estimate of a request body's prompt tokens, for reserving them
+/// before the call: every string in it (messages, system, tools and their
+/// schemas, tool results, documents), each counted as the larger of its
+/// words and punctuation and a quarter of its bytes, so text a tokenizer
+/// splits finely (code, base64 of an image or document) is not counted as
+/// one word.
+pub fn estimate_prompt(body: &Value) -> u64 {
+    fn walk(value: &Value, total: &mut u64) {
+        match value {
+            Value::String(s) => {
+                *total = total.saturating_add(estimate_tokens(s).max(s.len() as u64 / 4));
             }
-            text.push('\n');
-        }
-    }
-    for key in ["prompt", "input"] {
-        match &body[key] {
-            Value::String(s) => text.push_str(s),
-            Value::Array(items) => items.iter().filter_map(Value::as_str).for_each(|t| {
-                text.push_str(t);
-                text.push('\n');
-            }),
+            Value::Array(items) => items.iter().for_each(|v| walk(v, total)),
+            Value::Object(fields) => fields
+                .iter()
+                .filter(|(k, _)| !NOT_PROMPT.contains(&k.as_str()))
+                .for_each(|(_, v)| walk(v, total)),
             _ => {}
         }
     }
-    text
+    let mut total = 0;
+    walk(body, &mut total);
+    total
 }
 
 /// The usage a response or event reports, merged into what earlier events
@@ -125,8 +116,11 @@ fn usage_of(value: &Value, seen: Option<Usage>) -> Option<Usage> {
 /// Anthropic `text_delta`).
 fn chunk_text(value: &Value) -> String {
     let mut text = String::new();
-    if let Some(t) = value["delta"]["text"].as_str() {
-        text.push_str(t);
+    // Anthropic's deltas: text, extended thinking, tool input being built.
+    for field in ["text", "thinking", "partial_json"] {
+        if let Some(t) = value["delta"][field].as_str() {
+            text.push_str(t);
+        }
     }
     if let Some(choices) = value["choices"].as_array() {
         for c in choices {
@@ -276,7 +270,11 @@ impl<B> Metered<B> {
             let usage = match (&self.mode, self.found) {
                 // The stream stopped before Anthropic's final count: the
                 // prompt is known, the reply is estimated from its text.
-                (Mode::Sse { text, .. }, Some(u)) if self.partial => {
+                (mode, Some(u)) if self.partial => {
+                    let text = match mode {
+                        Mode::Sse { text, .. } => text,
+                        Mode::Json { .. } => &self.streamed_text,
+                    };
                     let completion = estimate_tokens(text).max(u.completion_tokens);
                     Usage {
                         prompt_tokens: u.prompt_tokens,
@@ -410,6 +408,27 @@ mod tests {
         let out = metered.collect().await.unwrap().to_bytes();
         let usage = seen.lock().unwrap().expect("reported");
         (String::from_utf8(out.to_vec()).unwrap(), usage)
+    }
+
+    #[test]
+    fn the_prompt_estimate_counts_every_string_but_names_and_roles() {
+        let chat = serde_json::json!({
+            "model": "some-very-long-model-name",
+            "messages": [{"role": "user", "content": "hello there"}],
+        });
+        assert_eq!(estimate_prompt(&chat), 2);
+        // Tool schemas, tool results and documents are prompt too; a long
+        // unbroken string counts a token per four bytes.
+        let tools = serde_json::json!({
+            "system": "be brief",
+            "tools": [{"name": "search", "description": "find pages", "input_schema": {"type": "object"}}],
+            "messages": [{"role": "user", "content": [
+                {"type": "tool_result", "content": "three small words"},
+                {"type": "document", "source": {"data": "A".repeat(4000)}},
+            ]}],
+        });
+        // "three small words": 3 words, 17 bytes, so 4.
+        assert_eq!(estimate_prompt(&tools), 2 + 1 + 2 + 4 + 1000);
     }
 
     #[tokio::test]

@@ -428,8 +428,9 @@ impl Config {
             ("ANTHROPIC_API_KEY", "CLAUDE_API_KEY"),
             ("ANTHROPIC_BASE_URL", "CLAUDE_BASE_URL"),
         ] {
-            if let (Ok(x), Ok(y)) = (std::env::var(a), std::env::var(b)) {
-                if x != y {
+            let set = |name| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+            if let (Some(x), Some(y)) = (set(a), set(b)) {
+                if x.trim() != y.trim() {
                     return Err(ConfigError(format!(
                         "{a} and {b} are both set and differ; set one (either sets both)"
                     )));
@@ -437,7 +438,14 @@ impl Config {
             }
         }
         for (name, key, kind) in SEED_ENV {
-            let Ok(value) = std::env::var(name) else {
+            // Set but empty is unset (`ANTHROPIC_API_KEY=` beside a
+            // `CLAUDE_API_KEY`), and a value read from a file loses its
+            // trailing newline.
+            let Some(value) = std::env::var(name)
+                .ok()
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+            else {
                 continue;
             };
             figment = match kind {

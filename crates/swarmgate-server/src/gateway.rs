@@ -86,6 +86,7 @@ impl Gateway {
             timeout: route.timeout,
             path: matched.upstream_path,
             credential: None,
+            external: false,
         };
         let response = self
             .send(target, incoming, &who, &route.name, started)
@@ -253,9 +254,7 @@ impl Gateway {
                 axum::http::HeaderValue::from_static("2023-06-01"),
             );
         }
-        let prompt_estimate = swarmgate_gateway::usage::estimate_tokens(
-            &swarmgate_gateway::usage::prompt_text(&body),
-        );
+        let prompt_estimate = swarmgate_gateway::usage::estimate_prompt(&body);
         let call = Call::Llm {
             reserve: self.worst_case(&body, incoming.uri.path(), prompt_estimate)?,
         };
@@ -273,13 +272,25 @@ impl Gateway {
             Dialect::Anthropic => body["model"].as_str().unwrap_or_default().to_string(),
         };
 
-        let who = who(identity, principal, &model.name)?;
+        let external = dialect == Dialect::Anthropic;
+        let who = if external {
+            // A third party is told nothing of the caller (see Target::external).
+            swarmgate_gateway::Identity {
+                subject: "",
+                role: "",
+                auth_method: "",
+                assertion: axum::http::HeaderValue::from_static(""),
+            }
+        } else {
+            who(identity, principal, &model.name)?
+        };
         let target = Target {
             name: &model.name,
             pool: &model.upstreams,
             timeout: model.timeout,
             path: incoming.uri.path().to_string(),
             credential: model.credential.clone(),
+            external,
         };
         let label = match dialect {
             Dialect::OpenAi => format!("model:{}", model.name),

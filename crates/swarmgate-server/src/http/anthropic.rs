@@ -16,6 +16,10 @@ use crate::gateway::{Dialect, LlmCall};
 use crate::http::AppState;
 use crate::identity::Principal;
 
+/// Longer names are refused before they reach the permission check, the
+/// denial log or a reply.
+const MAX_MODEL_NAME: usize = 256;
+
 fn anthropic_error(status: StatusCode, kind: &str, message: String) -> Response {
     (
         status,
@@ -56,6 +60,15 @@ pub async fn messages(
         "models.{}.invoke",
         swarmgate_gateway::models::permission_name(name)
     );
+    if name.len() > MAX_MODEL_NAME
+        || swarmgate_core::permission::validate_permission(&permission).is_err()
+    {
+        return Ok(anthropic_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            format!("model: not a model name (at most {MAX_MODEL_NAME} bytes, letters or digits)"),
+        ));
+    }
     if !state.gateway.may_use_named(&principal, name, &permission) {
         state.identity.note_denial(&principal, &permission);
         return Ok(anthropic_error(

@@ -85,6 +85,10 @@ impl JwtKind {
             if parent.is_empty() || claims.sid.is_empty() {
                 return Err(bad());
             }
+            // Without its `agent` claim an agent would have no limits.
+            let Some(agent) = &claims.agent else {
+                return Err(bad());
+            };
             let permissions: Vec<&str> = claims
                 .scope
                 .as_deref()
@@ -96,7 +100,7 @@ impl JwtKind {
                 session_id: claims.sid.clone(),
                 parent_id: parent.to_string(),
                 grants: Arc::new(GrantSet::parse(&permissions).map_err(|_| bad())?),
-                claims: Arc::new(claims.agent.clone().unwrap_or_default()),
+                claims: Arc::new(agent.clone()),
             });
         }
         if let Some(id) = claims.sub.strip_prefix(CLIENT_SUBJECT_PREFIX) {

@@ -187,8 +187,15 @@ impl Agents {
         let agent_id = uuid::Uuid::new_v4().simple().to_string();
         let mut expires_ms = now + ttl as i64 * 1000;
         if let Credential::ApiKey { expires_at, .. } = &principal.credential {
-            // An agent does not outlive the key that spawned it.
-            expires_ms = expires_ms.min(expires_at * 1000);
+            // An agent does not outlive the key that spawned it, even by
+            // the verifier's clock leeway.
+            let leeway = swarmgate_tokens::LEEWAY_SECS as i64;
+            expires_ms = expires_ms.min((expires_at - leeway) * 1000);
+            if expires_ms <= now {
+                return Err(Error::Forbidden(
+                    "this API key expires too soon to spawn an agent".into(),
+                ));
+            }
         }
         let idle = settings.agent_idle.as_millis() as i64;
         let max_agents = scopes
@@ -226,13 +233,17 @@ impl Agents {
         }
         match self.quota.state().quota_admit(&meters, now).await? {
             Admission::Admitted { .. } => {}
-            Admission::Denied { index: 0, .. } => {
+            Admission::Denied {
+                index: 0,
+                retry_after_ms,
+            } => {
+                // A slot frees when a session ends or idles out.
                 let (scope, limit) = max_agents.unwrap_or(("", 0));
                 return Err(refused(
                     scope,
                     "max_agents",
                     limit,
-                    None,
+                    retry_after_ms,
                     format!("{limit} agent sessions are already live"),
                 ));
             }
@@ -597,15 +608,18 @@ impl Agents {
         for session in self.store.live_agent_sessions().await? {
             let reason = if session.expires_at * 1000 <= now {
                 "expired"
-            } else if !self
-                .quota
-                .state()
-                .quota_held(&agents_key(&session.parent_id), &session.id, now)
-                .await?
-            {
-                "idle"
             } else {
-                continue;
+                // Unreachable state now: the sweep is tried again (and the
+                // agent's own requests fail closed meanwhile).
+                let held = self
+                    .quota
+                    .state()
+                    .quota_held(&agents_key(&session.parent_id), &session.id, now)
+                    .await?;
+                if held {
+                    continue;
+                }
+                "idle"
             };
             // One session that cannot be ended now must not keep the
             // others from it; it is tried again on the next sweep.

@@ -55,6 +55,9 @@ pub struct Scope {
     pub limits: LimitSet,
     /// An agent's token allocation (agent scope only).
     pub tokens: Option<u64>,
+    /// A provider profile's set, shared by all its traffic: no agent
+    /// allocation was carved from it, so it always applies.
+    shared: bool,
 }
 
 /// What a request is about to spend.
@@ -175,6 +178,7 @@ impl Quota {
                 counter: format!("profile:{name}"),
                 limits,
                 tokens: None,
+                shared: true,
             })
             .collect();
         Self {
@@ -209,6 +213,7 @@ impl Quota {
                 counter: format!("role:{}:{user}", principal.role.name),
                 limits: *set,
                 tokens: None,
+                shared: false,
             });
         }
         if let Some(set) = principal.user_limits.filter(|l| !l.is_empty()) {
@@ -217,6 +222,7 @@ impl Quota {
                 counter: format!("user:{user}"),
                 limits: set,
                 tokens: None,
+                shared: false,
             });
         }
         match &principal.credential {
@@ -229,6 +235,7 @@ impl Quota {
                 counter: format!("key:{key_id}"),
                 limits: *set,
                 tokens: None,
+                shared: false,
             }),
             Credential::Agent {
                 session_id,
@@ -243,6 +250,7 @@ impl Quota {
                             counter: format!("key:{key_id}"),
                             limits: set,
                             tokens: None,
+                            shared: false,
                         });
                     }
                 }
@@ -251,6 +259,7 @@ impl Quota {
                     counter: format!("agent:{session_id}"),
                     limits: claims.budget.limits(),
                     tokens: claims.budget.tokens,
+                    shared: false,
                 });
             }
             _ => {}
@@ -301,7 +310,7 @@ impl Quota {
                     });
                     kinds.push((i, Kind::Tpm));
                 }
-                if let Some(limit) = l.tokens_per_day.filter(|_| !allocated) {
+                if let Some(limit) = l.tokens_per_day.filter(|_| !allocated || scope.shared) {
                     let (key, until_ms) = day_key(&scope.counter, now);
                     meters.push(Meter::Budget {
                         key,

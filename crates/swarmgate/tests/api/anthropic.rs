@@ -162,3 +162,51 @@ async fn anthropic_and_claude_variables_are_one_setting() {
     assert_eq!(code, 2);
     assert!(err.contains("ANTHROPIC_BASE_URL"), "{err}");
 }
+
+#[tokio::test]
+async fn the_provider_sees_its_key_and_nothing_of_the_caller() {
+    // The profile pointed at the mock's echo: the reply is what arrived.
+    let m = Mock::start(&[]).await;
+    let base = format!("{}/echo", m.base);
+    let s = TestServer::start_with(move |c| {
+        c.anthropic.api_key = Some(swarmgate_server::config::Secret(PROVIDER_KEY.into()));
+        c.anthropic.base_url = base;
+    })
+    .await;
+    let admin = s.admin_token().await;
+    let key = s.create_key(&admin, &["*"]).await;
+    let r = s
+        .client
+        .post(s.url("/v1/messages"))
+        .header("x-api-key", key["key"].as_str().unwrap())
+        .header("cookie", "session=secret")
+        .header("x-custom-trace", "internal")
+        .header("anthropic-beta", "tools-2024-04-04")
+        .json(&message(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let echo: Value = r.json().await.unwrap();
+    assert_eq!(echo["path"], "/echo/v1/messages");
+    let headers = echo["headers"].as_object().unwrap();
+    assert_eq!(headers["x-api-key"], PROVIDER_KEY);
+    assert_eq!(
+        headers["anthropic-version"], "2023-06-01",
+        "added when absent"
+    );
+    assert_eq!(headers["anthropic-beta"], "tools-2024-04-04");
+    for name in headers.keys() {
+        assert!(
+            !name.starts_with("x-swarm-")
+                && !name.starts_with("x-forwarded-")
+                && !["authorization", "cookie", "x-custom-trace"].contains(&name.as_str()),
+            "{name} reached the provider"
+        );
+    }
+    // A model name that could not be one is refused before any lookup.
+    let mut body = message(false);
+    body["model"] = json!("x".repeat(300));
+    let r = send(&s, key["key"].as_str().unwrap(), &body).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}
