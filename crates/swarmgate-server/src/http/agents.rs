@@ -98,8 +98,9 @@ pub async fn spawn(
 
 #[derive(Deserialize)]
 pub struct ListQuery {
+    /// Everyone's sessions; the default for holders of `agents.manage`.
     #[serde(default)]
-    all: bool,
+    all: Option<bool>,
     #[serde(default)]
     include_released: bool,
     limit: Option<i64>,
@@ -131,7 +132,9 @@ pub async fn list(
         .agents
         .list(
             &principal,
-            query.all,
+            query
+                .all
+                .unwrap_or_else(|| principal.allows("agents.manage", None)),
             query.include_released,
             before,
             limit + 1,

@@ -515,6 +515,21 @@ async fn an_agent_stops_when_idle_and_never_exceeds_its_parent() {
             .await
             .unwrap();
         assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
+        // An operator (agents.manage) sees everyone's by default.
+        let all: Value = s
+            .get_auth("/agents/sessions", &admin)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(all["items"][0]["parent_id"], id, "{all}");
+        let own: Value = s
+            .get_auth("/agents/sessions?all=false", &admin)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(own["items"].as_array().unwrap().len(), 0, "{own}");
         let health = s.get_auth("/quota/health", &admin).await;
         assert_eq!(health.status(), StatusCode::OK);
         let health: Value = health.json().await.unwrap();
