@@ -6,6 +6,8 @@
 #            client, checking nothing: the floor of swarmgate's stack)
 #   sg_key   wrk -> swarmgate (API key, permission check) -> mock-upstream
 #   sg_jwt   wrk -> swarmgate (JWT, permission check) -> mock-upstream
+#   sg_lim   sg_key with a key that has limits (rpm, max_concurrent) never
+#            reached: the quota step's own cost (in-process state)
 # each at concurrency 32 (throughput, p50, p99) and 1 (p50, p99 latency).
 #
 #   bash bench/proxy.sh          # DURATION=5 ROUNDS=2 to change
@@ -93,6 +95,9 @@ TOKEN="$(curl -fs -X POST "$SG/auth/login" -H 'Content-Type: application/json' \
   -d "{\"username\":\"admin\",\"password\":\"$PASSWORD\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
 KEY="$(curl -fs -X POST "$SG/auth/api-keys" -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
   -d '{"name":"bench","permissions":["tasks.read"]}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')"
+LIMITED="$(curl -fs -X POST "$SG/auth/api-keys" -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+  -d '{"name":"bench-limited","permissions":["tasks.read"],"limits":{"rpm":1000000000,"max_concurrent":100000}}' \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')"
 
 RESULTS="$WORK/results"
 measure() { # name connections url [header]
@@ -113,6 +118,7 @@ for round in $(seq "$ROUNDS"); do
     measure hyper "$c" "http://127.0.0.1:$HYPER_PORT/tasks/1"
     measure sg_key "$c" "$SG/tasks/1" -H "X-API-Key: $KEY"
     measure sg_jwt "$c" "$SG/tasks/1" -H "Authorization: Bearer $TOKEN"
+    measure sg_lim "$c" "$SG/tasks/1" -H "X-API-Key: $LIMITED"
   done
   echo "round $round done" >&2
 done
@@ -128,7 +134,7 @@ for line in open(sys.argv[1]):
 def med(name, c, i):
     return statistics.median(r[i] for r in rows[(name, c)])
 print(f"{'target':<8}{'req/s c=32':>12}{'p50 c=32':>10}{'p99 c=32':>10}{'p50 c=1':>10}{'p99 c=1':>10}{'vs nginx':>10}{'vs hyper':>10}{'added p50 c=1':>15}")
-for name in ["direct", "nginx", "hyper", "sg_key", "sg_jwt"]:
+for name in ["direct", "nginx", "hyper", "sg_key", "sg_jwt", "sg_lim"]:
     rps = med(name, 32, 0)
     print(f"{name:<8}{rps:>12.0f}{med(name,32,1):>9.2f}m{med(name,32,2):>9.2f}m"
           f"{med(name,1,1):>9.3f}m{med(name,1,2):>9.3f}m{rps/med('nginx',32,0):>10.0%}"
