@@ -792,3 +792,76 @@ async fn an_agent_spawned_with_a_key_is_bound_by_the_key_and_sees_only_itself() 
     }
     s.stop().await;
 }
+
+#[tokio::test]
+async fn two_gateway_processes_on_one_redis_admit_one_rpm_limit_between_them() {
+    let Some(redis) = backends().pop().flatten() else {
+        return;
+    };
+    let m = Mock::start(&[]).await;
+    let dir = std::env::temp_dir().join(format!("sgq-proc-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("swarmgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[routes]]\nname = \"tasks\"\npath_prefix = \"/tasks\"\nupstreams = [\"{}\"]\npermission = \"tasks.read\"\n\n[limits.roles.admin]\nrpm = 5\n",
+            m.base
+        ),
+    )
+    .unwrap();
+    let ns = namespace();
+    let env = |database: Option<String>| {
+        let mut env = vec![
+            ("SWARMGATE_CONFIG", config.display().to_string()),
+            ("REDIS_URL", redis.clone()),
+            ("SWARMGATE_REDIS__NAMESPACE", ns.clone()),
+            (
+                "SWARMGATE_SERVER__PUBLIC_URL",
+                "http://gateway.test".to_string(),
+            ),
+        ];
+        env.extend(database.map(|d| ("DATABASE_URL", d)));
+        env
+    };
+    let a = Process::serve(&env(None)).await;
+    let b = Process::serve(&env(Some(a.database_url()))).await;
+    let client = reqwest::Client::new();
+    let login: Value = client
+        .post(format!("{}/auth/login", a.base))
+        .json(&json!({"username": "admin", "password": ADMIN_PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["access_token"].as_str().unwrap();
+    let calls = (0..20).map(|i| {
+        let base = if i % 2 == 0 { &a.base } else { &b.base };
+        let request = client.get(format!("{base}/tasks/1")).bearer_auth(token);
+        async move { request.send().await.unwrap() }
+    });
+    let responses = futures_util::future::join_all(calls).await;
+    let ok = responses
+        .iter()
+        .filter(|r| r.status() == StatusCode::OK)
+        .count();
+    let limited: Vec<_> = responses
+        .iter()
+        .filter(|r| r.status() == StatusCode::TOO_MANY_REQUESTS)
+        .collect();
+    assert_eq!(
+        (ok, limited.len()),
+        (5, 15),
+        "one rpm of 5 across both processes"
+    );
+    for r in limited {
+        let retry: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=12).contains(&retry), "{retry}");
+    }
+}
