@@ -9,8 +9,8 @@ use std::sync::LazyLock;
 use redis::Script;
 
 use crate::quota::{
-    gcra_capacity_us, gcra_increment_us, gcra_refund_us, Adjust, Admission, Meter, Reading,
-    SLOT_RETRY_MS,
+    gcra_capacity_us, gcra_increment_us, gcra_refund_us, gcra_remaining, Adjust, Admission, Meter,
+    Reading, SLOT_RETRY_MS,
 };
 use crate::redis_backend::{unavailable, RedisState};
 use crate::StateError;
@@ -34,7 +34,8 @@ for i = 1, #KEYS do
     if tat < now_us then tat = now_us end
     local ahead = tat + cost - now_us
     if ahead > p then return {{0, i - 1, math.ceil((ahead - p) / 1000)}} end
-    rem[i] = math.floor((p - ahead) * limit / p)
+    -- Turned into units in Rust, exactly (limit * µs exceeds 2^53).
+    rem[i] = ahead
   elseif kind == 'b' then
     local used = tonumber(redis.call('GET', KEYS[i]) or '0')
     if used + cost > limit then
@@ -122,9 +123,7 @@ for i = 1, #KEYS do
   if kind == 'r' then
     local tat = tonumber(redis.call('GET', KEYS[i]) or now_us)
     if tat < now_us then tat = now_us end
-    local left = math.floor((p - (tat - now_us)) * limit / p)
-    if left < 0 then left = 0 end
-    out[i] = left
+    out[i] = tat - now_us
   elseif kind == 'b' then
     local left = limit - tonumber(redis.call('GET', KEYS[i]) or '0')
     if left < 0 then left = 0 end
@@ -167,6 +166,17 @@ fn p_of(meter: &Meter) -> i64 {
     match meter {
         Meter::Rate { period_ms, .. } => gcra_capacity_us(*period_ms),
         Meter::Budget { until_ms, .. } | Meter::Slots { until_ms, .. } => *until_ms,
+    }
+}
+
+/// What a script reports per meter as units left: a rate reports how far
+/// ahead its arrival time is (µs), the rest their units left.
+fn units_left(meter: &Meter, reported: i64) -> u64 {
+    match meter {
+        Meter::Rate {
+            limit, period_ms, ..
+        } => gcra_remaining(*limit, *period_ms, reported),
+        _ => reported.max(0) as u64,
     }
 }
 
@@ -218,7 +228,11 @@ impl RedisState {
             .map_err(unavailable)?;
         match reply.as_slice() {
             [1, rest @ ..] => Ok(Admission::Admitted {
-                remaining: rest.iter().map(|r| (*r).max(0) as u64).collect(),
+                remaining: meters
+                    .iter()
+                    .zip(rest)
+                    .map(|(m, r)| units_left(m, *r))
+                    .collect(),
             }),
             [0, index, retry] => Ok(Admission::Denied {
                 index: *index as usize,
@@ -296,7 +310,7 @@ impl RedisState {
             .iter()
             .zip(left)
             .map(|(meter, left)| {
-                let remaining = (left.max(0) as u64).min(meter.limit());
+                let remaining = units_left(meter, left).min(meter.limit());
                 Reading {
                     used: meter.limit() - remaining,
                     remaining,

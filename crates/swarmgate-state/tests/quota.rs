@@ -355,6 +355,25 @@ async fn large_limits_are_exact_and_huge_costs_refused_alike() {
         assert!(admitted(
             &b.quota_admit(&[tpm(20_000_000)], t + 30_000).await.unwrap()
         ));
+        // Units left are exact even where limit × microseconds is beyond
+        // a Lua number's 2^53. (One microsecond is 15 units of this limit:
+        // a cost of 7 is rounded up to it, never down.)
+        let vast = Meter::Rate {
+            key: "vast".into(),
+            limit: 900_000_000,
+            period_ms: 60_000,
+            cost: 7,
+        };
+        assert_eq!(
+            b.quota_admit(std::slice::from_ref(&vast), t).await.unwrap(),
+            Admission::Admitted {
+                remaining: vec![899_999_985]
+            }
+        );
+        assert_eq!(
+            a.quota_read(&[vast], t).await.unwrap()[0].remaining,
+            899_999_985
+        );
         // A cost no limit could hold: refused for good, on both back ends.
         for cost in [u64::MAX, u64::MAX / 2, 1 << 40] {
             let huge = Meter::Budget {
