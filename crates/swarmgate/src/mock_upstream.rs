@@ -95,6 +95,23 @@ async fn models(State(mock): State<Shared>) -> Response {
     Json(json!({ "object": "list", "data": data })).into_response()
 }
 
+/// The reply cut to at most `max` tokens, as a real server stops at
+/// `max_tokens`.
+fn at_most(reply: String, max: Option<u64>) -> String {
+    let Some(max) = max else {
+        return reply;
+    };
+    let mut kept = String::new();
+    for piece in reply.split_inclusive(' ') {
+        let candidate = format!("{kept}{piece}");
+        if count_tokens(&candidate) > max {
+            break;
+        }
+        kept = candidate;
+    }
+    kept.trim_end().to_string()
+}
+
 /// The reply to a prompt: it says what it heard.
 fn reply_to(prompt: &str) -> String {
     let heard: String = prompt
@@ -168,6 +185,10 @@ async fn completion(mock: Shared, kind: &'static str, body: Bytes) -> Response {
         Err(response) => return *response,
     };
     let (prompt, reply) = completion_parts(kind, &body);
+    let max = body["max_completion_tokens"]
+        .as_u64()
+        .or_else(|| body["max_tokens"].as_u64());
+    let reply = at_most(reply, max);
     let id = format!("mock-{}", mock.requests.load(Ordering::Relaxed));
     let object = if kind == "chat" {
         "chat.completion"
@@ -370,7 +391,7 @@ async fn messages(State(mock): State<Shared>, headers: HeaderMap, body: Bytes) -
         .find(|m| m["role"] == "user")
         .map(|m| anthropic_text(&m["content"]))
         .unwrap_or_default();
-    let reply = reply_to(&last);
+    let reply = at_most(reply_to(&last), body["max_tokens"].as_u64());
     let (input, output) = (count_tokens(&prompt), count_tokens(&reply));
     let id = format!("msg_mock_{}", mock.requests.load(Ordering::Relaxed));
     if body["stream"] != json!(true) {

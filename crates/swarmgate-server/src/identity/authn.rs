@@ -42,6 +42,14 @@ pub enum Presented<'a> {
     ApiKey(&'a str),
 }
 
+/// Whether authenticating a credential is its holder using it (which keeps
+/// an agent session alive) or someone else inspecting it.
+#[derive(Clone, Copy)]
+enum Activity {
+    Use,
+    Inspect,
+}
+
 pub(super) struct JwtEntry {
     /// The `sub`: a user id, `client:ID` or `node:ID`.
     subject: String,
@@ -257,12 +265,26 @@ fn digest(credential: &str) -> [u8; 32] {
 impl Identity {
     /// Verifies any credential: a JWT access token or an API key.
     pub async fn authenticate(&self, presented: Presented<'_>) -> Result<Principal> {
+        self.authenticate_as(presented, Activity::Use).await
+    }
+
+    /// [`authenticate`](Self::authenticate) for someone else looking at the
+    /// credential (introspection): an agent session is not kept alive by it.
+    pub(super) async fn inspect(&self, presented: Presented<'_>) -> Result<Principal> {
+        self.authenticate_as(presented, Activity::Inspect).await
+    }
+
+    async fn authenticate_as(
+        &self,
+        presented: Presented<'_>,
+        activity: Activity,
+    ) -> Result<Principal> {
         let (method, result) = match presented {
             Presented::ApiKey(key) => ("api_key", self.authenticate_key(key).await),
             Presented::Bearer(token) if token.starts_with(&self.settings.api_key_prefix) => {
                 ("api_key", self.authenticate_key(token).await)
             }
-            Presented::Bearer(token) => ("jwt", self.authenticate_jwt(token).await),
+            Presented::Bearer(token) => ("jwt", self.authenticate_jwt(token, activity).await),
         };
         let outcome = match &result {
             Ok(_) => "success",
@@ -274,7 +296,7 @@ impl Identity {
         result
     }
 
-    async fn authenticate_jwt(&self, token: &str) -> Result<Principal> {
+    async fn authenticate_jwt(&self, token: &str, activity: Activity) -> Result<Principal> {
         let cache_key = digest(token);
         let entry = match self.creds.inner.get(&cache_key) {
             Some(Cached::Jwt(entry)) if entry.exp_ms > now_ms() => entry,
@@ -354,15 +376,14 @@ impl Identity {
                 // a released or idle one stops here on every instance.
                 let now = now_ms();
                 let idle = self.settings.quota.agent_idle.as_millis() as i64;
-                let alive = self
-                    .state
-                    .quota_touch(
-                        &crate::quota::agents_key(parent_id),
-                        session_id,
-                        (now + idle).min(entry.exp_ms),
-                        now,
-                    )
-                    .await?;
+                let key = crate::quota::agents_key(parent_id);
+                let alive = match activity {
+                    Activity::Use => {
+                        let until = (now + idle).min(entry.exp_ms);
+                        self.state.quota_touch(&key, session_id, until, now).await?
+                    }
+                    Activity::Inspect => self.state.quota_held(&key, session_id, now).await?,
+                };
                 if !alive {
                     return Err(Error::SessionRevoked);
                 }

@@ -732,7 +732,7 @@ impl Identity {
                 "iss": self.settings.public_url,
             }));
         }
-        let principal = match self.authenticate(Presented::Bearer(token)).await {
+        let principal = match self.inspect(Presented::Bearer(token)).await {
             Ok(p) => p,
             Err(e @ Error::Unavailable { .. }) => return Err(e),
             Err(_) => return Ok(inactive),

@@ -203,3 +203,32 @@ async fn latency_and_failure_rate_are_honoured() {
     assert_eq!(code, 2);
     assert!(err.contains("--fail-rate"));
 }
+
+#[tokio::test]
+async fn replies_stop_at_max_tokens_as_a_real_server_does() {
+    let m = Mock::start(&["--models", "m"]).await;
+    let c = Client::new();
+    let body: Value = c
+        .post(format!("{}/v1/chat/completions", m.base))
+        .json(&json!({"model": "m", "max_tokens": 3, "messages": [{"role": "user", "content": "one two"}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], "Mock reply:");
+    assert_eq!(body["usage"]["completion_tokens"], 3);
+    let body: Value = c
+        .post(format!("{}/v1/messages", m.base))
+        .header("x-api-key", "any")
+        .json(&json!({"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "one two"}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["content"][0]["text"], "Mock reply: you");
+    assert_eq!(body["usage"]["output_tokens"], 4);
+}
