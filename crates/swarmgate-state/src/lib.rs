@@ -325,17 +325,15 @@ impl SharedState {
         }
     }
 
-    /// Gives back unused reservations and releases slots.
+    /// Gives back unused reservations and releases slots; false when an
+    /// [`Adjust::Once`] among them was applied before (and nothing is now).
     pub async fn quota_settle(
         &self,
         adjustments: &[Adjust],
         now_ms: i64,
-    ) -> Result<(), StateError> {
+    ) -> Result<bool, StateError> {
         match self {
-            SharedState::Memory(m) => {
-                m.quota().settle(adjustments, now_ms);
-                Ok(())
-            }
+            SharedState::Memory(m) => Ok(m.quota().settle(adjustments, now_ms)),
             SharedState::Redis(r) => r.quota_settle(adjustments, now_ms).await,
         }
     }

@@ -78,6 +78,13 @@ pub enum Adjust {
         key: String,
         member: String,
     },
+    /// Makes the whole settlement happen at most once: if `key` was set by
+    /// an earlier settlement (until `until_ms`), none of this one applies.
+    /// For a give-back that a retry must not repeat.
+    Once {
+        key: String,
+        until_ms: i64,
+    },
 }
 
 /// The outcome of [`Meter`] checks.
@@ -148,6 +155,8 @@ pub(crate) struct MemoryQuota {
     budgets: HashMap<String, (u64, i64)>,
     /// member → until_ms per slots key.
     slots: HashMap<String, HashMap<String, i64>>,
+    /// Settlements already made once (`Adjust::Once`), until when.
+    once: HashMap<String, i64>,
     ops_since_prune: usize,
 }
 
@@ -161,6 +170,7 @@ impl MemoryQuota {
         let now_us = now_ms * 1000;
         self.rates.retain(|_, tat| *tat > now_us);
         self.budgets.retain(|_, (_, until)| *until > now_ms);
+        self.once.retain(|_, until| *until > now_ms);
         self.slots.retain(|_, members| {
             members.retain(|_, until| *until > now_ms);
             !members.is_empty()
@@ -286,7 +296,16 @@ impl MemoryQuota {
         Admission::Admitted { remaining }
     }
 
-    pub(crate) fn settle(&mut self, adjustments: &[Adjust], now_ms: i64) {
+    /// Applies `adjustments`; false when an `Adjust::Once` among them had
+    /// already been applied (and then nothing is).
+    pub(crate) fn settle(&mut self, adjustments: &[Adjust], now_ms: i64) -> bool {
+        let done_before = adjustments.iter().any(|a| {
+            matches!(a, Adjust::Once { key, .. }
+                if self.once.get(key).is_some_and(|until| *until > now_ms))
+        });
+        if done_before {
+            return false;
+        }
         for adjust in adjustments {
             match adjust {
                 Adjust::Rate {
@@ -322,8 +341,12 @@ impl MemoryQuota {
                         members.remove(member);
                     }
                 }
+                Adjust::Once { key, until_ms } => {
+                    self.once.insert(key.clone(), *until_ms);
+                }
             }
         }
+        true
     }
 
     pub(crate) fn read(&mut self, meters: &[Meter], now_ms: i64) -> Vec<Reading> {

@@ -78,6 +78,9 @@ static SETTLE: LazyLock<Script> = LazyLock::new(|| {
         r#"
 local now = tonumber(ARGV[1])
 local now_us = now * 1000
+for i = 1, #KEYS do
+  if ARGV[1 + (i - 1) * 4 + 1] == 'o' and redis.call('EXISTS', KEYS[i]) == 1 then return 0 end
+end
 local function put_tat(key, tat)
   if tat <= now_us then redis.call('DEL', key) return end
   redis.call('SET', key, string.format('%.0f', tat), 'PX', math.ceil((tat - now_us) / 1000) + 1)
@@ -102,6 +105,8 @@ for i = 1, #KEYS do
     elseif refund < 0 and p > now then
       redis.call('SET', KEYS[i], string.format('%.0f', -refund), 'PXAT', p)
     end
+  elseif kind == 'o' then
+    if p > now then redis.call('SET', KEYS[i], '1', 'PXAT', p) end
   else
     redis.call('ZREM', KEYS[i], ARGV[b + 4])
   end
@@ -248,9 +253,9 @@ impl RedisState {
         &self,
         adjustments: &[Adjust],
         now_ms: i64,
-    ) -> Result<(), StateError> {
+    ) -> Result<bool, StateError> {
         if adjustments.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         let mut invocation = SETTLE.prepare_invoke();
         invocation.arg(now_ms);
@@ -268,6 +273,7 @@ impl RedisState {
                     until_ms,
                 } => (key, "b", *until_ms, *refund, ""),
                 Adjust::Release { key, member } => (key, "s", 0, 0, member.as_str()),
+                Adjust::Once { key, until_ms } => (key, "o", *until_ms, 0, ""),
             };
             invocation
                 .key(self.quota_key(key))
@@ -280,7 +286,7 @@ impl RedisState {
         invocation
             .invoke_async::<i64>(&mut conn)
             .await
-            .map(|_| ())
+            .map(|applied| applied == 1)
             .map_err(unavailable)
     }
 

@@ -415,3 +415,35 @@ async fn large_limits_are_exact_and_huge_costs_refused_alike() {
         assert_eq!(read[0].remaining, 50, "the 50 over are owed from now");
     }
 }
+
+#[tokio::test]
+async fn a_settlement_marked_once_applies_once() {
+    for (a, b) in backends().await {
+        let t = now();
+        let until = t + 60_000;
+        assert!(admitted(
+            &a.quota_admit(&[budget("parent-day", 100, 60, until, true)], t)
+                .await
+                .unwrap()
+        ));
+        let give_back = [
+            Adjust::Once {
+                key: "end:s1".into(),
+                until_ms: until,
+            },
+            Adjust::Budget {
+                key: "parent-day".into(),
+                refund: 50,
+                until_ms: until,
+            },
+        ];
+        assert!(a.quota_settle(&give_back, t).await.unwrap());
+        // A retry (another instance, the sweep) gives nothing back again.
+        assert!(!b.quota_settle(&give_back, t).await.unwrap());
+        let read = b
+            .quota_read(&[budget("parent-day", 100, 0, until, true)], t)
+            .await
+            .unwrap();
+        assert_eq!(read[0].used, 10);
+    }
+}

@@ -21,7 +21,7 @@ use swarmgate_state::{Adjust, Admission, Meter, Revocable};
 use swarmgate_store::Store;
 use swarmgate_tokens::{AccessClaims, Act, AgentClaims, AGENT_SUBJECT_PREFIX};
 
-use super::{agents_key, allocation_key, day_key, Denial, Quota, RateHeaders};
+use super::{agents_key, allocation_key, day_key, Denial, Quota, RateHeaders, DAY_MS};
 use crate::clock::{now_ms, now_secs};
 use crate::error::{Error, Result};
 use crate::identity::audit::Subject;
@@ -277,7 +277,9 @@ impl Agents {
             tokens_used: None,
         };
         if let Err(e) = self.store.create_agent_session(&session).await {
-            self.give_back(&session, 0).await;
+            if let Err(back) = self.give_back(&session, 0).await {
+                tracing::warn!(error = %back, session = %session.id, "allocation of a session never recorded not given back");
+            }
             return Err(e.into());
         }
         let (key_id, key_limits, key_models) = match &principal.credential {
@@ -534,7 +536,10 @@ impl Agents {
         // Nothing more is admitted now, so this is what it spent (calls
         // still streaming settle into its own counter, not the parent's).
         let used = self.tokens_used(&session).await?;
-        // One winner records the end and gives the rest back.
+        // The rest goes back exactly once, whoever ends it and however
+        // often this is retried; only then is the end recorded, so a
+        // failure here leaves the session for the sweep to finish.
+        self.give_back(&session, used).await?;
         if !self
             .store
             .release_agent_session(&session.id, reason, used as i64, now / 1000)
@@ -544,7 +549,6 @@ impl Agents {
                 .view(self.store.get_agent_session(&session.id).await?)
                 .await;
         }
-        self.give_back(&session, used).await;
         self.identity
             .audit()
             .record(
@@ -569,12 +573,27 @@ impl Agents {
     }
 
     /// Frees the session's agent slot and returns the unused allocation to
-    /// each day budget it was carved from.
-    async fn give_back(&self, session: &AgentSession, used: u64) {
-        let mut adjustments = vec![Adjust::Release {
-            key: agents_key(&session.parent_id),
-            member: session.id.clone(),
-        }];
+    /// each day budget it was carved from, once per session (a repeat does
+    /// nothing).
+    async fn give_back(&self, session: &AgentSession, used: u64) -> Result<()> {
+        let mut adjustments = vec![
+            Adjust::Once {
+                key: format!("agent:{}:ended", session.id),
+                // Past every carve's day: no later retry can refund again.
+                until_ms: session
+                    .carved
+                    .iter()
+                    .map(|c| c.until_ms)
+                    .chain([session.expires_at * 1000])
+                    .max()
+                    .unwrap_or(0)
+                    + DAY_MS,
+            },
+            Adjust::Release {
+                key: agents_key(&session.parent_id),
+                member: session.id.clone(),
+            },
+        ];
         for carve in &session.carved {
             let unused = carve.tokens.saturating_sub(used);
             if unused > 0 {
@@ -585,14 +604,11 @@ impl Agents {
                 });
             }
         }
-        if let Err(e) = self
-            .quota
+        self.quota
             .state()
             .quota_settle(&adjustments, now_ms())
-            .await
-        {
-            tracing::warn!(error = %e, session = %session.id, "agent allocation not given back");
-        }
+            .await?;
+        Ok(())
     }
 
     /// How many sessions are not released yet.
