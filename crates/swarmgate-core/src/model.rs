@@ -140,6 +140,9 @@ pub struct AgentSession {
     pub agent_id: String,
     /// The user it acts for.
     pub parent_id: String,
+    /// The API key it was spawned with, if any (revoking it ends the
+    /// session).
+    pub key_id: Option<String>,
     pub name: String,
     pub model: Option<String>,
     pub budget: crate::limits::AgentBudget,

@@ -57,7 +57,7 @@ impl Model {
         gateway: &GatewayConfig,
     ) -> Result<Self, String> {
         let upstreams =
-            UpstreamPool::from_config(&[base_url.to_string()], gateway, "https://HOST[:PORT]")?;
+            UpstreamPool::from_config(&[base_url.to_string()], gateway, "http(s)://HOST[:PORT]")?;
         let value = HeaderValue::from_str(key)
             .map_err(|_| "the API key holds characters not allowed in a header".to_string())?;
         let mut value = value;

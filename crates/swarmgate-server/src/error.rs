@@ -65,6 +65,10 @@ pub enum Error {
     MethodNotAllowed,
     #[error("upstream failed: {0}")]
     BadGateway(String),
+    /// A hosted provider refused the gateway's own key: the operator's
+    /// problem, not the caller's credential.
+    #[error("the provider refused the gateway's credentials (its status {0}); the operator must check the provider key")]
+    ProviderAuth(u16),
     #[error("upstream did not answer within {0:?}")]
     GatewayTimeout(std::time::Duration),
     #[error("internal error: {0}")]

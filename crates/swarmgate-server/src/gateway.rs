@@ -297,6 +297,12 @@ impl Gateway {
             Dialect::Anthropic => "provider:anthropic".to_string(),
         };
         let mut response = self.send(target, incoming, &who, &label, started).await?;
+        let status = response.status();
+        if external && matches!(status.as_u16(), 401 | 403) {
+            // The caller's credential was ours; the provider refused ours.
+            tracing::error!(status = status.as_u16(), provider = %model.name, "the provider refused the gateway's key");
+            return Err(Error::ProviderAuth(status.as_u16()));
+        }
         ticket.headers.apply(response.headers_mut());
         if !response.status().is_success() {
             // Nothing was generated: the reservation goes back in full.

@@ -8,7 +8,7 @@ use swarmgate_core::AgentSession;
 
 use crate::{json_column, Store, StoreError};
 
-const COLUMNS: &str = "id, agent_id, parent_id, name, model, budget, permissions, carved, created_at, expires_at, released_at, release_reason, tokens_used";
+const COLUMNS: &str = "id, agent_id, parent_id, key_id, name, model, budget, permissions, carved, created_at, expires_at, released_at, release_reason, tokens_used";
 
 fn session_from_row(row: &AnyRow) -> Result<AgentSession, StoreError> {
     let text = |column: &str| -> Result<String, StoreError> { Ok(row.try_get(column)?) };
@@ -16,6 +16,7 @@ fn session_from_row(row: &AnyRow) -> Result<AgentSession, StoreError> {
         id: row.try_get("id")?,
         agent_id: row.try_get("agent_id")?,
         parent_id: row.try_get("parent_id")?,
+        key_id: row.try_get("key_id")?,
         name: row.try_get("name")?,
         model: row.try_get("model")?,
         budget: json_column(Some(&text("budget")?), "agent_sessions.budget")?.unwrap_or_default(),
@@ -37,12 +38,13 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
 impl Store {
     pub async fn create_agent_session(&self, s: &AgentSession) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO agent_sessions (id, agent_id, parent_id, name, model, budget, permissions, carved, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO agent_sessions (id, agent_id, parent_id, key_id, name, model, budget, permissions, carved, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&s.id)
         .bind(&s.agent_id)
         .bind(&s.parent_id)
+        .bind(s.key_id.as_deref())
         .bind(&s.name)
         .bind(s.model.as_deref())
         .bind(to_json(&s.budget)?)
@@ -55,9 +57,10 @@ impl Store {
         Ok(())
     }
 
+    /// A session by its id or its agent's id.
     pub async fn get_agent_session(&self, id: &str) -> Result<AgentSession, StoreError> {
         let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM agent_sessions WHERE id = $1"
+            "SELECT {COLUMNS} FROM agent_sessions WHERE id = $1 OR agent_id = $1"
         ))
         .bind(id)
         .fetch_optional(&self.pool)

@@ -255,6 +255,21 @@ enum KeysCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Admin { .. } | Command::Quota { .. } | Command::Auth { .. } | Command::CheckConfig
+    ) {
+        // Commands that print for a person or a pipe: `| head` ends them
+        // quietly, as any Unix tool, instead of a panic on a closed stdout.
+        // (The servers keep Rust's default, which turns a closed socket
+        // into an error to handle, not a signal.)
+        #[cfg(unix)]
+        // SAFETY: called before any thread is started; restores the
+        // default disposition of one signal.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     if let Command::MockUpstream {
         listen,
         latency_ms,

@@ -90,13 +90,13 @@ pub async fn run(settings: Settings, command: QuotaCommand, json: bool) -> anyho
             Ok(())
         }
         QuotaCommand::Info { user, key, agent } => {
-            require_shared_state(&settings, "quota info")?;
             let subject = match (user, key, agent) {
                 (Some(u), None, None) => InfoSubject::User(u),
                 (None, Some(k), None) => InfoSubject::Key(k),
                 (None, None, Some(a)) => InfoSubject::Agent(a),
                 _ => bail!("name exactly one of --user, --key, --agent"),
             };
+            require_shared_state(&settings, "quota info")?;
             let app = App::build(settings).await?;
             let (who, scopes) = app.agents.info(subject).await.map_err(|e| anyhow!("{e}"))?;
             if json {
@@ -161,13 +161,22 @@ pub async fn auth_test(url: &str, token: &str, json: bool) -> anyhow::Result<()>
     } else {
         &me
     };
-    println!(
-        "ok: {} ({}), role {}, by {}",
-        user["username"].as_str().unwrap_or("?"),
-        user["id"].as_str().unwrap_or("?"),
-        user["role"].as_str().or(me["role"].as_str()).unwrap_or("?"),
-        me["auth_method"].as_str().unwrap_or("?"),
-    );
+    if let Some(agent) = me["agent_id"].as_str() {
+        println!(
+            "ok: agent {agent} (session {}) acting for {} ({})",
+            me["session_id"].as_str().unwrap_or("?"),
+            user["username"].as_str().unwrap_or("?"),
+            user["id"].as_str().unwrap_or("?"),
+        );
+    } else {
+        println!(
+            "ok: {} ({}), role {}, by {}",
+            user["username"].as_str().unwrap_or("?"),
+            user["id"].as_str().unwrap_or("?"),
+            user["role"].as_str().or(me["role"].as_str()).unwrap_or("?"),
+            me["auth_method"].as_str().unwrap_or("?"),
+        );
+    }
     let list = |v: &Value| {
         v.as_array()
             .map(|a| {

@@ -34,7 +34,6 @@ pub struct KeyBody {
     prefix: String,
     permissions: Vec<String>,
     models: Option<Vec<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     limits: Option<swarmgate_core::LimitSet>,
     created_at: String,
     expires_at: String,

@@ -31,7 +31,7 @@ impl Error {
             Error::Gone(_) => StatusCode::GONE,
             Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Error::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            Error::BadGateway(_) | Error::ProviderAuth(_) => StatusCode::BAD_GATEWAY,
             Error::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -62,6 +62,7 @@ impl Error {
             Error::Unavailable { .. } => "service_unavailable",
             Error::MethodNotAllowed => "method_not_allowed",
             Error::BadGateway(_) => "bad_gateway",
+            Error::ProviderAuth(_) => "provider_auth_failed",
             Error::GatewayTimeout(_) => "gateway_timeout",
             Error::Internal(_) => "internal_error",
         }

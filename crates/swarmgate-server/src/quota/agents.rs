@@ -70,6 +70,9 @@ pub struct Agents {
     identity: Arc<Identity>,
     quota: Arc<Quota>,
     store: Store,
+    /// When this process started (unix ms): with in-process state, what
+    /// was live before it is gone.
+    started_ms: i64,
 }
 
 fn validate_name(name: &str) -> Result<()> {
@@ -90,6 +93,7 @@ impl Agents {
             identity,
             quota,
             store,
+            started_ms: now_ms(),
         }
     }
 
@@ -172,13 +176,16 @@ impl Agents {
                     .iter()
                     .find(|f| f.0 == name)
                     .and_then(|f| f.1);
-                return Err(refused(
-                    &scope.name,
-                    name,
-                    value.unwrap_or(0),
-                    None,
-                    format!("the agent's {name} may not exceed its parent's"),
-                ));
+                // No wait makes it fit: a request to correct, not a limit hit.
+                return Err(swarmgate_core::ValidationError::new(
+                    format!("budget.{name}"),
+                    format!(
+                        "may not exceed the parent's limit of {} ({})",
+                        value.unwrap_or(0),
+                        scope.name
+                    ),
+                )
+                .into());
             }
         }
 
@@ -265,6 +272,10 @@ impl Agents {
             id: session_id.clone(),
             agent_id: agent_id.clone(),
             parent_id: principal.user_id.clone(),
+            key_id: match &principal.credential {
+                Credential::ApiKey { key_id, .. } => Some(key_id.clone()),
+                _ => None,
+            },
             name: request.name,
             model: request.model,
             budget: request.budget,
@@ -400,7 +411,14 @@ impl Agents {
             resets: false,
         };
         let readings = self.quota.state().quota_read(&[meter], now_ms()).await?;
-        Ok(readings.first().map_or(0, |r| r.used))
+        let counted = readings.first().map_or(0, |r| r.used);
+        // The usage records survive what the shared state may lose (an
+        // in-process state at a restart, a Redis without persistence).
+        let recorded = self
+            .store
+            .usage_total_of_key(&format!("agent:{}", session.agent_id))
+            .await?;
+        Ok(counted.max(recorded.max(0) as u64))
     }
 
     async fn view(&self, session: AgentSession) -> Result<SessionView> {
@@ -611,6 +629,38 @@ impl Agents {
         Ok(())
     }
 
+    /// Why a live session is over, if it is: past its lifetime, its key
+    /// revoked, its parent disabled or deleted, its state lost with the
+    /// previous process, or idle.
+    async fn ended_why(&self, session: &AgentSession, now: i64) -> Result<Option<&'static str>> {
+        if session.expires_at * 1000 <= now {
+            return Ok(Some("expired"));
+        }
+        let state = self.quota.state();
+        if let Some(key_id) = &session.key_id {
+            let key = state
+                .credential_status(Revocable::ApiKey, key_id, &session.parent_id, now)
+                .await?;
+            if key.revoked {
+                return Ok(Some("key_revoked"));
+            }
+        }
+        match self.store.get_user(&session.parent_id).await {
+            Ok(user) if user.disabled => return Ok(Some("parent_disabled")),
+            Ok(_) => {}
+            Err(swarmgate_store::StoreError::NotFound) => return Ok(Some("parent_deleted")),
+            Err(e) => return Err(e.into()),
+        }
+        if state
+            .quota_held(&agents_key(&session.parent_id), &session.id, now)
+            .await?
+        {
+            return Ok(None);
+        }
+        let lost = state.kind() == "memory" && (session.created_at + 1) * 1000 <= self.started_ms;
+        Ok(Some(if lost { "restarted" } else { "idle" }))
+    }
+
     /// How many sessions are not released yet.
     pub async fn live_sessions(&self) -> Result<usize> {
         Ok(self.store.live_agent_sessions().await?.len())
@@ -622,20 +672,15 @@ impl Agents {
         let now = now_ms();
         let mut released = 0;
         for session in self.store.live_agent_sessions().await? {
-            let reason = if session.expires_at * 1000 <= now {
-                "expired"
-            } else {
-                // Unreachable state now: the sweep is tried again (and the
-                // agent's own requests fail closed meanwhile).
-                let held = self
-                    .quota
-                    .state()
-                    .quota_held(&agents_key(&session.parent_id), &session.id, now)
-                    .await?;
-                if held {
+            let reason = match self.ended_why(&session, now).await {
+                Ok(Some(reason)) => reason,
+                Ok(None) => continue,
+                Err(e) => {
+                    // Unreachable state: tried again on the next sweep (the
+                    // agent's own requests fail closed meanwhile).
+                    tracing::warn!(error = %e, session = %session.id, "agent session not checked");
                     continue;
                 }
-                "idle"
             };
             // One session that cannot be ended now must not keep the
             // others from it; it is tried again on the next sweep.
@@ -759,8 +804,8 @@ impl Agents {
     }
 }
 
-/// A 429 for a spawn that does not fit (waiting does not make it fit,
-/// except for a day budget, where the caller may ask for less).
+/// A 429 for a spawn that does not fit now: its allocation in what is left
+/// of the day, or one more session beside the live ones.
 fn refused(
     scope: &str,
     limit: &'static str,

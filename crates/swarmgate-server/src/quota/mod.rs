@@ -420,7 +420,10 @@ impl Quota {
             let scope = &scopes[scope_index];
             if let (Some(wait), OnLimit::Queue) = (retry_after_ms, scope.limits.on_limit) {
                 let left = deadline.saturating_duration_since(Instant::now());
-                if !left.is_zero() {
+                // A wait known to be longer than the longest allowed is not
+                // worth starting; a slot's is unknown (any response may end).
+                let hopeless = kind != Kind::Concurrent && wait as u128 > left.as_millis();
+                if !left.is_zero() && !hopeless {
                     // A slot frees when some response ends, which no clock
                     // predicts: look again soon.
                     let wait = if kind == Kind::Concurrent {
@@ -440,15 +443,11 @@ impl Quota {
                 .quota_read(&meters, now)
                 .await
                 .unwrap_or_default();
+            // What is really left now (a call may be refused for a worst
+            // case larger than what is left, which is then not zero).
             let remaining: Vec<u64> = readings.iter().map(|r| r.remaining).collect();
-            let mut headers = RateHeaders::from_readings(&kinds, &meters, &remaining);
-            // The refusing meter has nothing left for this request.
-            let zero = Some((meters[index].limit(), 0));
-            match kind {
-                Kind::Rpm => headers.requests = zero,
-                k if k.is_tokens() => headers.tokens = zero,
-                _ => {}
-            }
+            let headers = RateHeaders::from_readings(&kinds, &meters, &remaining);
+            let left = readings.get(index).map(|r| r.remaining);
             let cost = match (&meters[index], call) {
                 (Meter::Rate { cost, .. } | Meter::Budget { cost, .. }, Call::Llm { .. }) => {
                     Some(*cost)
@@ -461,12 +460,18 @@ impl Quota {
                 value: meters[index].limit(),
                 retry_after_ms,
                 headers,
-                detail: match (retry_after_ms, cost) {
-                    (Some(_), _) => String::new(),
-                    (None, Some(cost)) if kind != Kind::Allocation => format!(
-                        "; this call reserves {cost} tokens, more than the limit allows at all"
+                detail: match (retry_after_ms, cost, left) {
+                    (Some(_), Some(cost), Some(left)) => format!(
+                        "; this call reserves up to {cost} tokens and {left} are left now"
                     ),
-                    (None, _) => "; the allocation is spent".into(),
+                    (Some(_), _, _) => String::new(),
+                    (None, Some(cost), _) if kind != Kind::Allocation => format!(
+                        "; this call reserves {cost} tokens, more than the limit allows at all (lower max_tokens)"
+                    ),
+                    (None, Some(cost), Some(left)) => format!(
+                        "; this call reserves up to {cost} tokens and the allocation has {left} left (lower max_tokens)"
+                    ),
+                    (None, _, _) => "; the allocation is spent".into(),
                 },
             })));
         }

@@ -9,6 +9,7 @@ CREATE TABLE agent_sessions (
     id TEXT PRIMARY KEY,
     agent_id TEXT NOT NULL,
     parent_id TEXT NOT NULL,
+    key_id TEXT,
     name TEXT NOT NULL,
     model TEXT,
     budget TEXT NOT NULL,

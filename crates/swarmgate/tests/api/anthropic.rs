@@ -210,3 +210,22 @@ async fn the_provider_sees_its_key_and_nothing_of_the_caller() {
     let r = send(&s, key["key"].as_str().unwrap(), &body).await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn a_provider_refusing_the_gateways_key_is_a_502_not_the_callers_401() {
+    let m = Mock::start(&["--models", "claude-mock", "--anthropic-key", PROVIDER_KEY]).await;
+    let base = m.base.clone();
+    let s = TestServer::start_with(move |c| {
+        c.anthropic.api_key = Some(swarmgate_server::config::Secret("sk-ant-stale".into()));
+        c.anthropic.base_url = base;
+    })
+    .await;
+    let admin = s.admin_token().await;
+    let key = s.create_key(&admin, &["*"]).await;
+    let r = send(&s, key["key"].as_str().unwrap(), &message(false)).await;
+    let body = expect_error(r, StatusCode::BAD_GATEWAY, "provider_auth_failed").await;
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("provider key"));
+}

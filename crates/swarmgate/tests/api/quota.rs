@@ -360,8 +360,8 @@ async fn an_agent_allocation_comes_out_of_the_parent_budget_and_back_on_release(
         assert_eq!(body["error"]["limit"], "tokens_per_day");
         // An agent's rate may not exceed its parent's.
         let r = spawn(&s, &token, json!({"name": "fast", "budget": {"rpm": 101}})).await;
-        let body = expect_error(r, StatusCode::TOO_MANY_REQUESTS, "quota_exceeded").await;
-        assert_eq!(body["error"]["limit"], "rpm");
+        let body = expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+        assert_eq!(body["error"]["field"], "budget.rpm");
 
         // The agent calls the model with its own token: 10 tokens.
         let agent_token = agent["token"].as_str().unwrap();
@@ -691,7 +691,8 @@ async fn the_quota_and_auth_test_cli_see_what_a_running_gateway_counts() {
 #[tokio::test]
 async fn an_agent_spawned_with_a_key_is_bound_by_the_key_and_sees_only_itself() {
     let m = Mock::start(&["--models", "phi-3.5-mini"]).await;
-    let s = server(&m, &None, &namespace(), |_| {}).await;
+    // Idle after 12 s: the sweep then runs every 3 s.
+    let s = server(&m, &None, &namespace(), |c| c.agents.idle_minutes = 0.2).await;
     let admin = s.admin_token().await;
     let (user_id, token) = limited_user(&s, &admin, "keyed", json!({})).await;
     let r = s
@@ -790,6 +791,22 @@ async fn an_agent_spawned_with_a_key_is_bound_by_the_key_and_sees_only_itself() 
             StatusCode::UNAUTHORIZED
         );
     }
+    // ...and the sweep ends their sessions, freeing what they held.
+    let mut seen = Value::Null;
+    for _ in 0..100 {
+        seen = s
+            .get_auth(&format!("/agents/sessions/{b_sid}"), &token)
+            .await
+            .json()
+            .await
+            .unwrap();
+        if seen["release_reason"] == "key_revoked" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen["release_reason"], "key_revoked", "{seen}");
+    assert_eq!(seen["live"], false);
     s.stop().await;
 }
 
@@ -864,4 +881,40 @@ async fn two_gateway_processes_on_one_redis_admit_one_rpm_limit_between_them() {
             .unwrap();
         assert!((1..=12).contains(&retry), "{retry}");
     }
+}
+
+#[tokio::test]
+async fn a_queue_does_not_wait_for_what_its_longest_wait_cannot_cover() {
+    let m = Mock::start(&["--models", "phi-3.5-mini"]).await;
+    let s = server(&m, &None, &namespace(), |c| {
+        c.limits.queue_max_wait_ms = 5_000
+    })
+    .await;
+    let admin = s.admin_token().await;
+    let (_, token) = limited_user(
+        &s,
+        &admin,
+        "patient",
+        json!({"rpm": 1, "on_limit": "queue"}),
+    )
+    .await;
+    assert_eq!(
+        s.get_auth("/tasks/1", &token).await.status(),
+        StatusCode::OK
+    );
+    // The next request is a minute away: more than the 5 s a queue may wait.
+    let asked = std::time::Instant::now();
+    let r = s.get_auth("/tasks/1", &token).await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(4),
+        "refused without waiting"
+    );
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry > 50, "{retry}");
+    expect_error(r, StatusCode::TOO_MANY_REQUESTS, "quota_exceeded").await;
+    s.stop().await;
 }
