@@ -106,7 +106,7 @@ impl Store {
     /// Tokens recorded under one key id (an API key, or `agent:ID`).
     pub async fn usage_total_of_key(&self, key_id: &str) -> Result<i64, StoreError> {
         let row = sqlx::query(
-            "SELECT COALESCE(SUM(total_tokens), 0) AS n FROM usage_events WHERE key_id = $1",
+            "SELECT CAST(COALESCE(SUM(total_tokens), 0) AS BIGINT) AS n FROM usage_events WHERE key_id = $1",
         )
         .bind(key_id)
         .fetch_one(&self.pool)

@@ -669,4 +669,7 @@ async fn usage_is_summed_by_group_and_caller(store: Store) {
         .unwrap();
     assert_eq!(users.iter().map(|r| r.requests).collect::<Vec<_>>(), [2, 1]);
     store.insert_usage(&[]).await.unwrap();
+    // One key's total (an agent's usage so far), zero for a key never used.
+    assert_eq!(store.usage_total_of_key("k1").await.unwrap(), 15);
+    assert_eq!(store.usage_total_of_key("agent:none").await.unwrap(), 0);
 }
