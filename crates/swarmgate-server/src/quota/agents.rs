@@ -783,11 +783,34 @@ impl Agents {
                 }
             }
         }
-        // Shared limit sets: how much of each is used now.
-        for profile in self.quota.profiles_status(principal).await? {
+        // The sets of the users those agents act for (their role's and
+        // their own), then the shared ones of provider profiles.
+        // A role's set is counted per user, so each item names whose it is.
+        let mut standing = Vec::new();
+        let mut parents: Vec<&str> = live.iter().map(|s| s.parent_id.as_str()).collect();
+        parents.sort_unstable();
+        parents.dedup();
+        for parent in parents {
+            match self.info(InfoSubject::User(parent.to_string())).await {
+                Ok((_, scopes)) => standing.extend(
+                    scopes
+                        .into_iter()
+                        .filter(|s| !s.scope.starts_with("profile:"))
+                        .map(|s| (Some(parent), s)),
+                ),
+                Err(Error::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let profiles = self.quota.profiles_status(principal).await?;
+        standing.extend(profiles.into_iter().map(|s| (None, s)));
+        for (user, set) in standing {
             let mut item = serde_json::Map::new();
-            item.insert("scope".into(), json!(profile.scope));
-            for (name, limit, reading) in profile.limits {
+            item.insert("scope".into(), json!(set.scope));
+            if let Some(user) = user {
+                item.insert("user_id".into(), json!(user));
+            }
+            for (name, limit, reading) in set.limits {
                 let percent = (reading.used as f64 * 1000.0 / limit as f64).round() / 10.0;
                 item.insert(
                     name.into(),

@@ -534,6 +534,16 @@ async fn an_agent_stops_when_idle_and_never_exceeds_its_parent() {
         assert_eq!(health.status(), StatusCode::OK);
         let health: Value = health.json().await.unwrap();
         assert_eq!(health["active_agents"], 1);
+        // The parent's own set: one agent of one allowed.
+        let own = health["limit_sets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["scope"] == format!("user:{id}"))
+            .cloned()
+            .unwrap_or_else(|| panic!("{health}"));
+        assert_eq!(own["user_id"], id);
+        assert_eq!(own["max_agents"]["percent"], 100.0);
         expect_error(
             s.get_auth("/quota/health", &token).await,
             StatusCode::FORBIDDEN,
