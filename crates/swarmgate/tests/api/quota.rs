@@ -312,6 +312,25 @@ async fn limited_responses_carry_openai_headers_and_retry_after() {
     }
 }
 
+/// Waits (up to 10 s) for the sweep to release session `sid` for `reason`.
+async fn released_as(s: &TestServer, token: &str, sid: &str, reason: &str) {
+    let mut seen = Value::Null;
+    for _ in 0..100 {
+        seen = s
+            .get_auth(&format!("/agents/sessions/{sid}"), token)
+            .await
+            .json()
+            .await
+            .unwrap();
+        if seen["release_reason"] == reason {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen["release_reason"], reason, "{seen}");
+    assert_eq!(seen["live"], false);
+}
+
 async fn spawn(s: &TestServer, token: &str, body: Value) -> reqwest::Response {
     s.post_auth("/agents/sessions", token, body).await
 }
@@ -483,20 +502,7 @@ async fn an_agent_stops_when_idle_and_never_exceeds_its_parent() {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let r = s.get_auth("/tasks/1", &agent_token).await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-        let mut seen = Value::Null;
-        for _ in 0..100 {
-            seen = s
-                .get_auth(&format!("/agents/sessions/{sid}"), &token)
-                .await
-                .json()
-                .await
-                .unwrap();
-            if seen["release_reason"] == "idle" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert_eq!(seen["release_reason"], "idle", "{seen}");
+        released_as(&s, &token, &sid, "idle").await;
         let r = s
             .post_auth(
                 &format!("/agents/sessions/{sid}/heartbeat"),
@@ -802,21 +808,7 @@ async fn an_agent_spawned_with_a_key_is_bound_by_the_key_and_sees_only_itself() 
         );
     }
     // ...and the sweep ends their sessions, freeing what they held.
-    let mut seen = Value::Null;
-    for _ in 0..100 {
-        seen = s
-            .get_auth(&format!("/agents/sessions/{b_sid}"), &token)
-            .await
-            .json()
-            .await
-            .unwrap();
-        if seen["release_reason"] == "key_revoked" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(seen["release_reason"], "key_revoked", "{seen}");
-    assert_eq!(seen["live"], false);
+    released_as(&s, &token, b_sid, "key_revoked").await;
     s.stop().await;
 }
 
