@@ -54,14 +54,18 @@ const NOT_PROMPT: &[&str] = &["model", "role", "type", "stop", "stop_sequences",
 /// schemas, tool results, documents), each counted as the larger of its
 /// words and punctuation and a quarter of its bytes, so text a tokenizer
 /// splits finely (code, base64 of an image or document) is not counted as
-/// one word.
+/// one word; and every number in a list, which is a prompt given as token
+/// ids (`prompt: [1, 2, 3]`, embeddings of token arrays).
 pub fn estimate_prompt(body: &Value) -> u64 {
     fn walk(value: &Value, total: &mut u64) {
         match value {
             Value::String(s) => {
                 *total = total.saturating_add(estimate_tokens(s).max(s.len() as u64 / 4));
             }
-            Value::Array(items) => items.iter().for_each(|v| walk(v, total)),
+            Value::Array(items) => items.iter().for_each(|v| match v {
+                Value::Number(_) => *total = total.saturating_add(1),
+                other => walk(other, total),
+            }),
             Value::Object(fields) => fields
                 .iter()
                 .filter(|(k, _)| !NOT_PROMPT.contains(&k.as_str()))
@@ -429,6 +433,9 @@ mod tests {
         });
         // "three small words": 3 words, 17 bytes, so 4.
         assert_eq!(estimate_prompt(&tools), 2 + 1 + 2 + 4 + 1000);
+        // Prompts as token ids count one per id; settings do not count.
+        let ids = serde_json::json!({"prompt": [[1, 2, 3], [4, 5]], "max_tokens": 900, "temperature": 0.5});
+        assert_eq!(estimate_prompt(&ids), 5);
     }
 
     #[tokio::test]
