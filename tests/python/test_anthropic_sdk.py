@@ -46,6 +46,13 @@ def test_a_message(client):
     assert message.usage.output_tokens == 11
 
 
+def test_counting_tokens(client):
+    count = client.messages.count_tokens(
+        model=CLAUDE_MODEL, messages=[{"role": "user", "content": "Hello from the Anthropic SDK"}],
+    )
+    assert count.input_tokens == 5
+
+
 def test_a_streamed_message_and_its_usage_is_recorded(swarmgate, admin_token, client):
     before = claude_usage(swarmgate, admin_token)
     before = before["total_tokens"] if before else 0

@@ -197,6 +197,44 @@ impl Gateway {
         permitted && listed
     }
 
+    /// A provider call that generates nothing (Anthropic's
+    /// `count_tokens`): counted against the caller's and the profile's
+    /// request limits, no tokens reserved or metered.
+    pub async fn call_provider_plain(
+        &self,
+        principal: &Principal,
+        profile: &ProviderProfile,
+        incoming: Incoming,
+        started: Option<Instant>,
+    ) -> Result<Response<Body>> {
+        let ticket = self
+            .quota
+            .admit_through(principal, Call::Request, &profile.name)
+            .await?;
+        let upstream = &profile.upstream;
+        let target = Target {
+            name: &upstream.name,
+            pool: &upstream.upstreams,
+            timeout: upstream.timeout,
+            path: incoming.uri.path().to_string(),
+            credential: upstream.credential.clone(),
+            external: true,
+        };
+        let label = format!("provider:{}", profile.name);
+        let response = self
+            .send(target, incoming, &nobody(), &label, started)
+            .await?;
+        provider_accepted(&response, &upstream.name)?;
+        if !ticket.is_metered() {
+            return Ok(response);
+        }
+        let (parts, body) = response.into_parts();
+        Ok(Response::from_parts(
+            parts,
+            Body::new(swarmgate_gateway::guarded::Guarded::new(body, ticket)),
+        ))
+    }
+
     /// The Anthropic profile, when `ANTHROPIC_API_KEY` (or
     /// `CLAUDE_API_KEY`) is set.
     pub fn anthropic(&self) -> Option<&ProviderProfile> {
@@ -274,13 +312,7 @@ impl Gateway {
 
         let external = dialect == Dialect::Anthropic;
         let who = if external {
-            // A third party is told nothing of the caller (see Target::external).
-            swarmgate_gateway::Identity {
-                subject: "",
-                role: "",
-                auth_method: "",
-                assertion: axum::http::HeaderValue::from_static(""),
-            }
+            nobody()
         } else {
             who(identity, principal, &model.name)?
         };
@@ -297,11 +329,8 @@ impl Gateway {
             Dialect::Anthropic => "provider:anthropic".to_string(),
         };
         let mut response = self.send(target, incoming, &who, &label, started).await?;
-        let status = response.status();
-        if external && matches!(status.as_u16(), 401 | 403) {
-            // The caller's credential was ours; the provider refused ours.
-            tracing::error!(status = status.as_u16(), provider = %model.name, "the provider refused the gateway's key");
-            return Err(Error::ProviderAuth(status.as_u16()));
+        if external {
+            provider_accepted(&response, &model.name)?;
         }
         ticket.headers.apply(response.headers_mut());
         if !response.status().is_success() {
@@ -374,6 +403,28 @@ pub struct LlmCall<'a> {
     /// The parsed body; what is sent upstream is written back from it.
     pub body: serde_json::Value,
     pub started: Option<Instant>,
+}
+
+/// What a third party is told of the caller: nothing (see
+/// `Target::external`).
+fn nobody() -> swarmgate_gateway::Identity<'static> {
+    swarmgate_gateway::Identity {
+        subject: "",
+        role: "",
+        auth_method: "",
+        assertion: axum::http::HeaderValue::from_static(""),
+    }
+}
+
+/// A provider's 401 or 403 is about the gateway's key, not the caller's
+/// credential: a 502 for the caller, an error for the operator's log.
+fn provider_accepted(response: &Response<Body>, provider: &str) -> Result<()> {
+    let status = response.status().as_u16();
+    if matches!(status, 401 | 403) {
+        tracing::error!(status, provider, "the provider refused the gateway's key");
+        return Err(Error::ProviderAuth(status));
+    }
+    Ok(())
 }
 
 /// The identity headers for an upstream of `audience` (a route or model).

@@ -348,15 +348,51 @@ fn anthropic_text(content: &Value) -> String {
     }
 }
 
-/// Anthropic's Messages API: the reply says what the last user turn said.
-async fn messages(State(mock): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+/// Whether the request carries the `x-api-key` this mock insists on.
+fn anthropic_key_accepted(mock: &Mock, headers: &HeaderMap) -> bool {
     let key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
-    let accepted = match (&mock.config.anthropic_key, key) {
+    match (&mock.config.anthropic_key, key) {
         (_, None) => false,
         (Some(expected), Some(given)) => expected == given,
         (None, Some(_)) => true,
+    }
+}
+
+/// The prompt of an Anthropic request: system and every turn.
+fn anthropic_prompt(body: &Value) -> String {
+    let turns = body["messages"].as_array().cloned().unwrap_or_default();
+    let mut prompt = vec![anthropic_text(&body["system"])];
+    prompt.extend(turns.iter().map(|m| anthropic_text(&m["content"])));
+    prompt.join("\n")
+}
+
+/// Anthropic's token counting: the prompt's tokens, as `/v1/messages`
+/// would report them.
+async fn count_message_tokens(
+    State(mock): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !anthropic_key_accepted(&mock, &headers) {
+        return anthropic_error(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "invalid x-api-key",
+        );
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return anthropic_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "body is not JSON",
+        );
     };
-    if !accepted {
+    Json(json!({ "input_tokens": count_tokens(&anthropic_prompt(&body)) })).into_response()
+}
+
+/// Anthropic's Messages API: the reply says what the last user turn said.
+async fn messages(State(mock): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    if !anthropic_key_accepted(&mock, &headers) {
         return anthropic_error(
             StatusCode::UNAUTHORIZED,
             "authentication_error",
@@ -382,9 +418,7 @@ async fn messages(State(mock): State<Shared>, headers: HeaderMap, body: Bytes) -
         );
     }
     let turns = body["messages"].as_array().cloned().unwrap_or_default();
-    let mut prompt = vec![anthropic_text(&body["system"])];
-    prompt.extend(turns.iter().map(|m| anthropic_text(&m["content"])));
-    let prompt = prompt.join("\n");
+    let prompt = anthropic_prompt(&body);
     let last = turns
         .iter()
         .rev()
@@ -491,6 +525,7 @@ pub fn router(config: MockConfig) -> Router {
         .route("/v1/completions", post(text))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/messages", post(messages))
+        .route("/v1/messages/count_tokens", post(count_message_tokens))
         .fallback(echo)
         .with_state(mock)
 }

@@ -28,10 +28,37 @@ fn anthropic_error(status: StatusCode, kind: &str, message: String) -> Response 
         .into_response()
 }
 
+/// `POST /v1/messages`: a metered LLM call.
 pub async fn messages(
     State(state): State<AppState>,
     principal: Principal,
     request: Request,
+) -> Result<Response> {
+    handle(state, principal, request, Endpoint::Messages).await
+}
+
+/// `POST /v1/messages/count_tokens`: free at Anthropic, so counted against
+/// request limits only.
+pub async fn count_tokens(
+    State(state): State<AppState>,
+    principal: Principal,
+    request: Request,
+) -> Result<Response> {
+    handle(state, principal, request, Endpoint::CountTokens).await
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Messages,
+    CountTokens,
+}
+
+/// Both endpoints name a model, which the caller must be allowed to use.
+async fn handle(
+    state: AppState,
+    principal: Principal,
+    request: Request,
+    endpoint: Endpoint,
 ) -> Result<Response> {
     let Some(profile) = state.gateway.anthropic() else {
         return Ok(anthropic_error(
@@ -77,7 +104,14 @@ pub async fn messages(
             format!("you may not use the model {name}"),
         ));
     }
-    let (incoming, started) = incoming_of(parts);
+    let (mut incoming, started) = incoming_of(parts);
+    if endpoint == Endpoint::CountTokens {
+        incoming.body = axum::body::Body::from(bytes);
+        return state
+            .gateway
+            .call_provider_plain(&principal, profile, incoming, started)
+            .await;
+    }
     let call = LlmCall {
         model: &profile.upstream,
         dialect: Dialect::Anthropic,

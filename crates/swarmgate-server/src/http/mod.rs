@@ -102,6 +102,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/completions", post(openai::call))
         .route("/v1/embeddings", post(openai::call))
         .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/usage", get(usage::usage))
         .route("/metrics", get(system::metrics))
         .route("/health", get(system::health))

@@ -109,6 +109,19 @@ async fn messages_go_through_with_the_gateways_key_and_are_metered() {
         .unwrap();
     assert_eq!(profile["tokens_per_day"]["used"], 30);
 
+    // Counting tokens is free at the provider: no tokens are reserved or
+    // metered, even with the profile's day spent.
+    let r = s
+        .client
+        .post(s.url("/v1/messages/count_tokens"))
+        .header("x-api-key", key)
+        .json(&json!({"model": "claude-mock", "messages": [{"role": "user", "content": "hello there"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"input_tokens": 2}));
+
     // Without the model's permission: Anthropic's 403 shape.
     let session = s.user_session("no-claude").await;
     let key = s
