@@ -177,6 +177,11 @@ impl MemoryQuota {
         });
     }
 
+    /// A rate's theoretical arrival time, never earlier than now.
+    fn tat(&self, key: &str, now_us: i64) -> i64 {
+        self.rates.get(key).copied().unwrap_or(now_us).max(now_us)
+    }
+
     fn budget_used(&self, key: &str, now_ms: i64) -> u64 {
         match self.budgets.get(key) {
             Some((used, until)) if *until > now_ms => *used,
@@ -202,7 +207,7 @@ impl MemoryQuota {
                 let now_us = now_ms * 1000;
                 let capacity = gcra_capacity_us(*period_ms);
                 let inc = gcra_increment_us(*limit, *period_ms, *cost);
-                let tat = self.rates.get(key).copied().unwrap_or(now_us).max(now_us);
+                let tat = self.tat(key, now_us);
                 if inc > capacity {
                     return Err(None);
                 }
@@ -251,7 +256,7 @@ impl MemoryQuota {
             } => {
                 let now_us = now_ms * 1000;
                 let inc = gcra_increment_us(*limit, *period_ms, *cost);
-                let tat = self.rates.get(key).copied().unwrap_or(now_us).max(now_us);
+                let tat = self.tat(key, now_us);
                 self.rates.insert(key.clone(), tat + inc);
             }
             Meter::Budget {
@@ -317,7 +322,7 @@ impl MemoryQuota {
                     // From now at the earliest: an arrival time already in
                     // the past owes nothing, so a further charge starts now.
                     let now_us = now_ms * 1000;
-                    let tat = self.rates.get(key).copied().unwrap_or(now_us).max(now_us);
+                    let tat = self.tat(key, now_us);
                     let moved = (tat - gcra_refund_us(*limit, *period_ms, *refund)).max(now_us);
                     self.rates.insert(key.clone(), moved);
                 }
@@ -362,7 +367,7 @@ impl MemoryQuota {
                         ..
                     } => {
                         let now_us = now_ms * 1000;
-                        let tat = self.rates.get(key).copied().unwrap_or(now_us).max(now_us);
+                        let tat = self.tat(key, now_us);
                         gcra_remaining(*limit, *period_ms, tat - now_us)
                     }
                     Meter::Budget { key, limit, .. } => {

@@ -40,6 +40,21 @@ impl Mock {
             base: format!("http://127.0.0.1:{port}"),
         }
     }
+
+    /// POSTs `body` to `path` (with some `x-api-key`, which only
+    /// `/v1/messages` asks for) and returns the JSON reply.
+    async fn post(&self, path: &str, body: Value) -> Value {
+        Client::new()
+            .post(format!("{}{path}", self.base))
+            .header("x-api-key", "any")
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
 }
 
 #[tokio::test]
@@ -62,15 +77,12 @@ async fn models_chat_completions_and_embeddings_with_real_token_counts() {
         .collect();
     assert_eq!(ids, ["phi-3.5-mini", "big"]);
 
-    let r: Value = c
-        .post(format!("{}/v1/chat/completions", m.base))
-        .json(&json!({"model": "phi-3.5-mini", "messages": [{"role": "user", "content": "Hello there, friend"}]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = m
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "phi-3.5-mini", "messages": [{"role": "user", "content": "Hello there, friend"}]}),
+        )
+        .await;
     let reply = r["choices"][0]["message"]["content"].as_str().unwrap();
     assert_eq!(reply, "Mock reply: you said Hello there, friend.");
     // "Hello there , friend" = 4 tokens; the reply: Mock reply : you said Hello there , friend . = 10.
@@ -79,27 +91,21 @@ async fn models_chat_completions_and_embeddings_with_real_token_counts() {
         json!({"prompt_tokens": 4, "completion_tokens": 10, "total_tokens": 14})
     );
 
-    let r: Value = c
-        .post(format!("{}/v1/completions", m.base))
-        .json(&json!({"model": "big", "prompt": "Say hi"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = m
+        .post(
+            "/v1/completions",
+            json!({"model": "big", "prompt": "Say hi"}),
+        )
+        .await;
     assert_eq!(r["object"], "text_completion");
     assert_eq!(r["usage"]["prompt_tokens"], 2);
 
-    let r: Value = c
-        .post(format!("{}/v1/embeddings", m.base))
-        .json(&json!({"model": "big", "input": ["one two", "three"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = m
+        .post(
+            "/v1/embeddings",
+            json!({"model": "big", "input": ["one two", "three"]}),
+        )
+        .await;
     assert_eq!(r["data"].as_array().unwrap().len(), 2);
     assert_eq!(r["data"][0]["embedding"].as_array().unwrap().len(), 8);
     assert_eq!(r["usage"]["prompt_tokens"], 3);
@@ -207,28 +213,20 @@ async fn latency_and_failure_rate_are_honoured() {
 #[tokio::test]
 async fn replies_stop_at_max_tokens_as_a_real_server_does() {
     let m = Mock::start(&["--models", "m"]).await;
-    let c = Client::new();
-    let body: Value = c
-        .post(format!("{}/v1/chat/completions", m.base))
-        .json(&json!({"model": "m", "max_tokens": 3, "messages": [{"role": "user", "content": "one two"}]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = m
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "m", "max_tokens": 3, "messages": [{"role": "user", "content": "one two"}]}),
+        )
+        .await;
     assert_eq!(body["choices"][0]["message"]["content"], "Mock reply:");
     assert_eq!(body["usage"]["completion_tokens"], 3);
-    let body: Value = c
-        .post(format!("{}/v1/messages", m.base))
-        .header("x-api-key", "any")
-        .json(&json!({"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "one two"}]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = m
+        .post(
+            "/v1/messages",
+            json!({"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "one two"}]}),
+        )
+        .await;
     assert_eq!(body["content"][0]["text"], "Mock reply: you");
     assert_eq!(body["usage"]["output_tokens"], 4);
 }
