@@ -111,14 +111,7 @@ impl Store {
         .bind(now)
         .bind(id)
         .bind(i64::from(update.limits.is_some()))
-        .bind(
-            update
-                .limits
-                .flatten()
-                .map(|l| serde_json::to_string(&l))
-                .transpose()
-                .map_err(|e| StoreError::Database(e.to_string()))?,
-        )
+        .bind(crate::json_text_opt(update.limits.flatten().as_ref())?)
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {

@@ -6,7 +6,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 use swarmgate_core::AgentSession;
 
-use crate::{json_column, Store, StoreError};
+use crate::{json_column, json_text, Store, StoreError};
 
 const COLUMNS: &str = "id, agent_id, parent_id, key_id, name, model, budget, permissions, carved, created_at, expires_at, released_at, release_reason, tokens_used";
 
@@ -31,10 +31,6 @@ fn session_from_row(row: &AnyRow) -> Result<AgentSession, StoreError> {
     })
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Database(e.to_string()))
-}
-
 impl Store {
     pub async fn create_agent_session(&self, s: &AgentSession) -> Result<(), StoreError> {
         sqlx::query(
@@ -47,9 +43,9 @@ impl Store {
         .bind(s.key_id.as_deref())
         .bind(&s.name)
         .bind(s.model.as_deref())
-        .bind(to_json(&s.budget)?)
-        .bind(to_json(&s.permissions)?)
-        .bind(to_json(&s.carved)?)
+        .bind(json_text(&s.budget)?)
+        .bind(json_text(&s.permissions)?)
+        .bind(json_text(&s.carved)?)
         .bind(s.created_at)
         .bind(s.expires_at)
         .execute(&self.pool)

@@ -5,7 +5,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 use swarmgate_core::ApiKey;
 
-use crate::{Store, StoreError};
+use crate::{json_text, json_text_opt, Store, StoreError};
 
 const KEY_COLUMNS: &str = "id, user_id, name, prefix, key_hash, permissions, models, limits, created_at, expires_at, last_used_at, revoked_at";
 
@@ -37,20 +37,9 @@ fn key_from_row(row: &AnyRow) -> Result<ApiKey, StoreError> {
 
 impl Store {
     pub async fn create_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
-        let permissions = serde_json::to_string(&key.permissions)
-            .map_err(|e| StoreError::Database(e.to_string()))?;
-        let models = key
-            .models
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(|e| StoreError::Database(e.to_string()))?;
-        let limits = key
-            .limits
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(|e| StoreError::Database(e.to_string()))?;
+        let permissions = json_text(&key.permissions)?;
+        let models = json_text_opt(key.models.as_ref())?;
+        let limits = json_text_opt(key.limits.as_ref())?;
         sqlx::query(
             "INSERT INTO api_keys (id, user_id, name, prefix, key_hash, permissions, models, limits, created_at, expires_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",

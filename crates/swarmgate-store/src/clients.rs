@@ -4,7 +4,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 use swarmgate_core::{Node, OAuthClient};
 
-use crate::{Store, StoreError};
+use crate::{json_text, Store, StoreError};
 
 const CLIENT_COLUMNS: &str = "id, name, owner_id, grant_types, scopes, auth_method, secret_hash, jwks, jwks_uri, created_at, updated_at, deleted_at";
 const NODE_COLUMNS: &str =
@@ -48,10 +48,6 @@ fn node_from_row(row: &AnyRow) -> Result<Node, StoreError> {
             .transpose()
             .map_err(corrupt("nodes"))?,
     })
-}
-
-fn json_text<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Database(e.to_string()))
 }
 
 impl Store {

@@ -144,6 +144,18 @@ fn normalise_url(url: &str) -> Result<(Backend, String), StoreError> {
     }
 }
 
+/// A value for a JSON text column.
+pub(crate) fn json_text<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Database(e.to_string()))
+}
+
+/// A value for a nullable JSON text column.
+pub(crate) fn json_text_opt<T: serde::Serialize>(
+    value: Option<&T>,
+) -> Result<Option<String>, StoreError> {
+    value.map(json_text).transpose()
+}
+
 /// A nullable JSON column (`limits`, …) read into its type; a value that no
 /// longer parses is a corrupt row, reported by column name.
 pub(crate) fn json_column<T: serde::de::DeserializeOwned>(
