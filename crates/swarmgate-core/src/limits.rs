@@ -77,13 +77,13 @@ impl LimitSet {
         Ok(())
     }
 
-    /// The first limit `self` sets looser than `bound` sets it, if any. A
-    /// limit `self` leaves out is not looser: every set that applies to a
-    /// request is checked, so `bound`'s still holds.
-    pub fn exceeds(&self, bound: &LimitSet) -> Option<&'static str> {
+    /// The first limit `self` sets looser than `bound` sets it, if any,
+    /// with `bound`'s value. A limit `self` leaves out is not looser: every
+    /// set that applies to a request is checked, so `bound`'s still holds.
+    pub fn exceeds(&self, bound: &LimitSet) -> Option<(&'static str, u64)> {
         self.fields().into_iter().zip(bound.fields()).find_map(
             |((name, mine), (_, theirs))| match (mine, theirs) {
-                (Some(m), Some(t)) if m > t => Some(name),
+                (Some(m), Some(t)) if m > t => Some((name, t)),
                 _ => None,
             },
         )
@@ -166,7 +166,7 @@ mod tests {
             tokens_per_day: Some(10),
             ..Default::default()
         };
-        assert_eq!(key.exceeds(&owner), Some("rpm"));
+        assert_eq!(key.exceeds(&owner), Some(("rpm", 10)));
         let key = LimitSet {
             rpm: Some(10),
             tokens_per_day: Some(1000),

@@ -64,7 +64,7 @@ impl Model {
         value.set_sensitive(true);
         Ok(Self {
             name: name.to_string(),
-            permission: format!("models.{}.invoke", permission_name(name)),
+            permission: model_permission(name),
             upstreams: Arc::new(upstreams),
             credential: Some((header, value)),
             timeout,
@@ -82,6 +82,11 @@ impl std::fmt::Debug for ModelTable {
             .entries(self.models.iter().map(|m| &m.name))
             .finish()
     }
+}
+
+/// The permission that lets a caller use `model`: `models.NAME.invoke`.
+pub fn model_permission(model: &str) -> String {
+    format!("models.{}.invoke", permission_name(model))
 }
 
 pub fn permission_name(model: &str) -> String {
@@ -140,7 +145,7 @@ impl ModelTable {
             };
             compiled.push(Model {
                 name: m.name.clone(),
-                permission: format!("models.{permission_name}.invoke"),
+                permission: model_permission(&m.name),
                 upstreams: Arc::new(upstreams),
                 credential,
                 timeout: Duration::from_millis(m.timeout_ms.max(1)),

@@ -83,10 +83,7 @@ async fn handle(
             "model: the body must name a model".into(),
         ));
     };
-    let permission = format!(
-        "models.{}.invoke",
-        swarmgate_gateway::models::permission_name(name)
-    );
+    let permission = swarmgate_gateway::models::model_permission(name);
     if name.len() > MAX_MODEL_NAME
         || swarmgate_core::permission::validate_permission(&permission).is_err()
     {

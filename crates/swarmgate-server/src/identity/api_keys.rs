@@ -126,18 +126,10 @@ impl Identity {
                 (a, b) => a.or(b.as_ref()).copied(),
             };
             if let Some(bound) = owner_limits {
-                if let Some(name) = limits.exceeds(&bound) {
-                    let value = bound
-                        .fields()
-                        .iter()
-                        .find(|f| f.0 == name)
-                        .and_then(|f| f.1);
+                if let Some((name, value)) = limits.exceeds(&bound) {
                     return Err(ValidationError::new(
                         format!("limits.{name}"),
-                        format!(
-                            "may not exceed the owner's limit of {}",
-                            value.unwrap_or_default()
-                        ),
+                        format!("may not exceed the owner's limit of {value}"),
                     )
                     .into());
                 }

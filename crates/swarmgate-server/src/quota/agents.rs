@@ -21,7 +21,7 @@ use swarmgate_state::{Adjust, Admission, Meter, Revocable};
 use swarmgate_store::Store;
 use swarmgate_tokens::{AccessClaims, Act, AgentClaims, AGENT_SUBJECT_PREFIX};
 
-use super::{agents_key, allocation_key, day_key, Denial, Quota, RateHeaders, DAY_MS};
+use super::{agents_key, allocation_key, day_end, day_key, Denial, Quota, RateHeaders, DAY_MS};
 use crate::clock::{now_ms, now_secs};
 use crate::error::{Error, Result};
 use crate::identity::audit::Subject;
@@ -165,23 +165,16 @@ impl Agents {
         let scopes = self.quota.scopes(principal);
         // Rates of the agent may not exceed its parent's.
         for scope in &scopes {
-            if let Some(name) = request.budget.limits().exceeds(&LimitSet {
+            if let Some((name, value)) = request.budget.limits().exceeds(&LimitSet {
                 max_agents: None,
                 tokens_per_day: None,
                 ..scope.limits
             }) {
-                let value = scope
-                    .limits
-                    .fields()
-                    .iter()
-                    .find(|f| f.0 == name)
-                    .and_then(|f| f.1);
                 // No wait makes it fit: a request to correct, not a limit hit.
                 return Err(swarmgate_core::ValidationError::new(
                     format!("budget.{name}"),
                     format!(
-                        "may not exceed the parent's limit of {} ({})",
-                        value.unwrap_or(0),
+                        "may not exceed the parent's limit of {value} ({})",
                         scope.name
                     ),
                 )
@@ -217,7 +210,7 @@ impl Agents {
         }];
         let mut carved = Vec::new();
         let mut carved_from = Vec::new();
-        let (_, day_end) = day_key("", now);
+        let day_end = day_end(now);
         if let Some(tokens) = request.budget.tokens {
             for scope in &scopes {
                 if let Some(limit) = scope.limits.tokens_per_day {

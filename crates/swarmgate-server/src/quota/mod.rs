@@ -39,10 +39,15 @@ pub(crate) fn allocation_key(session_id: &str) -> String {
     format!("agent:{session_id}:alloc")
 }
 
+/// The end (unix ms) of the UTC day `now` is in.
+pub(crate) fn day_end(now: i64) -> i64 {
+    (now.div_euclid(DAY_MS) + 1) * DAY_MS
+}
+
 /// The key of a day budget and the end of its day.
 pub(crate) fn day_key(counter: &str, now: i64) -> (String, i64) {
     let day = now.div_euclid(DAY_MS);
-    (format!("{counter}:day:{day}"), (day + 1) * DAY_MS)
+    (format!("{counter}:day:{day}"), day_end(now))
 }
 
 /// One limit set that applies to a caller.
