@@ -101,13 +101,15 @@ fn at_most(reply: String, max: Option<u64>) -> String {
     let Some(max) = max else {
         return reply;
     };
+    // Pieces end at a space, so their counts add up.
     let mut kept = String::new();
+    let mut count = 0;
     for piece in reply.split_inclusive(' ') {
-        let candidate = format!("{kept}{piece}");
-        if count_tokens(&candidate) > max {
+        count += count_tokens(piece);
+        if count > max {
             break;
         }
-        kept = candidate;
+        kept.push_str(piece);
     }
     kept.trim_end().to_string()
 }
@@ -122,6 +124,8 @@ fn reply_to(prompt: &str) -> String {
     format!("Mock reply: you said {heard}.")
 }
 
+/// The text of a message's `content` (OpenAI) or of Anthropic's `system`
+/// or `content`: a string, or parts/blocks with `text`.
 fn message_text(content: &Value) -> String {
     match content {
         Value::String(s) => s.clone(),
@@ -267,11 +271,17 @@ fn stream_reply(
         }
         let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
     });
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    sse_response(rx)
+}
+
+/// An event stream of what the sender task writes into `rx`.
+fn sse_response(rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>) -> Response {
     Response::builder()
         .header("content-type", "text/event-stream")
         .header("cache-control", "no-cache")
-        .body(Body::from_stream(stream))
+        .body(Body::from_stream(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
@@ -334,20 +344,6 @@ fn anthropic_error(status: StatusCode, kind: &str, message: &str) -> Response {
         .into_response()
 }
 
-/// The text of Anthropic `system` or message `content`: a string or text
-/// blocks.
-fn anthropic_text(content: &Value) -> String {
-    match content {
-        Value::String(s) => s.clone(),
-        Value::Array(blocks) => blocks
-            .iter()
-            .filter_map(|b| b["text"].as_str())
-            .collect::<Vec<_>>()
-            .join(" "),
-        _ => String::new(),
-    }
-}
-
 /// Whether the request carries the `x-api-key` this mock insists on.
 fn anthropic_key_accepted(mock: &Mock, headers: &HeaderMap) -> bool {
     let key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
@@ -361,8 +357,8 @@ fn anthropic_key_accepted(mock: &Mock, headers: &HeaderMap) -> bool {
 /// The prompt of an Anthropic request: system and every turn.
 fn anthropic_prompt(body: &Value) -> String {
     let turns = body["messages"].as_array().cloned().unwrap_or_default();
-    let mut prompt = vec![anthropic_text(&body["system"])];
-    prompt.extend(turns.iter().map(|m| anthropic_text(&m["content"])));
+    let mut prompt = vec![message_text(&body["system"])];
+    prompt.extend(turns.iter().map(|m| message_text(&m["content"])));
     prompt.join("\n")
 }
 
@@ -423,7 +419,7 @@ async fn messages(State(mock): State<Shared>, headers: HeaderMap, body: Bytes) -
         .iter()
         .rev()
         .find(|m| m["role"] == "user")
-        .map(|m| anthropic_text(&m["content"]))
+        .map(|m| message_text(&m["content"]))
         .unwrap_or_default();
     let reply = at_most(reply_to(&last), body["max_tokens"].as_u64());
     let (input, output) = (count_tokens(&prompt), count_tokens(&reply));
@@ -477,13 +473,7 @@ async fn messages(State(mock): State<Shared>, headers: HeaderMap, body: Bytes) -
             let _ = tx.send(Ok(event(name, v))).await;
         }
     });
-    Response::builder()
-        .header("content-type", "text/event-stream")
-        .header("cache-control", "no-cache")
-        .body(Body::from_stream(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        ))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    sse_response(rx)
 }
 
 /// Any other path: the request as JSON, so tests can see what arrived.
