@@ -794,7 +794,7 @@ impl Config {
         }
         a.limits
             .validate("anthropic.limits")
-            .map_err(|e| ConfigError(format!("{}: {}", e.field, e.message)))?;
+            .map_err(|e| ConfigError(e.to_string()))?;
         if a.limits.max_agents.is_some() {
             return Err(at("limits.max_agents does not apply to a profile".into()));
         }
@@ -831,7 +831,7 @@ impl Config {
                 )));
             }
             set.validate(&format!("limits.roles.{role}"))
-                .map_err(|e| ConfigError(format!("{}: {}", e.field, e.message)))?;
+                .map_err(|e| ConfigError(e.to_string()))?;
         }
         if !(1..=1_000_000).contains(&l.default_max_tokens) {
             return Err(ConfigError(

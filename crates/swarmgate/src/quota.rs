@@ -60,6 +60,12 @@ pub async fn run(settings: Settings, command: QuotaCommand, json: bool) -> anyho
     match command {
         QuotaCommand::Status => {
             let role_limits = settings.quota.role_limits.clone();
+            // Seed 003's status names how the provider key is paid for.
+            let profiles: Vec<Value> = settings
+                .anthropic
+                .iter()
+                .map(|p| json!({ "name": p.name, "mode": p.mode, "limits": p.limits }))
+                .collect();
             let app = App::build(settings).await?;
             let sessions = app
                 .agents
@@ -72,6 +78,7 @@ pub async fn run(settings: Settings, command: QuotaCommand, json: bool) -> anyho
                 "shared_state": if shared { "redis" } else { "in-process" },
                 "active_agents": sessions,
                 "role_limits": role_limits,
+                "profiles": profiles,
             });
             if json {
                 println!("{}", serde_json::to_string_pretty(&body)?);
@@ -85,6 +92,14 @@ pub async fn run(settings: Settings, command: QuotaCommand, json: bool) -> anyho
                 }
                 for (role, limits) in &role_limits {
                     println!("role limits {role}: {}", serde_json::to_string(limits)?);
+                }
+                for p in &profiles {
+                    println!(
+                        "profile {} ({}): limits {}",
+                        p["name"].as_str().unwrap_or("?"),
+                        p["mode"].as_str().unwrap_or("?"),
+                        p["limits"]
+                    );
                 }
             }
             Ok(())

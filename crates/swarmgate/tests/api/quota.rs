@@ -672,6 +672,7 @@ async fn the_quota_and_auth_test_cli_see_what_a_running_gateway_counts() {
     let status: Value = serde_json::from_str(&cli(&["quota", "--json", "status"]).await).unwrap();
     assert_eq!(status["active_agents"], 1);
     assert_eq!(status["shared_state"], "redis");
+    assert_eq!(status["profiles"], json!([]), "no provider key configured");
     let cleaned: Value = serde_json::from_str(&cli(&["quota", "--json", "cleanup"]).await).unwrap();
     assert_eq!(cleaned["released"], 0, "the session is not idle");
 
