@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use crate::{CredentialStatus, LockoutPolicy, LoginGate, Rate, RateDecision, Revocable};
 
-const PRUNE_EVERY: usize = 4096;
+pub(crate) const PRUNE_EVERY: usize = 4096;
 
 /// `Retry-After` for an attempt refused because the threshold is taken by
 /// evaluations still in flight (no lock is set yet).

@@ -163,7 +163,7 @@ pub(crate) struct MemoryQuota {
 impl MemoryQuota {
     fn prune(&mut self, now_ms: i64) {
         self.ops_since_prune += 1;
-        if self.ops_since_prune < 4096 {
+        if self.ops_since_prune < crate::memory::PRUNE_EVERY {
             return;
         }
         self.ops_since_prune = 0;
@@ -189,11 +189,16 @@ impl MemoryQuota {
         }
     }
 
-    fn live_slots(&mut self, key: &str, now_ms: i64) -> &mut HashMap<String, i64> {
-        let members = self.slots.entry(key.to_string()).or_default();
-        members.retain(|_, until| *until > now_ms);
-        members
+    /// The live holds of `key` (a lapsed hold is not live), without
+    /// creating an entry for a key nobody holds.
+    fn holds(&self, key: &str, now_ms: i64) -> impl Iterator<Item = (&String, &i64)> {
+        self.slots
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter(move |(_, until)| **until > now_ms)
     }
+
 
     /// `Ok(remaining after charging)` or `Err(retry_after_ms)`.
     fn check(&mut self, meter: &Meter, now_ms: i64) -> Result<u64, Option<i64>> {
@@ -235,8 +240,10 @@ impl MemoryQuota {
             Meter::Slots {
                 key, limit, member, ..
             } => {
-                let members = self.live_slots(key, now_ms);
-                let held = members.len() as u64 - u64::from(members.contains_key(member));
+                let held = self
+                    .holds(key, now_ms)
+                    .filter(|(m, _)| *m != member)
+                    .count() as u64;
                 if held + 1 > *limit {
                     Err(Some(SLOT_RETRY_MS))
                 } else {
@@ -275,8 +282,10 @@ impl MemoryQuota {
                 until_ms,
                 ..
             } => {
-                self.live_slots(key, now_ms)
-                    .insert(member.clone(), *until_ms);
+                // Lapsed holds go as a new one comes.
+                let members = self.slots.entry(key.clone()).or_default();
+                members.retain(|_, until| *until > now_ms);
+                members.insert(member.clone(), *until_ms);
             }
         }
     }
@@ -374,7 +383,7 @@ impl MemoryQuota {
                         limit.saturating_sub(self.budget_used(key, now_ms))
                     }
                     Meter::Slots { key, limit, .. } => {
-                        limit.saturating_sub(self.live_slots(key, now_ms).len() as u64)
+                        limit.saturating_sub(self.holds(key, now_ms).count() as u64)
                     }
                 };
                 Reading {
@@ -385,18 +394,18 @@ impl MemoryQuota {
             .collect()
     }
 
-    pub(crate) fn held(&mut self, key: &str, member: &str, now_ms: i64) -> bool {
-        self.live_slots(key, now_ms).contains_key(member)
+    pub(crate) fn held(&self, key: &str, member: &str, now_ms: i64) -> bool {
+        self.holds(key, now_ms).any(|(m, _)| m == member)
     }
 
     /// Keeps `member` of `key` alive until `until_ms` if it still is now.
     pub(crate) fn touch(&mut self, key: &str, member: &str, until_ms: i64, now_ms: i64) -> bool {
-        match self.live_slots(key, now_ms).get_mut(member) {
-            Some(until) => {
+        match self.slots.get_mut(key).and_then(|m| m.get_mut(member)) {
+            Some(until) if *until > now_ms => {
                 *until = until_ms;
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 }
