@@ -801,8 +801,9 @@ impl Config {
         if !(1..=3_600_000).contains(&a.timeout_ms) {
             return Err(at("timeout_ms must be between 1 and 3600000".into()));
         }
+        const NAME: &str = "anthropic";
         let upstream = swarmgate_gateway::Model::provider(
-            "anthropic",
+            NAME,
             &a.base_url,
             axum::http::HeaderName::from_static("x-api-key"),
             &key.0,
@@ -815,7 +816,7 @@ impl Config {
             ))
         })?;
         Ok(Some(ProviderProfile {
-            name: "anthropic".into(),
+            name: NAME.into(),
             mode: a.mode.clone(),
             upstream,
             limits: a.limits,

@@ -18,7 +18,7 @@ use crate::clock::now_ms;
 use crate::config::{ProviderProfile, Settings};
 use crate::error::{Error, Result};
 use crate::identity::{Credential, Identity, Principal};
-use crate::quota::{Call, Quota};
+use crate::quota::{Call, Quota, Ticket};
 use crate::usage::UsageRecorder;
 
 /// Tokens reserved on top of the prompt estimate and `max_tokens`: the
@@ -91,15 +91,7 @@ impl Gateway {
         let response = self
             .send(target, incoming, &who, &route.name, started)
             .await?;
-        if !ticket.is_metered() {
-            return Ok(response);
-        }
-        // The concurrency slot is held until the response body is done.
-        let (parts, body) = response.into_parts();
-        Ok(Response::from_parts(
-            parts,
-            Body::new(swarmgate_gateway::guarded::Guarded::new(body, ticket)),
-        ))
+        Ok(held_until_done(response, ticket))
     }
 
     /// Forwards, tags the response with its route for the request metrics
@@ -225,14 +217,7 @@ impl Gateway {
             .send(target, incoming, &nobody(), &label, started)
             .await?;
         provider_accepted(&response, &upstream.name)?;
-        if !ticket.is_metered() {
-            return Ok(response);
-        }
-        let (parts, body) = response.into_parts();
-        Ok(Response::from_parts(
-            parts,
-            Body::new(swarmgate_gateway::guarded::Guarded::new(body, ticket)),
-        ))
+        Ok(held_until_done(response, ticket))
     }
 
     /// The Anthropic profile, when `ANTHROPIC_API_KEY` (or
@@ -300,7 +285,7 @@ impl Gateway {
             Dialect::OpenAi => self.quota.admit(principal, call).await?,
             Dialect::Anthropic => {
                 self.quota
-                    .admit_through(principal, call, "anthropic")
+                    .admit_through(principal, call, &model.name)
                     .await?
             }
         };
@@ -326,7 +311,7 @@ impl Gateway {
         };
         let label = match dialect {
             Dialect::OpenAi => format!("model:{}", model.name),
-            Dialect::Anthropic => "provider:anthropic".to_string(),
+            Dialect::Anthropic => format!("provider:{}", model.name),
         };
         let mut response = self.send(target, incoming, &who, &label, started).await?;
         if external {
@@ -403,6 +388,19 @@ pub struct LlmCall<'a> {
     /// The parsed body; what is sent upstream is written back from it.
     pub body: serde_json::Value,
     pub started: Option<Instant>,
+}
+
+/// The response, holding what `ticket` holds (concurrency slots) until its
+/// body is done; as it is when the ticket holds nothing.
+fn held_until_done(response: Response<Body>, ticket: Ticket) -> Response<Body> {
+    if !ticket.is_metered() {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    Response::from_parts(
+        parts,
+        Body::new(swarmgate_gateway::guarded::Guarded::new(body, ticket)),
+    )
 }
 
 /// What a third party is told of the caller: nothing (see

@@ -199,7 +199,6 @@ impl MemoryQuota {
             .filter(move |(_, until)| **until > now_ms)
     }
 
-
     /// `Ok(remaining after charging)` or `Err(retry_after_ms)`.
     fn check(&mut self, meter: &Meter, now_ms: i64) -> Result<u64, Option<i64>> {
         match meter {
