@@ -379,8 +379,12 @@ impl Quota {
         profile: &str,
     ) -> Result<Ticket> {
         let mut scopes = self.scopes(principal);
-        let name = format!("profile:{profile}");
-        scopes.extend(self.profiles.iter().filter(|p| p.name == name).cloned());
+        scopes.extend(
+            self.profiles
+                .iter()
+                .filter(|p| p.name.strip_prefix("profile:") == Some(profile))
+                .cloned(),
+        );
         self.admit_scopes(principal, call, scopes).await
     }
 
@@ -393,7 +397,12 @@ impl Quota {
         if scopes.is_empty() {
             return Ok(Ticket::unmetered());
         }
-        let member = uuid::Uuid::new_v4().simple().to_string();
+        // A slot holder's name, needed only where a slot is taken.
+        let member = if scopes.iter().any(|s| s.limits.max_concurrent.is_some()) {
+            uuid::Uuid::new_v4().simple().to_string()
+        } else {
+            String::new()
+        };
         let deadline = Instant::now() + self.settings.queue_max_wait;
         loop {
             let now = now_ms();
