@@ -341,15 +341,12 @@ impl Identity {
                 let Some(user) = user.filter(|u| !u.disabled) else {
                     return Err(Error::SessionRevoked);
                 };
-                Ok(Principal {
-                    role: self.role_of(&user),
-                    user_id: user.id.clone(),
-                    username: user.username.clone(),
-                    credential: Credential::Session {
+                Ok(self.principal_of(
+                    &user,
+                    Credential::Session {
                         session_id: session_id.clone(),
                     },
-                    user_limits: user.limits,
-                })
+                ))
             }
             JwtKind::Agent {
                 agent_id,
@@ -387,19 +384,16 @@ impl Identity {
                 if !alive {
                     return Err(Error::SessionRevoked);
                 }
-                Ok(Principal {
-                    role: self.role_of(&user),
-                    user_id: user.id.clone(),
-                    username: user.username.clone(),
-                    credential: Credential::Agent {
+                Ok(self.principal_of(
+                    &user,
+                    Credential::Agent {
                         session_id: session_id.clone(),
                         agent_id: agent_id.clone(),
                         grants: grants.clone(),
                         expires_at: entry.exp_ms,
                         claims: claims.clone(),
                     },
-                    user_limits: user.limits,
-                })
+                ))
             }
             JwtKind::Client {
                 client_id,
@@ -510,19 +504,16 @@ impl Identity {
             return Err(rejected());
         };
         self.last_used.record(&entry.key.id, now_secs());
-        Ok(Principal {
-            role: self.role_of(&user),
-            user_id: user.id.clone(),
-            username: user.username.clone(),
-            credential: Credential::ApiKey {
+        Ok(self.principal_of(
+            &user,
+            Credential::ApiKey {
                 key_id: entry.key.id.clone(),
                 grants: entry.grants.clone(),
                 models: entry.models.clone(),
                 limits: entry.key.limits,
                 expires_at: entry.key.expires_at,
             },
-            user_limits: user.limits,
-        })
+        ))
     }
 
     /// The user as of `version`, from the cache when it is that fresh.
@@ -545,6 +536,18 @@ impl Identity {
             }),
         );
         Ok(user)
+    }
+
+    /// A user acting through `credential`, with the user's current role
+    /// and own limits.
+    pub fn principal_of(&self, user: &User, credential: Credential) -> Principal {
+        Principal {
+            role: self.role_of(user),
+            user_id: user.id.clone(),
+            username: user.username.clone(),
+            credential,
+            user_limits: user.limits,
+        }
     }
 
     /// The compiled role of a user; a role that is no longer configured
