@@ -485,7 +485,8 @@ fn proc_self_counts() -> (u64, u64) {
     (0, 0)
 }
 
-fn percent(part: u64, whole: u64) -> f64 {
+/// `part` of `whole` in percent, to two decimals (0 of nothing is 0).
+pub(crate) fn percent(part: u64, whole: u64) -> f64 {
     if whole == 0 {
         0.0
     } else {

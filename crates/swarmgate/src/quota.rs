@@ -25,20 +25,7 @@ fn require_shared_state(settings: &Settings, what: &str) -> anyhow::Result<()> {
 }
 
 fn scopes_json(scopes: &[ScopeStatus]) -> Value {
-    scopes
-        .iter()
-        .map(|s| {
-            let mut item = serde_json::Map::new();
-            item.insert("scope".into(), json!(s.scope));
-            for (name, limit, r) in &s.limits {
-                item.insert(
-                    (*name).into(),
-                    json!({ "limit": limit, "used": r.used, "remaining": r.remaining }),
-                );
-            }
-            Value::Object(item)
-        })
-        .collect()
+    scopes.iter().map(ScopeStatus::to_json).collect()
 }
 
 fn print_scopes(scopes: &[ScopeStatus]) {

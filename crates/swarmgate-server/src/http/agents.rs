@@ -121,14 +121,13 @@ pub async fn list(
     principal: Principal,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>> {
-    let limit = query.limit.unwrap_or(50).clamp(1, 200);
     let before = query
         .cursor
         .as_deref()
         .filter(|c| !c.is_empty())
         .map(parse_cursor)
         .transpose()?;
-    let mut views = state
+    let (views, more) = state
         .agents
         .list(
             &principal,
@@ -137,11 +136,9 @@ pub async fn list(
                 .unwrap_or_else(|| principal.allows("agents.manage", None)),
             query.include_released,
             before,
-            limit + 1,
+            query.limit.unwrap_or(50),
         )
         .await?;
-    let more = views.len() as i64 > limit;
-    views.truncate(limit as usize);
     let next = more
         .then(|| {
             views

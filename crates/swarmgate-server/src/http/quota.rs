@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use axum::Json;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::error::Result;
 use crate::http::AppState;
@@ -10,20 +10,7 @@ use crate::identity::Principal;
 
 pub async fn status(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>> {
     let scopes = state.gateway.quota.status(&principal).await?;
-    let limits: Vec<Value> = scopes
-        .into_iter()
-        .map(|s| {
-            let mut item = Map::new();
-            item.insert("scope".into(), json!(s.scope));
-            for (name, limit, reading) in s.limits {
-                item.insert(
-                    name.into(),
-                    json!({ "limit": limit, "used": reading.used, "remaining": reading.remaining }),
-                );
-            }
-            Value::Object(item)
-        })
-        .collect();
+    let limits: Vec<Value> = scopes.iter().map(|s| s.to_json()).collect();
     Ok(Json(json!({ "limits": limits })))
 }
 

@@ -29,7 +29,7 @@ pub struct UserPatch {
 pub const MAX_PAGE: i64 = 200;
 
 /// One page of `rows` fetched as `limit + 1`, and whether there are more.
-fn page<T>(mut rows: Vec<T>, limit: i64) -> (Vec<T>, bool) {
+pub(crate) fn page<T>(mut rows: Vec<T>, limit: i64) -> (Vec<T>, bool) {
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     (rows, more)

@@ -24,8 +24,10 @@ use swarmgate_tokens::{AccessClaims, Act, AgentClaims, AGENT_SUBJECT_PREFIX};
 use super::{agents_key, allocation_key, day_end, day_key, Denial, Quota, RateHeaders, DAY_MS};
 use crate::clock::{now_ms, now_secs};
 use crate::error::{Error, Result};
+use crate::identity::admin::{page, MAX_PAGE};
 use crate::identity::audit::Subject;
 use crate::identity::{Credential, Identity, Principal, RequestMeta};
+use crate::monitoring::percent;
 
 /// What `POST /agents/sessions` asks for.
 #[derive(Debug, Clone, Default)]
@@ -451,6 +453,7 @@ impl Agents {
     }
 
     /// Own sessions, or everyone's with `all` (needs `agents.manage`).
+    /// One page (at most `limit`) and whether more follow.
     pub async fn list(
         &self,
         principal: &Principal,
@@ -458,7 +461,7 @@ impl Agents {
         include_released: bool,
         before: Option<(i64, &str)>,
         limit: i64,
-    ) -> Result<Vec<SessionView>> {
+    ) -> Result<(Vec<SessionView>, bool)> {
         if all {
             principal.require("agents.manage")?;
         } else if matches!(principal.credential, Credential::Agent { .. }) {
@@ -468,15 +471,18 @@ impl Agents {
             ));
         }
         let parent = (!all).then_some(principal.user_id.as_str());
-        let sessions = self
-            .store
-            .list_agent_sessions(parent, include_released, before, limit)
-            .await?;
+        let limit = limit.clamp(1, MAX_PAGE);
+        let (sessions, more) = page(
+            self.store
+                .list_agent_sessions(parent, include_released, before, limit + 1)
+                .await?,
+            limit,
+        );
         let mut out = Vec::with_capacity(sessions.len());
         for s in sessions {
             out.push(self.view(s).await?);
         }
-        Ok(out)
+        Ok((out, more))
     }
 
     /// Keeps a session alive for another idle period.
@@ -691,14 +697,14 @@ impl Agents {
     /// The limit sets of a user, key or agent session and their standing,
     /// as `GET /quota` would show that caller; the first value names it.
     pub async fn info(&self, subject: InfoSubject) -> Result<(String, Vec<super::ScopeStatus>)> {
-        let user_principal = |user: &swarmgate_core::User, credential| Principal {
-            user_id: user.id.clone(),
-            username: user.username.clone(),
-            role: self.identity.role_named(&user.role),
-            credential,
-            user_limits: user.limits,
-        };
-        let (who, principal) = match subject {
+        let (who, principal) = self.principal_for(subject).await?;
+        Ok((who, self.quota.status(&principal).await?))
+    }
+
+    /// The principal a user, key or agent session would be at a request,
+    /// and a line naming it.
+    async fn principal_for(&self, subject: InfoSubject) -> Result<(String, Principal)> {
+        Ok(match subject {
             InfoSubject::User(name) => {
                 let user = match self.store.get_user(&name).await {
                     Ok(user) => user,
@@ -712,7 +718,7 @@ impl Agents {
                 };
                 (
                     format!("user {} ({})", user.username, user.id),
-                    user_principal(&user, credential),
+                    self.identity.principal_of(&user, credential),
                 )
             }
             InfoSubject::Key(id) => {
@@ -727,7 +733,7 @@ impl Agents {
                 };
                 (
                     format!("key {} of {}", key.id, user.username),
-                    user_principal(&user, credential),
+                    self.identity.principal_of(&user, credential),
                 )
             }
             InfoSubject::Agent(id) => {
@@ -749,11 +755,10 @@ impl Agents {
                         "agent {} ({}) of {}",
                         session.name, session.agent_id, user.username
                     ),
-                    user_principal(&user, credential),
+                    self.identity.principal_of(&user, credential),
                 )
             }
-        };
-        Ok((who, self.quota.status(&principal).await?))
+        })
     }
 
     /// For operators: live sessions, and how much of its allocation each
@@ -766,12 +771,11 @@ impl Agents {
         for session in &live {
             let used = self.tokens_used(session).await?;
             if let Some(tokens) = session.budget.tokens {
-                let share = used as f64 / tokens as f64;
                 sets.push(json!({
                     "scope": format!("agent:{}", session.agent_id),
-                    "tokens": { "limit": tokens, "used": used, "percent": (share * 1000.0).round() / 10.0 },
+                    "tokens": { "limit": tokens, "used": used, "percent": percent(used, tokens) },
                 }));
-                if share >= NEAR_EXHAUSTION {
+                if used as f64 >= NEAR_EXHAUSTION * tokens as f64 {
                     near.push(json!({ "session_id": session.id, "agent_id": session.agent_id, "tokens_used": used, "tokens": tokens }));
                 }
             }
@@ -779,38 +783,23 @@ impl Agents {
         // The sets of the users those agents act for (their role's and
         // their own), then the shared ones of provider profiles.
         // A role's set is counted per user, so each item names whose it is.
-        let mut standing = Vec::new();
         let mut parents: Vec<&str> = live.iter().map(|s| s.parent_id.as_str()).collect();
         parents.sort_unstable();
         parents.dedup();
         for parent in parents {
-            match self.info(InfoSubject::User(parent.to_string())).await {
-                Ok((_, scopes)) => standing.extend(
-                    scopes
-                        .into_iter()
-                        .filter(|s| !s.scope.starts_with("profile:"))
-                        .map(|s| (Some(parent), s)),
-                ),
-                Err(Error::NotFound) => {}
+            let (_, user) = match self.principal_for(InfoSubject::User(parent.into())).await {
+                Ok(found) => found,
+                Err(Error::NotFound) => continue,
                 Err(e) => return Err(e),
+            };
+            for set in self.quota.own_status(&user).await? {
+                let mut item = set.usage_json();
+                item["user_id"] = json!(parent);
+                sets.push(item);
             }
         }
-        let profiles = self.quota.profiles_status(principal).await?;
-        standing.extend(profiles.into_iter().map(|s| (None, s)));
-        for (user, set) in standing {
-            let mut item = serde_json::Map::new();
-            item.insert("scope".into(), json!(set.scope));
-            if let Some(user) = user {
-                item.insert("user_id".into(), json!(user));
-            }
-            for (name, limit, reading) in set.limits {
-                let percent = (reading.used as f64 * 1000.0 / limit as f64).round() / 10.0;
-                item.insert(
-                    name.into(),
-                    json!({ "limit": limit, "used": reading.used, "percent": percent }),
-                );
-            }
-            sets.push(serde_json::Value::Object(item));
+        for set in self.quota.profiles_status(principal).await? {
+            sets.push(set.usage_json());
         }
         Ok(json!({
             "active_agents": live.len(),

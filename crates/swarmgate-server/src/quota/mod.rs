@@ -511,6 +511,12 @@ impl Quota {
         self.standing(principal, &scopes).await
     }
 
+    /// [`status`](Self::status) of the caller's own sets, without the
+    /// provider profiles'.
+    pub async fn own_status(&self, principal: &Principal) -> Result<Vec<ScopeStatus>> {
+        self.standing(principal, &self.scopes(principal)).await
+    }
+
     /// The provider profiles' limit sets and their standing.
     pub async fn profiles_status(&self, principal: &Principal) -> Result<Vec<ScopeStatus>> {
         self.standing(principal, &self.profiles).await
@@ -603,6 +609,31 @@ pub struct ScopeStatus {
     pub scope: String,
     /// (limit name, limit, reading)
     pub limits: Vec<(&'static str, u64, Reading)>,
+}
+
+impl ScopeStatus {
+    /// `{scope, NAME: {limit, used, remaining}}`, as `GET /quota` shows it.
+    pub fn to_json(&self) -> serde_json::Value {
+        self.json_with(|limit, r| {
+            serde_json::json!({ "limit": limit, "used": r.used, "remaining": r.remaining })
+        })
+    }
+
+    /// `{scope, NAME: {limit, used, percent}}`, for operators.
+    pub fn usage_json(&self) -> serde_json::Value {
+        self.json_with(|limit, r| {
+            serde_json::json!({ "limit": limit, "used": r.used, "percent": crate::monitoring::percent(r.used, limit) })
+        })
+    }
+
+    fn json_with(&self, each: impl Fn(u64, &Reading) -> serde_json::Value) -> serde_json::Value {
+        let mut item = serde_json::Map::new();
+        item.insert("scope".into(), self.scope.clone().into());
+        for (name, limit, reading) in &self.limits {
+            item.insert((*name).into(), each(*limit, reading));
+        }
+        serde_json::Value::Object(item)
+    }
 }
 
 /// What an admitted request holds: concurrency slots and token
