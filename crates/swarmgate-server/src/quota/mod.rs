@@ -161,6 +161,19 @@ pub struct Denial {
     pub detail: String,
 }
 
+impl Scope {
+    /// A set of one caller whose counters are kept under its own name.
+    fn counted_as_named(name: String, limits: LimitSet) -> Self {
+        Self {
+            counter: name.clone(),
+            name,
+            limits,
+            tokens: None,
+            shared: false,
+        }
+    }
+}
+
 pub struct Quota {
     state: SharedState,
     settings: Arc<QuotaSettings>,
@@ -222,52 +235,31 @@ impl Quota {
             });
         }
         if let Some(set) = principal.user_limits.filter(|l| !l.is_empty()) {
+            scopes.push(Scope::counted_as_named(format!("user:{user}"), set));
+        }
+        // A key's limits bind it, and every agent it spawned.
+        let key = match &principal.credential {
+            Credential::ApiKey { key_id, limits, .. } => limits.map(|set| (key_id.as_str(), set)),
+            Credential::Agent { claims, .. } => claims.key_id.as_deref().zip(claims.key_limits),
+            _ => None,
+        };
+        if let Some((key_id, set)) = key.filter(|(_, set)| !set.is_empty()) {
+            scopes.push(Scope::counted_as_named(format!("key:{key_id}"), set));
+        }
+        if let Credential::Agent {
+            session_id,
+            agent_id,
+            claims,
+            ..
+        } = &principal.credential
+        {
             scopes.push(Scope {
-                name: format!("user:{user}"),
-                counter: format!("user:{user}"),
-                limits: set,
-                tokens: None,
+                name: format!("agent:{agent_id}"),
+                counter: format!("agent:{session_id}"),
+                limits: claims.budget.limits(),
+                tokens: claims.budget.tokens,
                 shared: false,
             });
-        }
-        match &principal.credential {
-            Credential::ApiKey {
-                key_id,
-                limits: Some(set),
-                ..
-            } if !set.is_empty() => scopes.push(Scope {
-                name: format!("key:{key_id}"),
-                counter: format!("key:{key_id}"),
-                limits: *set,
-                tokens: None,
-                shared: false,
-            }),
-            Credential::Agent {
-                session_id,
-                agent_id,
-                claims,
-                ..
-            } => {
-                if let (Some(key_id), Some(set)) = (&claims.key_id, claims.key_limits) {
-                    if !set.is_empty() {
-                        scopes.push(Scope {
-                            name: format!("key:{key_id}"),
-                            counter: format!("key:{key_id}"),
-                            limits: set,
-                            tokens: None,
-                            shared: false,
-                        });
-                    }
-                }
-                scopes.push(Scope {
-                    name: format!("agent:{agent_id}"),
-                    counter: format!("agent:{session_id}"),
-                    limits: claims.budget.limits(),
-                    tokens: claims.budget.tokens,
-                    shared: false,
-                });
-            }
-            _ => {}
         }
         scopes
     }
