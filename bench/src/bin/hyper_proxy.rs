@@ -29,17 +29,48 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("usage: hyper_proxy LISTEN_ADDR UPSTREAM_HOST:PORT [WORKER_THREADS]".into());
     };
     let threads = args.get(3).and_then(|t| t.parse().ok()).unwrap_or(1);
+    if args.get(4).map(String::as_str) == Some("percore") {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let (listen, upstream) = (listen.clone(), upstream.clone());
+                std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    runtime.block_on(async move {
+                        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                        socket.set_reuseport(true).unwrap();
+                        socket.bind(listen.parse().unwrap()).unwrap();
+                        let listener = socket.listen(1024).unwrap();
+                        serve(listener, upstream).await
+                    })
+                })
+            })
+            .collect();
+        for h in handles {
+            let _ = h.join();
+        }
+        return Ok(());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        let listener = TcpListener::bind(&listen).await?;
+        serve(listener, upstream).await
+    })?;
+    Ok(())
+}
+
+async fn serve(listener: TcpListener, upstream: String) -> Result<(), std::io::Error> {
+    {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client: Client<HttpConnector, Incoming> = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(64)
             .build(connector);
-        let listener = TcpListener::bind(&listen).await?;
         loop {
             let (stream, _) = listener.accept().await?;
             let (client, upstream) = (client.clone(), upstream.clone());
@@ -51,7 +82,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .await;
             });
         }
-    })
+    }
 }
 
 async fn forward(

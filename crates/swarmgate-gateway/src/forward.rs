@@ -83,22 +83,31 @@ pub enum ForwardError {
     TooLarge(u64),
 }
 
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
+
+// Names made once: a `&str` name is parsed again on every use.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_SWARM_SUBJECT: HeaderName = HeaderName::from_static("x-swarm-subject");
+const X_SWARM_ROLE: HeaderName = HeaderName::from_static("x-swarm-role");
+const X_SWARM_AUTH_METHOD: HeaderName = HeaderName::from_static("x-swarm-auth-method");
+const X_SWARM_ASSERTION: HeaderName = HeaderName::from_static("x-swarm-assertion");
 
 /// Headers a caller must never get to the upstream: credentials, and any
 /// identity or forwarding header it might try to forge.
 fn stripped_from_request(name: &HeaderName) -> bool {
     let n = name.as_str();
-    HOP_BY_HOP.contains(&n)
+    HOP_BY_HOP.contains(name)
         || n == "host"
         || n == "authorization"
         || n == "x-api-key"
@@ -127,8 +136,33 @@ fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
         .collect()
 }
 
+/// The client address as a header value. A worker thread keeps the last
+/// one it made: a connection's requests, and most traffic behind a load
+/// balancer, come from one address, and formatting it was a measurable
+/// share of a proxied request.
+fn peer_header(peer: IpAddr) -> HeaderValue {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(IpAddr, HeaderValue)>> = const { std::cell::RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| match last {
+        Some((ip, value)) if *ip == peer => value.clone(),
+        _ => {
+            let value =
+                HeaderValue::from_str(&peer.to_string()).expect("an address is a header value");
+            *last = Some((peer, value.clone()));
+            value
+        }
+    })
+}
+
+type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
+
 pub struct Forwarder {
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    /// One client, so one connection pool, per thread: a pooled connection
+    /// is driven by a task on the thread that opened it, and a request
+    /// that took it from another thread would hand each read and write
+    /// across threads.
+    clients: thread_local::ThreadLocal<UpstreamClient>,
     trusted_proxies: Vec<IpAddr>,
     max_body_bytes: u64,
 }
@@ -144,27 +178,33 @@ pub struct Incoming {
 
 impl Forwarder {
     pub fn new(trusted_proxies: Vec<IpAddr>, max_body_bytes: u64) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        // `https://` upstreams (a hosted provider's API) are verified against
-        // the Mozilla roots; plain `http://` ones pass straight through.
-        connector.enforce_http(false);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-            .expect("ring supports the default TLS versions")
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(connector);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(64)
-            .build(connector);
         Self {
-            client,
+            clients: thread_local::ThreadLocal::new(),
             trusted_proxies,
             max_body_bytes,
         }
+    }
+
+    fn client(&self) -> &UpstreamClient {
+        self.clients.get_or(|| {
+            let mut connector = HttpConnector::new();
+            connector.set_nodelay(true);
+            connector.set_connect_timeout(Some(Duration::from_secs(5)));
+            // `https://` upstreams (a hosted provider's API) are verified
+            // against the Mozilla roots; plain `http://` ones pass straight
+            // through.
+            connector.enforce_http(false);
+            let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+                .expect("ring supports the default TLS versions")
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(connector);
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(60))
+                .pool_max_idle_per_host(64)
+                .build(connector)
+        })
     }
 
     pub fn max_body_bytes(&self) -> u64 {
@@ -181,34 +221,43 @@ impl Forwarder {
                 headers.append(name.clone(), value.clone());
             }
         }
-        let text = |name: &str| incoming.headers.get(name).and_then(|v| v.to_str().ok());
-        let peer = incoming.peer.to_string();
-        let forwarded_for = match text("x-forwarded-for") {
-            Some(chain) if trusted => format!("{chain}, {peer}"),
-            _ => peer,
-        };
-        let set = |headers: &mut HeaderMap, name: &'static str, value: &str| {
-            if let Ok(v) = HeaderValue::from_str(value) {
-                headers.insert(name, v);
+        let text = |name: &HeaderName| incoming.headers.get(name).and_then(|v| v.to_str().ok());
+        let peer = peer_header(incoming.peer);
+        let forwarded_for = match text(&X_FORWARDED_FOR) {
+            Some(chain) if trusted => {
+                HeaderValue::from_str(&format!("{chain}, {}", peer.to_str().unwrap_or_default()))
+                    .ok()
             }
+            _ => Some(peer),
         };
-        set(&mut headers, "x-forwarded-for", &forwarded_for);
-        let proto = text("x-forwarded-proto")
+        if let Some(value) = forwarded_for {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
+        let proto = text(&X_FORWARDED_PROTO)
             .filter(|_| trusted)
             .unwrap_or("http");
-        set(&mut headers, "x-forwarded-proto", proto);
-        let host = text("x-forwarded-host")
-            .filter(|_| trusted)
-            .or_else(|| text(header::HOST.as_str()))
-            .unwrap_or("");
-        set(&mut headers, "x-forwarded-host", host);
-        set(&mut headers, "x-swarm-subject", identity.subject);
-        set(&mut headers, "x-swarm-role", identity.role);
+        if let Ok(value) = HeaderValue::from_str(proto) {
+            headers.insert(X_FORWARDED_PROTO, value);
+        }
+        let forwarded_host = incoming.headers.get(&X_FORWARDED_HOST).filter(|_| trusted);
+        let host = [forwarded_host, incoming.headers.get(header::HOST)]
+            .into_iter()
+            .flatten()
+            .find(|v| v.to_str().is_ok())
+            .cloned()
+            .unwrap_or_else(|| HeaderValue::from_static(""));
+        headers.insert(X_FORWARDED_HOST, host);
+        if let Ok(value) = HeaderValue::from_str(identity.subject) {
+            headers.insert(X_SWARM_SUBJECT, value);
+        }
+        if let Ok(value) = HeaderValue::from_str(identity.role) {
+            headers.insert(X_SWARM_ROLE, value);
+        }
         headers.insert(
-            "x-swarm-auth-method",
+            X_SWARM_AUTH_METHOD,
             HeaderValue::from_static(identity.auth_method),
         );
-        headers.insert("x-swarm-assertion", identity.assertion.clone());
+        headers.insert(X_SWARM_ASSERTION, identity.assertion.clone());
         headers
     }
 
@@ -309,14 +358,17 @@ impl Forwarder {
             } else {
                 std::mem::take(&mut headers)
             };
-            match tokio::time::timeout(target.timeout, self.client.request(request)).await {
+            request
+                .headers_mut()
+                .insert(header::HOST, upstream.host.clone());
+            match tokio::time::timeout(target.timeout, self.client().request(request)).await {
                 Err(_) => return Err(ForwardError::Timeout(target.timeout)),
                 Ok(Ok(response)) => {
                     pool.succeeded(i);
                     let (mut parts, body) = response.into_parts();
                     remove_connection_listed(&mut parts.headers);
-                    for name in HOP_BY_HOP {
-                        parts.headers.remove(*name);
+                    for name in &HOP_BY_HOP {
+                        parts.headers.remove(name);
                     }
                     if target.external {
                         for name in PROVIDER_RESPONSE_HIDDEN {

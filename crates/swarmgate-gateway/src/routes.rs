@@ -32,6 +32,8 @@ enum Segment {
 
 pub struct Route {
     pub name: String,
+    /// `gateway:NAME`, the route label of its requests' metrics, made once.
+    pub label: Arc<str>,
     segments: Vec<Segment>,
     pub upstreams: Arc<UpstreamPool>,
     permissions: HashMap<Method, String>,
@@ -187,6 +189,7 @@ impl RouteTable {
             }
             compiled.push(Route {
                 name: r.name.clone(),
+                label: format!("gateway:{}", r.name).into(),
                 segments: segs,
                 upstreams: Arc::new(upstreams),
                 permissions,

@@ -14,8 +14,24 @@ pub struct Upstream {
     /// `scheme://authority/base-path` without a trailing `/`: what every
     /// request URI to this upstream starts with.
     pub prefix: String,
+    /// The `Host` header its requests carry (the port only when not the
+    /// scheme's default), made once rather than by the client per request.
+    pub host: http::HeaderValue,
     failures: AtomicU32,
     ejected_until_ms: AtomicI64,
+}
+
+fn host_header(base: &Uri) -> http::HeaderValue {
+    let host = base.host().unwrap_or_default();
+    let default_port = match base.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    };
+    let text = match base.port_u16() {
+        Some(port) if port != default_port => format!("{host}:{port}"),
+        _ => host.to_string(),
+    };
+    http::HeaderValue::from_str(&text).expect("a URL's host is a header value")
 }
 
 impl Upstream {
@@ -70,6 +86,7 @@ impl UpstreamPool {
                         base.authority().map(|a| a.as_str()).unwrap_or(""),
                         base.path().trim_end_matches('/')
                     ),
+                    host: host_header(&base),
                     base,
                     failures: AtomicU32::new(0),
                     ejected_until_ms: AtomicI64::new(0),

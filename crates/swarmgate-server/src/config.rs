@@ -244,7 +244,8 @@ pub struct ServerConfig {
     pub port: Option<u16>,
     /// The URL clients reach this service at; tokens' `iss`.
     pub public_url: Option<String>,
-    /// Threads of the async runtime; unset: one per core.
+    /// Threads answering HTTP requests, each with its own runtime and
+    /// listening socket; unset: one per core.
     pub worker_threads: Option<usize>,
 }
 

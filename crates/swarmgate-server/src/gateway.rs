@@ -89,20 +89,20 @@ impl Gateway {
             external: false,
         };
         let response = self
-            .send(target, incoming, &who, &route.name, started)
+            .send(target, incoming, &who, route.label.clone(), started)
             .await?;
         Ok(held_until_done(response, ticket))
     }
 
-    /// Forwards, tags the response with its route for the request metrics
-    /// (`gateway:LABEL`), and records the gateway's overhead: the time to the
+    /// Forwards, tags the response with its label for the request metrics
+    /// (`gateway:ROUTE`, `gateway:model:NAME`, `gateway:provider:NAME`), and records the gateway's overhead: the time to the
     /// response head minus the time measured around the upstream call.
     async fn send(
         &self,
         target: Target<'_>,
         incoming: Incoming,
         who: &swarmgate_gateway::Identity<'_>,
-        label: &str,
+        label: std::sync::Arc<str>,
         started: Option<Instant>,
     ) -> Result<Response<Body>> {
         let upstream_started = Instant::now();
@@ -111,7 +111,7 @@ impl Gateway {
         let mut response = result.map_err(forward_error)?;
         response
             .extensions_mut()
-            .insert(crate::http::RouteLabel(format!("gateway:{label}")));
+            .insert(crate::http::RouteLabel(label));
         if let Some(started) = started {
             metrics::histogram!("swarmgate_gateway_overhead_seconds")
                 .record(started.elapsed().saturating_sub(upstream).as_secs_f64());
@@ -212,9 +212,9 @@ impl Gateway {
             credential: upstream.credential.clone(),
             external: true,
         };
-        let label = format!("provider:{}", profile.name);
+        let label = format!("gateway:provider:{}", profile.name).into();
         let response = self
-            .send(target, incoming, &nobody(), &label, started)
+            .send(target, incoming, &nobody(), label, started)
             .await?;
         provider_accepted(&response, &upstream.name)?;
         Ok(held_until_done(response, ticket))
@@ -310,10 +310,12 @@ impl Gateway {
             external,
         };
         let label = match dialect {
-            Dialect::OpenAi => format!("model:{}", model.name),
-            Dialect::Anthropic => format!("provider:{}", model.name),
+            Dialect::OpenAi => format!("gateway:model:{}", model.name),
+            Dialect::Anthropic => format!("gateway:provider:{}", model.name),
         };
-        let mut response = self.send(target, incoming, &who, &label, started).await?;
+        let mut response = self
+            .send(target, incoming, &who, label.into(), started)
+            .await?;
         if external {
             provider_accepted(&response, &model.name)?;
         }

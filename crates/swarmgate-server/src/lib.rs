@@ -105,6 +105,107 @@ impl App {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let app = http::router(self.state()).into_make_service_with_connect_info::<SocketAddr>();
+        self.run(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        })
+        .await
+    }
+
+    /// Serves each listener (sockets bound to one address with
+    /// `SO_REUSEPORT`, see [`listen_per_thread`]) on a thread of its own,
+    /// each with a single-threaded runtime: a request stays on one core
+    /// from accept through the upstream call to the reply, with no
+    /// cross-thread wake-ups, as nginx's workers do. Background work runs
+    /// on the caller's runtime.
+    pub async fn serve_per_thread(
+        self,
+        listeners: Vec<std::net::TcpListener>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let app = http::router(self.state()).into_make_service_with_connect_info::<SocketAddr>();
+        let (stop, _) = tokio::sync::watch::channel(false);
+        let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel();
+        // A thread's runtime outlives its server until `release`: database
+        // connections it opened are registered with it, and the final
+        // flushes after the servers stop may still use them.
+        let (release_tx, _) = tokio::sync::watch::channel(false);
+        let mut threads = Vec::with_capacity(listeners.len());
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let (app, done_tx) = (app.clone(), done_tx.clone());
+            let (mut stop, mut release) = (stop.subscribe(), release_tx.subscribe());
+            let thread = std::thread::Builder::new()
+                .name(format!("swarmgate-http-{i}"))
+                .spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build();
+                    let served = match runtime {
+                        Ok(runtime) => runtime.block_on(async move {
+                            let served = async {
+                                listener.set_nonblocking(true)?;
+                                axum::serve(TcpListener::from_std(listener)?, app)
+                                    .with_graceful_shutdown(async move {
+                                        let _ = stop.wait_for(|s| *s).await;
+                                    })
+                                    .await
+                            }
+                            .await;
+                            let _ = done_tx.send(());
+                            let _ = release.wait_for(|r| *r).await;
+                            served
+                        }),
+                        Err(e) => {
+                            let _ = done_tx.send(());
+                            Err(e)
+                        }
+                    };
+                    if let Err(e) = &served {
+                        tracing::error!(error = %e, "HTTP serving thread stopped");
+                    }
+                    served
+                })?;
+            threads.push(thread);
+        }
+        drop(done_tx);
+        let count = threads.len();
+        let result = self
+            .run(async move {
+                // One thread ending by itself is a failure: stop them all.
+                let mut stopped = tokio::select! {
+                    () = shutdown => 0,
+                    _ = done.recv() => {
+                        tracing::error!("an HTTP serving thread stopped; shutting down");
+                        1
+                    }
+                };
+                let _ = stop.send(true);
+                while stopped < count && done.recv().await.is_some() {
+                    stopped += 1;
+                }
+                Ok(())
+            })
+            .await;
+        let _ = release_tx.send(true);
+        let joined = tokio::task::spawn_blocking(move || {
+            threads
+                .into_iter()
+                .map(|t| {
+                    t.join()
+                        .unwrap_or_else(|_| Err(std::io::Error::other("HTTP thread panicked")))
+                })
+                .collect::<std::io::Result<Vec<()>>>()
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        result.and(joined.map(drop))
+    }
+
+    /// Runs the background work around `http`, the server itself, and
+    /// once it has stopped, writes out what is batched.
+    async fn run(self, http: impl Future<Output = std::io::Result<()>>) -> std::io::Result<()> {
         let reloader = {
             let identity = self.identity.clone();
             tokio::spawn(async move {
@@ -175,10 +276,7 @@ impl App {
                 }
             })
         };
-        let app = http::router(self.state()).into_make_service_with_connect_info::<SocketAddr>();
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let result = http.await;
         reloader.abort();
         poller.abort();
         metrics_upkeep.abort();
@@ -195,25 +293,68 @@ impl App {
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+/// `threads` listening sockets on one address for
+/// [`App::serve_per_thread`], with `SO_REUSEPORT` so the kernel spreads new
+/// connections across them (Linux lets only the same user share the
+/// port). Port 0 picks one free port for all of them. Needs a runtime.
+pub fn listen_per_thread(
+    addr: SocketAddr,
+    threads: usize,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let mut addr = addr;
+    let mut listeners = Vec::with_capacity(threads);
+    // Elsewhere a second socket could not share the address.
+    let threads = if cfg!(unix) { threads.max(1) } else { 1 };
+    for _ in 0..threads {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        #[cfg(unix)]
+        socket.set_reuseport(true)?;
+        socket.bind(addr)?;
+        let listener = socket.listen(1024)?;
+        addr = listener.local_addr()?;
+        listeners.push(listener.into_std()?);
     }
-    tracing::info!("shutdown requested; finishing in-flight requests");
+    Ok(listeners)
+}
+
+/// Resolves on Ctrl-C or SIGTERM. The handlers are installed when this is
+/// called, not when the future is first polled: a signal that comes as
+/// soon as the server answers must stop it cleanly, not kill it.
+/// Needs a runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    #[cfg(unix)]
+    let (interrupt, terminate) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = wait(interrupt) => {},
+                () = wait(terminate) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("shutdown requested; finishing in-flight requests");
+    }
 }

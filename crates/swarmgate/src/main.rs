@@ -303,10 +303,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // `serve` answers requests on threads of its own (`[server]
+    // worker_threads`); this runtime does the background work and the
+    // other commands.
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = settings.worker_threads {
-        builder.worker_threads(n);
-    }
+    builder.worker_threads(2);
     let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -448,13 +449,16 @@ async fn open_identity(settings: Settings) -> anyhow::Result<Identity> {
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let listen = settings.listen;
+    let threads = settings
+        .worker_threads
+        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+        .unwrap_or(1);
     let app = App::build(settings).await?;
     app.bootstrap().await?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
+    let listeners = swarmgate_server::listen_per_thread(listen, threads)
         .with_context(|| format!("cannot listen on {listen}"))?;
-    tracing::info!(address = %listener.local_addr()?, "swarmgate listening");
-    app.serve(listener, swarmgate_server::shutdown_signal())
+    tracing::info!(address = %listeners[0].local_addr()?, threads = listeners.len(), "swarmgate listening");
+    app.serve_per_thread(listeners, swarmgate_server::shutdown_signal())
         .await?;
     tracing::info!("swarmgate stopped");
     Ok(())

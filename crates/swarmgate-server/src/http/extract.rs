@@ -85,8 +85,8 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         let ctx = parts.extensions.get::<RequestContext>();
         Ok(RequestMeta {
-            request_id: ctx.map(|c| c.request_id.clone()),
-            client_ip: ctx.and_then(|c| c.client_ip.clone()),
+            request_id: ctx.map(|c| c.request_id().to_string()),
+            client_ip: ctx.and_then(RequestContext::client_ip),
             started: ctx.map(|c| c.started),
         })
     }

@@ -4,20 +4,20 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, Request};
-use axum::http::HeaderValue;
+use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 
-pub const REQUEST_ID: &str = "x-request-id";
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 #[derive(Debug, Clone)]
 pub struct RequestContext {
-    pub request_id: String,
-    pub client_ip: Option<String>,
+    /// Checked to be short printable ASCII, so it reads as text.
+    pub request_id: HeaderValue,
     pub client_addr: Option<IpAddr>,
     pub started: Instant,
 }
@@ -32,12 +32,22 @@ impl RequestContext {
             .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
         (peer, context.map(|c| c.started))
     }
+
+    pub fn request_id(&self) -> &str {
+        self.request_id.to_str().unwrap_or_default()
+    }
+
+    /// Formatted only where it is written down (audit, logs, rate-limit
+    /// keys), not for every request.
+    pub fn client_ip(&self) -> Option<String> {
+        self.client_addr.map(|ip| ip.to_string())
+    }
 }
 
 /// A request id: a per-process random prefix and a counter run through a
 /// random odd multiplier (a bijection, so ids stay unique without asking
 /// the kernel for randomness per request, and do not reveal the count).
-fn new_request_id() -> String {
+fn new_request_id() -> HeaderValue {
     static KEYS: OnceLock<(u64, u64)> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let (prefix, multiplier) = *KEYS.get_or_init(|| {
@@ -45,20 +55,24 @@ fn new_request_id() -> String {
         (a, b | 1)
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix:016x}{:016x}", n.wrapping_mul(multiplier))
+    let mut text = [0u8; 32];
+    hex::encode_to_slice(prefix.to_be_bytes(), &mut text[..16]).expect("16 hex digits");
+    hex::encode_to_slice(n.wrapping_mul(multiplier).to_be_bytes(), &mut text[16..])
+        .expect("16 hex digits");
+    HeaderValue::from_bytes(&text).expect("hex digits are a header value")
 }
 
-/// Set on a response by the gateway: the route label for metrics.
+/// Set on a response by the gateway: the route label for metrics, made
+/// once per route.
 #[derive(Debug, Clone)]
-pub struct RouteLabel(pub String);
+pub struct RouteLabel(pub Arc<str>);
 
-fn sane_request_id(value: &HeaderValue) -> Option<String> {
-    let text = value.to_str().ok()?;
-    let ok = (1..=128).contains(&text.len())
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
-    ok.then(|| text.to_string())
+fn is_sane_request_id(value: &HeaderValue) -> bool {
+    (1..=128).contains(&value.len())
+        && value
+            .as_bytes()
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 pub async fn request_context(mut request: Request, next: Next) -> Response {
@@ -66,41 +80,38 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
     let request_id = request
         .headers()
         .get(REQUEST_ID)
-        .and_then(sane_request_id)
+        .filter(|v| is_sane_request_id(v))
+        .cloned()
         .unwrap_or_else(new_request_id);
     let client_addr = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip());
-    let client_ip = client_addr.map(|ip| ip.to_string());
     let method = request.method().clone();
     // Only the access log needs the path; most deployments log at warn.
-    let path = tracing::enabled!(target: "access", tracing::Level::INFO)
-        .then(|| request.uri().path().to_string());
+    let access_log = tracing::enabled!(target: "access", tracing::Level::INFO);
+    let path = access_log.then(|| request.uri().path().to_string());
     let matched = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
-        .map(|m| m.as_str().to_string());
+        .cloned();
     request.extensions_mut().insert(RequestContext {
         request_id: request_id.clone(),
-        client_ip: client_ip.clone(),
         client_addr,
         started,
     });
 
     let mut response = next.run(request).await;
-    crate::monitoring::record_request(response.status().as_u16(), started.elapsed());
-
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(REQUEST_ID, value);
-    }
-    let route = response
-        .extensions()
-        .get::<RouteLabel>()
-        .map(|l| l.0.clone())
-        .or(matched)
-        .unwrap_or_else(|| "unmatched".into());
-    let status = response.status().as_u16().to_string();
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    crate::monitoring::record_request(status, elapsed);
+    response
+        .headers_mut()
+        .insert(REQUEST_ID, request_id.clone());
+    let route = match response.extensions().get::<RouteLabel>() {
+        Some(RouteLabel(label)) => label,
+        None => matched.as_ref().map_or("unmatched", |m| m.as_str()),
+    };
     // Methods are a label: an invented one must not add a series.
     let method_label: &'static str = match method.as_str() {
         "GET" => "GET",
@@ -112,19 +123,18 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
         "OPTIONS" => "OPTIONS",
         _ => "OTHER",
     };
-    metrics::counter!("swarmgate_http_requests_total", "route" => route.clone(), "method" => method_label, "status" => status)
-        .increment(1);
-    metrics::histogram!("swarmgate_http_request_duration_seconds", "route" => route)
-        .record(started.elapsed().as_secs_f64());
-    tracing::info!(
-        target: "access",
-        request_id = %request_id,
-        client_ip = client_ip.as_deref().unwrap_or(""),
-        method = %method,
-        path = path.as_deref().unwrap_or(""),
-        status = response.status().as_u16(),
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-        "request"
-    );
+    crate::metrics::record_http(route, method_label, status, elapsed.as_secs_f64());
+    if access_log {
+        tracing::info!(
+            target: "access",
+            request_id = request_id.to_str().unwrap_or_default(),
+            client_ip = client_addr.map(|ip| ip.to_string()).unwrap_or_default(),
+            method = %method,
+            path = path.as_deref().unwrap_or(""),
+            status,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            "request"
+        );
+    }
     response
 }

@@ -291,8 +291,7 @@ impl Identity {
             Err(Error::Unavailable { .. }) => "unavailable",
             Err(_) => "failure",
         };
-        metrics::counter!("swarmgate_auth_total", "method" => method, "outcome" => outcome)
-            .increment(1);
+        crate::metrics::record_auth(method, outcome);
         result
     }
 

@@ -414,8 +414,7 @@ impl Identity {
             }
         };
         let outcome = if result.is_ok() { "success" } else { "failure" };
-        metrics::counter!("swarmgate_auth_total", "method" => "client", "outcome" => outcome)
-            .increment(1);
+        crate::metrics::record_auth("client", outcome);
         result.map(Some)
     }
 

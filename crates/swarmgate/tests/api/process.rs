@@ -1228,3 +1228,85 @@ async fn the_client_cli_creates_lists_and_deletes_clients_a_running_server_honou
     assert_ne!(code, 0);
     assert!(err.contains("not found"), "{err}");
 }
+
+/// Each HTTP thread of `serve` has a runtime of its own, and database
+/// connections opened while answering belong to it: usage still batched
+/// when SIGTERM comes is written before the process exits, on PostgreSQL
+/// too when `TEST_DATABASE_URL` is set.
+#[tokio::test]
+async fn usage_batched_at_sigterm_is_written_before_exit() {
+    let m = crate::mock::Mock::start(&["--models", "exit-model"]).await;
+    let dir = std::env::temp_dir().join(format!("sg-exit-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("swarmgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[models]]\nname = \"exit-model\"\nupstreams = [\"{}\"]\n",
+            m.base
+        ),
+    )
+    .unwrap();
+    let mut env = vec![
+        ("SWARMGATE_CONFIG", config.display().to_string()),
+        // Only the flush at shutdown writes.
+        ("SWARMGATE_USAGE__FLUSH_INTERVAL_MS", "60000".to_string()),
+        ("SWARMGATE_SERVER__WORKER_THREADS", "2".to_string()),
+    ];
+    if let Some(admin) = test_database_url() {
+        env.push((
+            "DATABASE_URL",
+            fresh_postgres_database(&admin).await.unwrap(),
+        ));
+    }
+    let mut first = Process::serve(&env).await;
+    if !env.iter().any(|(k, _)| *k == "DATABASE_URL") {
+        env.push(("DATABASE_URL", first.database_url()));
+    }
+    let client = Client::new();
+    let chat =
+        json!({"model": "exit-model", "messages": [{"role": "user", "content": "one two three"}]});
+    // Separate connections, so both threads are likely to answer some.
+    for _ in 0..6 {
+        let token = login(&Client::new(), &first.base, "admin", ADMIN_PASSWORD).await
+            ["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let r = Client::new()
+            .post(format!("{}/v1/chat/completions", first.base))
+            .bearer_auth(&token)
+            .json(&chat)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    tokio::process::Command::new("kill")
+        .args(["-TERM", &first.pid().to_string()])
+        .status()
+        .await
+        .unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(10), first.child.wait())
+        .await
+        .expect("stops within 10 s")
+        .unwrap();
+    assert!(exit.success(), "{exit:?}\n{}", first.stderr());
+
+    let second = Process::serve(&env).await;
+    let token = login(&client, &second.base, "admin", ADMIN_PASSWORD).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let usage: Value = client
+        .get(format!("{}/usage?group_by=model", second.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(usage["items"][0]["group"], "exit-model", "{usage}");
+    assert_eq!(usage["items"][0]["requests"], 6, "{usage}");
+}
