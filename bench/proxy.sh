@@ -3,7 +3,8 @@
 #   direct   wrk -> mock-upstream
 #   nginx    wrk -> nginx (1 worker, keep-alive upstream) -> mock-upstream
 #   hyper    wrk -> bench/src/bin/hyper_proxy (hyper + hyper-util's pooled
-#            client, checking nothing: the floor of swarmgate's stack)
+#            client on one single-threaded runtime per thread, as swarmgate
+#            serves, checking nothing: the floor of swarmgate's stack)
 #   sg_key   wrk -> swarmgate (API key, permission check) -> mock-upstream
 #   sg_jwt   wrk -> swarmgate (JWT, permission check) -> mock-upstream
 #   sg_lim   sg_key with a key that has limits (rpm, max_concurrent) never
@@ -12,8 +13,8 @@
 #
 #   bash bench/proxy.sh          # DURATION=5 ROUNDS=2 to change
 #
-# swarmgate and hyper_proxy run with SG_THREADS worker threads (default:
-# swarmgate's own default, one per core; hyper_proxy then gets as many).
+# swarmgate and hyper_proxy answer on SG_THREADS threads (default: one per
+# core, swarmgate's own default).
 #
 # Installs wrk and nginx from Debian's packages when missing; builds the
 # release binary.

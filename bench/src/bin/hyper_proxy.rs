@@ -5,7 +5,7 @@
 //! the permission check, identity headers, metrics) and the cost of the
 //! stack itself can be told apart.
 //!
-//!   hyper_proxy LISTEN_ADDR UPSTREAM_HOST:PORT [WORKER_THREADS]
+//!   hyper_proxy LISTEN_ADDR UPSTREAM_HOST:PORT [THREADS]
 
 use std::convert::Infallible;
 
@@ -26,62 +26,50 @@ type Reply = Response<http_body_util::Either<Incoming, String>>;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let (Some(listen), Some(upstream)) = (args.get(1).cloned(), args.get(2).cloned()) else {
-        return Err("usage: hyper_proxy LISTEN_ADDR UPSTREAM_HOST:PORT [WORKER_THREADS]".into());
+        return Err("usage: hyper_proxy LISTEN_ADDR UPSTREAM_HOST:PORT [THREADS]".into());
     };
+    let listen: std::net::SocketAddr = listen.parse()?;
     let threads = args.get(3).and_then(|t| t.parse().ok()).unwrap_or(1);
-    if args.get(4).map(String::as_str) == Some("percore") {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                let (listen, upstream) = (listen.clone(), upstream.clone());
-                std::thread::spawn(move || {
-                    let runtime = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .unwrap();
-                    runtime.block_on(async move {
-                        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-                        socket.set_reuseport(true).unwrap();
-                        socket.bind(listen.parse().unwrap()).unwrap();
-                        let listener = socket.listen(1024).unwrap();
-                        serve(listener, upstream).await
-                    })
+    // As swarmgate serves: one single-threaded runtime per thread, each
+    // with its own SO_REUSEPORT socket and its own pooled client.
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let upstream = upstream.clone();
+            std::thread::spawn(move || -> std::io::Result<()> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async move {
+                    let socket = tokio::net::TcpSocket::new_v4()?;
+                    socket.set_reuseport(true)?;
+                    socket.bind(listen)?;
+                    serve(socket.listen(1024)?, upstream).await
                 })
             })
-            .collect();
-        for h in handles {
-            let _ = h.join();
-        }
-        return Ok(());
+        })
+        .collect();
+    for handle in handles {
+        handle.join().map_err(|_| "a thread panicked")??;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
-        let listener = TcpListener::bind(&listen).await?;
-        serve(listener, upstream).await
-    })?;
     Ok(())
 }
 
-async fn serve(listener: TcpListener, upstream: String) -> Result<(), std::io::Error> {
-    {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client: Client<HttpConnector, Incoming> = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(64)
-            .build(connector);
-        loop {
-            let (stream, _) = listener.accept().await?;
-            let (client, upstream) = (client.clone(), upstream.clone());
-            tokio::spawn(async move {
-                let service =
-                    service_fn(move |request| forward(client.clone(), upstream.clone(), request));
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
+async fn serve(listener: TcpListener, upstream: String) -> std::io::Result<()> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: Client<HttpConnector, Incoming> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(64)
+        .build(connector);
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let (client, upstream) = (client.clone(), upstream.clone());
+        tokio::spawn(async move {
+            let service =
+                service_fn(move |request| forward(client.clone(), upstream.clone(), request));
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
     }
 }
 

@@ -90,12 +90,12 @@ impl App {
     }
 
     fn state(&self) -> http::AppState {
-        http::AppState {
+        http::AppState::new(http::Services {
             identity: self.identity.clone(),
             gateway: self.gateway.clone(),
             nodes: self.nodes.clone(),
             agents: self.agents.clone(),
-        }
+        })
     }
 
     /// Serves until `shutdown` resolves, then stops accepting and lets
@@ -105,18 +105,18 @@ impl App {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let background = self.start_background().await?;
         let app = http::router(self.state()).into_make_service_with_connect_info::<SocketAddr>();
-        self.run(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-        })
-        .await
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        self.finish(background).await;
+        result
     }
 
     /// Serves each listener (sockets bound to one address with
     /// `SO_REUSEPORT`, see [`listen_per_thread`]) on a thread of its own,
-    /// each with a single-threaded runtime: a request stays on one core
+    /// each with a single-threaded runtime: a request stays on one thread
     /// from accept through the upstream call to the reply, with no
     /// cross-thread wake-ups, as nginx's workers do. Background work runs
     /// on the caller's runtime.
@@ -125,70 +125,75 @@ impl App {
         listeners: Vec<std::net::TcpListener>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let background = self.start_background().await?;
         let app = http::router(self.state()).into_make_service_with_connect_info::<SocketAddr>();
         let (stop, _) = tokio::sync::watch::channel(false);
         let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel();
         // A thread's runtime outlives its server until `release`: database
         // connections it opened are registered with it, and the final
         // flushes after the servers stop may still use them.
-        let (release_tx, _) = tokio::sync::watch::channel(false);
+        let (release, _) = tokio::sync::watch::channel(false);
         let mut threads = Vec::with_capacity(listeners.len());
+        let mut spawned = Ok(());
         for (i, listener) in listeners.into_iter().enumerate() {
-            let (app, done_tx) = (app.clone(), done_tx.clone());
-            let (mut stop, mut release) = (stop.subscribe(), release_tx.subscribe());
+            let app = app.clone();
+            // Says the thread's server has stopped, however it ends (a
+            // panic included), so the wait below cannot hang.
+            let done = ThreadDone(done_tx.clone());
+            let (mut stop, mut release) = (stop.subscribe(), release.subscribe());
             let thread = std::thread::Builder::new()
                 .name(format!("swarmgate-http-{i}"))
                 .spawn(move || {
                     let runtime = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
-                        .build();
-                    let served = match runtime {
-                        Ok(runtime) => runtime.block_on(async move {
-                            let served = async {
-                                listener.set_nonblocking(true)?;
-                                axum::serve(TcpListener::from_std(listener)?, app)
-                                    .with_graceful_shutdown(async move {
-                                        let _ = stop.wait_for(|s| *s).await;
-                                    })
-                                    .await
-                            }
-                            .await;
-                            let _ = done_tx.send(());
-                            let _ = release.wait_for(|r| *r).await;
-                            served
-                        }),
-                        Err(e) => {
-                            let _ = done_tx.send(());
-                            Err(e)
+                        .build()?;
+                    let served = runtime.block_on(async move {
+                        let served = async {
+                            listener.set_nonblocking(true)?;
+                            axum::serve(TcpListener::from_std(listener)?, app)
+                                .with_graceful_shutdown(async move {
+                                    let _ = stop.wait_for(|s| *s).await;
+                                })
+                                .await
                         }
-                    };
+                        .await;
+                        drop(done);
+                        let _ = release.wait_for(|r| *r).await;
+                        served
+                    });
                     if let Err(e) = &served {
                         tracing::error!(error = %e, "HTTP serving thread stopped");
                     }
                     served
-                })?;
-            threads.push(thread);
+                });
+            match thread {
+                Ok(thread) => threads.push(thread),
+                Err(e) => {
+                    spawned = Err(e);
+                    break;
+                }
+            }
         }
         drop(done_tx);
         let count = threads.len();
-        let result = self
-            .run(async move {
-                // One thread ending by itself is a failure: stop them all.
-                let mut stopped = tokio::select! {
-                    () = shutdown => 0,
-                    _ = done.recv() => {
-                        tracing::error!("an HTTP serving thread stopped; shutting down");
-                        1
-                    }
-                };
-                let _ = stop.send(true);
-                while stopped < count && done.recv().await.is_some() {
-                    stopped += 1;
+        // One thread ending by itself is a failure: stop them all.
+        let mut stopped = if spawned.is_err() {
+            0
+        } else {
+            tokio::select! {
+                () = shutdown => 0,
+                _ = done.recv() => {
+                    tracing::error!("an HTTP serving thread stopped; shutting down");
+                    1
                 }
-                Ok(())
-            })
-            .await;
-        let _ = release_tx.send(true);
+            }
+        };
+        let _ = stop.send(true);
+        while stopped < count && done.recv().await.is_some() {
+            stopped += 1;
+        }
+        self.finish(background).await;
+        let _ = release.send(true);
         let joined = tokio::task::spawn_blocking(move || {
             threads
                 .into_iter()
@@ -200,12 +205,18 @@ impl App {
         })
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        result.and(joined.map(drop))
+        spawned.and(joined.map(drop))
     }
 
-    /// Runs the background work around `http`, the server itself, and
-    /// once it has stopped, writes out what is batched.
-    async fn run(self, http: impl Future<Output = std::io::Result<()>>) -> std::io::Result<()> {
+    /// Starts the work that runs beside the server: key reloads, the
+    /// revocation poller, metrics upkeep and listener, the monitor, usage
+    /// flushes and the agent sweep.
+    async fn start_background(&self) -> std::io::Result<Background> {
+        // Bound first: when it fails, nothing has started yet.
+        let metrics_listener = match self.identity.settings().metrics_listen {
+            None => None,
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+        };
         let reloader = {
             let identity = self.identity.clone();
             tokio::spawn(async move {
@@ -228,24 +239,6 @@ impl App {
             }
         });
         let monitor = monitoring::start(self.identity.settings().metrics_interval).await;
-        let metrics_server = match self.identity.settings().metrics_listen {
-            None => None,
-            Some(addr) => {
-                let listener = TcpListener::bind(addr).await?;
-                tracing::info!(address = %addr, "unauthenticated /metrics listening");
-                let gateway = self.gateway.clone();
-                let app = axum::Router::new().route(
-                    "/metrics",
-                    axum::routing::get(move || {
-                        let gateway = gateway.clone();
-                        async move { http::metrics_response(&gateway) }
-                    }),
-                );
-                Some(tokio::spawn(async move {
-                    let _ = axum::serve(listener, app).await;
-                }))
-            }
-        };
         let usage_flusher = {
             let usage = self.gateway.usage.clone();
             let every = self.identity.settings().usage_flush;
@@ -276,31 +269,67 @@ impl App {
                 }
             })
         };
-        let result = http.await;
-        reloader.abort();
-        poller.abort();
-        metrics_upkeep.abort();
-        monitor.abort();
-        usage_flusher.abort();
-        agent_sweeper.abort();
-        if let Some(server) = metrics_server {
-            server.abort();
+        let metrics_server = metrics_listener.map(|listener| {
+            tracing::info!(address = ?listener.local_addr().ok(), "unauthenticated /metrics listening");
+            let gateway = self.gateway.clone();
+            let app = axum::Router::new().route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let gateway = gateway.clone();
+                    async move { http::metrics_response(&gateway) }
+                }),
+            );
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            })
+        });
+        let mut tasks = vec![
+            reloader,
+            poller,
+            metrics_upkeep,
+            monitor,
+            usage_flusher,
+            agent_sweeper,
+        ];
+        tasks.extend(metrics_server);
+        Ok(Background(tasks))
+    }
+
+    /// Stops the background work, then writes out what is batched.
+    async fn finish(&self, background: Background) {
+        for task in background.0 {
+            task.abort();
         }
         self.gateway.usage.flush().await;
         // Batched writes (last_used_at, denial counts) must not be lost.
         self.identity.flush().await;
-        result
+    }
+}
+
+struct Background(Vec<tokio::task::JoinHandle<()>>);
+
+/// Sends one message when dropped.
+struct ThreadDone(tokio::sync::mpsc::UnboundedSender<()>);
+
+impl Drop for ThreadDone {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
     }
 }
 
 /// `threads` listening sockets on one address for
 /// [`App::serve_per_thread`], with `SO_REUSEPORT` so the kernel spreads new
-/// connections across them (Linux lets only the same user share the
-/// port). Port 0 picks one free port for all of them. Needs a runtime.
+/// connections across them. Port 0 picks one free port for all of them.
+/// Needs a runtime.
 pub fn listen_per_thread(
     addr: SocketAddr,
     threads: usize,
 ) -> std::io::Result<Vec<std::net::TcpListener>> {
+    // A port in use (say, by a second swarmgate, whose sockets would take
+    // a share of the connections) is refused, as a plain bind would be.
+    if addr.port() != 0 {
+        drop(std::net::TcpListener::bind(addr)?);
+    }
     let mut addr = addr;
     let mut listeners = Vec::with_capacity(threads);
     // Elsewhere a second socket could not share the address.
@@ -322,9 +351,9 @@ pub fn listen_per_thread(
     Ok(listeners)
 }
 
-/// Resolves on Ctrl-C or SIGTERM. The handlers are installed when this is
-/// called, not when the future is first polled: a signal that comes as
-/// soon as the server answers must stop it cleanly, not kill it.
+/// Resolves on Ctrl-C or SIGTERM. On Unix the handlers are installed when
+/// this is called, not when the future is first polled: a signal that
+/// comes as soon as the server answers must stop it cleanly, not kill it.
 /// Needs a runtime.
 pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]

@@ -125,10 +125,15 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
     };
     crate::metrics::record_http(route, method_label, status, elapsed.as_secs_f64());
     if access_log {
+        let context = RequestContext {
+            request_id,
+            client_addr,
+            started,
+        };
         tracing::info!(
             target: "access",
-            request_id = request_id.to_str().unwrap_or_default(),
-            client_ip = client_addr.map(|ip| ip.to_string()).unwrap_or_default(),
+            request_id = context.request_id(),
+            client_ip = context.client_ip().unwrap_or_default(),
             method = %method,
             path = path.as_deref().unwrap_or(""),
             status,
