@@ -2,6 +2,9 @@
 # The gateway against a plain reverse proxy, in one run, interleaved:
 #   direct   wrk -> mock-upstream
 #   nginx    wrk -> nginx (1 worker, keep-alive upstream) -> mock-upstream
+#   nginx_id nginx adding fixed headers of the size swarmgate adds (the
+#            identity headers, the assertion, X-Forwarded-*), which the
+#            upstream echoes back: how much of the gap is those bytes
 #   hyper    wrk -> bench/src/bin/hyper_proxy (hyper + hyper-util's pooled
 #            client on one single-threaded runtime per thread, as swarmgate
 #            serves, checking nothing: the floor of swarmgate's stack)
@@ -38,7 +41,7 @@ BIN="$PWD/target/release/swarmgate"
 THREADS="${SG_THREADS:-$(nproc)}"
 WORK="$(mktemp -d)"
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-MOCK_PORT="$(port)"; NGINX_PORT="$(port)"; SG_PORT="$(port)"; HYPER_PORT="$(port)"
+MOCK_PORT="$(port)"; NGINX_PORT="$(port)"; NGINX_ID_PORT="$(port)"; SG_PORT="$(port)"; HYPER_PORT="$(port)"
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -50,6 +53,42 @@ trap cleanup EXIT
 "$BIN" mock-upstream --listen "127.0.0.1:$MOCK_PORT" >/dev/null 2>&1 &
 PIDS+=($!)
 
+
+cat >"$WORK/swarmgate.toml" <<CONF
+[[routes]]
+name = "orchestrator"
+path_prefix = "/tasks"
+upstreams = ["http://127.0.0.1:$MOCK_PORT"]
+permissions = { GET = "tasks.read" }
+CONF
+PASSWORD='Adm1n!Proxy-Bench-9'
+env -i PATH="$PATH" HOME="$HOME" SWARMGATE_CONFIG="$WORK/swarmgate.toml" \
+  SWARMGATE_LISTEN="127.0.0.1:$SG_PORT" DATABASE_URL="sqlite://$WORK/swarmgate.db" \
+  SWARMGATE_ADMIN_PASSWORD="$PASSWORD" SWARMGATE_SERVER__WORKER_THREADS="$THREADS" RUST_LOG=warn \
+  "$BIN" serve >"$WORK/swarmgate.log" 2>&1 &
+PIDS+=($!)
+"$PWD/target/release/hyper_proxy" "127.0.0.1:$HYPER_PORT" "127.0.0.1:$MOCK_PORT" "$THREADS" &
+PIDS+=($!)
+for url in "http://127.0.0.1:$MOCK_PORT/tasks" "http://127.0.0.1:$HYPER_PORT/tasks" "http://127.0.0.1:$SG_PORT/health"; do
+  for _ in $(seq 100); do curl -fs "$url" >/dev/null && break; sleep 0.1; done
+done
+SG="http://127.0.0.1:$SG_PORT"
+TOKEN="$(curl -fs -X POST "$SG/auth/login" -H 'Content-Type: application/json' \
+  -d "{\"username\":\"admin\",\"password\":\"$PASSWORD\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
+KEY="$(curl -fs -X POST "$SG/auth/api-keys" -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+  -d '{"name":"bench","permissions":["tasks.read"]}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')"
+LIMITED="$(curl -fs -X POST "$SG/auth/api-keys" -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+  -d '{"name":"bench-limited","permissions":["tasks.read"],"limits":{"rpm":1000000000,"max_concurrent":100000}}' \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')"
+
+# What swarmgate sends upstream, as the echo shows it.
+IDENTITY_HEADERS="$(curl -fs "$SG/tasks/1" -H "X-API-Key: $KEY" | python3 -c '
+import json, sys
+headers = json.load(sys.stdin)["headers"]
+for name, value in sorted(headers.items()):
+    if name.startswith(("x-swarm-", "x-forwarded-")):
+        print(f"      proxy_set_header {name} \"{value}\";")
+')"
 mkdir -p "$WORK/nginx"
 cat >"$WORK/nginx/nginx.conf" <<CONF
 worker_processes 1;
@@ -69,36 +108,23 @@ http {
       proxy_set_header Connection "";
     }
   }
+  # The same, adding what swarmgate adds upstream (identity headers, the
+  # assertion, X-Forwarded-*), as fixed values of the same size.
+  server {
+    listen 127.0.0.1:$NGINX_ID_PORT;
+    location / {
+      proxy_pass http://mock;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+$IDENTITY_HEADERS
+    }
+  }
 }
 CONF
 "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf"
-
-cat >"$WORK/swarmgate.toml" <<CONF
-[[routes]]
-name = "orchestrator"
-path_prefix = "/tasks"
-upstreams = ["http://127.0.0.1:$MOCK_PORT"]
-permissions = { GET = "tasks.read" }
-CONF
-PASSWORD='Adm1n!Proxy-Bench-9'
-env -i PATH="$PATH" HOME="$HOME" SWARMGATE_CONFIG="$WORK/swarmgate.toml" \
-  SWARMGATE_LISTEN="127.0.0.1:$SG_PORT" DATABASE_URL="sqlite://$WORK/swarmgate.db" \
-  SWARMGATE_ADMIN_PASSWORD="$PASSWORD" SWARMGATE_SERVER__WORKER_THREADS="$THREADS" RUST_LOG=warn \
-  "$BIN" serve >"$WORK/swarmgate.log" 2>&1 &
-PIDS+=($!)
-"$PWD/target/release/hyper_proxy" "127.0.0.1:$HYPER_PORT" "127.0.0.1:$MOCK_PORT" "$THREADS" &
-PIDS+=($!)
-for url in "http://127.0.0.1:$MOCK_PORT/tasks" "http://127.0.0.1:$NGINX_PORT/tasks" "http://127.0.0.1:$HYPER_PORT/tasks" "http://127.0.0.1:$SG_PORT/health"; do
+for url in "http://127.0.0.1:$NGINX_PORT/tasks" "http://127.0.0.1:$NGINX_ID_PORT/tasks"; do
   for _ in $(seq 100); do curl -fs "$url" >/dev/null && break; sleep 0.1; done
 done
-SG="http://127.0.0.1:$SG_PORT"
-TOKEN="$(curl -fs -X POST "$SG/auth/login" -H 'Content-Type: application/json' \
-  -d "{\"username\":\"admin\",\"password\":\"$PASSWORD\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
-KEY="$(curl -fs -X POST "$SG/auth/api-keys" -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
-  -d '{"name":"bench","permissions":["tasks.read"]}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')"
-LIMITED="$(curl -fs -X POST "$SG/auth/api-keys" -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
-  -d '{"name":"bench-limited","permissions":["tasks.read"],"limits":{"rpm":1000000000,"max_concurrent":100000}}' \
-  | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')"
 
 RESULTS="$WORK/results"
 measure() { # name connections url [header]
@@ -116,6 +142,7 @@ for round in $(seq "$ROUNDS"); do
   for c in 32 1; do
     measure direct "$c" "http://127.0.0.1:$MOCK_PORT/tasks/1"
     measure nginx "$c" "http://127.0.0.1:$NGINX_PORT/tasks/1"
+    measure nginx_id "$c" "http://127.0.0.1:$NGINX_ID_PORT/tasks/1"
     measure hyper "$c" "http://127.0.0.1:$HYPER_PORT/tasks/1"
     measure sg_key "$c" "$SG/tasks/1" -H "X-API-Key: $KEY"
     measure sg_jwt "$c" "$SG/tasks/1" -H "Authorization: Bearer $TOKEN"
@@ -135,7 +162,7 @@ for line in open(sys.argv[1]):
 def med(name, c, i):
     return statistics.median(r[i] for r in rows[(name, c)])
 print(f"{'target':<8}{'req/s c=32':>12}{'p50 c=32':>10}{'p99 c=32':>10}{'p50 c=1':>10}{'p99 c=1':>10}{'vs nginx':>10}{'vs hyper':>10}{'added p50 c=1':>15}")
-for name in ["direct", "nginx", "hyper", "sg_key", "sg_jwt", "sg_lim"]:
+for name in ["direct", "nginx", "nginx_id", "hyper", "sg_key", "sg_jwt", "sg_lim"]:
     rps = med(name, 32, 0)
     print(f"{name:<8}{rps:>12.0f}{med(name,32,1):>9.2f}m{med(name,32,2):>9.2f}m"
           f"{med(name,1,1):>9.3f}m{med(name,1,2):>9.3f}m{rps/med('nginx',32,0):>10.0%}"

@@ -7,6 +7,7 @@ pub mod error;
 pub mod gateway;
 pub mod http;
 pub mod identity;
+mod ids;
 pub mod metrics;
 pub mod monitoring;
 pub mod nodes;

@@ -3,8 +3,7 @@
 //! headers nor query strings are logged: they may carry credentials.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, Request};
@@ -44,24 +43,6 @@ impl RequestContext {
     }
 }
 
-/// A request id: a per-process random prefix and a counter run through a
-/// random odd multiplier (a bijection, so ids stay unique without asking
-/// the kernel for randomness per request, and do not reveal the count).
-fn new_request_id() -> HeaderValue {
-    static KEYS: OnceLock<(u64, u64)> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let (prefix, multiplier) = *KEYS.get_or_init(|| {
-        let (a, b) = uuid::Uuid::new_v4().as_u64_pair();
-        (a, b | 1)
-    });
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut text = [0u8; 32];
-    hex::encode_to_slice(prefix.to_be_bytes(), &mut text[..16]).expect("16 hex digits");
-    hex::encode_to_slice(n.wrapping_mul(multiplier).to_be_bytes(), &mut text[16..])
-        .expect("16 hex digits");
-    HeaderValue::from_bytes(&text).expect("hex digits are a header value")
-}
-
 /// Set on a response by the gateway: the route label for metrics, made
 /// once per route.
 #[derive(Debug, Clone)]
@@ -82,7 +63,9 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
         .get(REQUEST_ID)
         .filter(|v| is_sane_request_id(v))
         .cloned()
-        .unwrap_or_else(new_request_id);
+        .unwrap_or_else(|| {
+            HeaderValue::from_bytes(&crate::ids::next()).expect("hex digits are a header value")
+        });
     let client_addr = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()

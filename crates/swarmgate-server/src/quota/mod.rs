@@ -391,7 +391,7 @@ impl Quota {
         }
         // A slot holder's name, needed only where a slot is taken.
         let member = if scopes.iter().any(|s| s.limits.max_concurrent.is_some()) {
-            uuid::Uuid::new_v4().simple().to_string()
+            crate::ids::next_string()
         } else {
             String::new()
         };
