@@ -333,9 +333,17 @@ impl Forwarder {
             };
             tried.push(i);
             let upstream = &pool.upstreams[i];
-            let mut uri = String::with_capacity(upstream.prefix.len() + target.path.len() + 64);
-            uri.push_str(&upstream.prefix);
+            // Origin-form for the per-thread pool, absolute for the client.
+            let base = match upstream.plain {
+                Some(_) => &upstream.base_path,
+                None => &upstream.prefix,
+            };
+            let mut uri = String::with_capacity(base.len() + target.path.len() + 64);
+            uri.push_str(base);
             uri.push_str(&target.path);
+            if uri.is_empty() {
+                uri.push('/');
+            }
             if let Some(query) = incoming.uri.query() {
                 uri.push('?');
                 uri.push_str(query);
@@ -361,7 +369,30 @@ impl Forwarder {
             request
                 .headers_mut()
                 .insert(header::HOST, upstream.host.clone());
-            match tokio::time::timeout(target.timeout, self.client().request(request)).await {
+            let sent = async {
+                match &upstream.plain {
+                    Some(authority) => crate::pool::send(authority, request)
+                        .await
+                        .map(|r| r.map(Body::new))
+                        .map_err(|e| match e {
+                            crate::pool::SendError::Connect(e) => SendFailure::Connect(e.into()),
+                            crate::pool::SendError::Request(e) => SendFailure::Other(e.into()),
+                        }),
+                    None => self
+                        .client()
+                        .request(request)
+                        .await
+                        .map(|r| r.map(Body::new))
+                        .map_err(|e| {
+                            if e.is_connect() {
+                                SendFailure::Connect(e.into())
+                            } else {
+                                SendFailure::Other(e.into())
+                            }
+                        }),
+                }
+            };
+            match tokio::time::timeout(target.timeout, sent).await {
                 Err(_) => return Err(ForwardError::Timeout(target.timeout)),
                 Ok(Ok(response)) => {
                     pool.succeeded(i);
@@ -375,27 +406,34 @@ impl Forwarder {
                             parts.headers.remove(*name);
                         }
                     }
-                    return Ok(Response::from_parts(parts, Body::new(body)));
+                    return Ok(Response::from_parts(parts, body));
                 }
-                Ok(Err(e)) => {
-                    if is_body_too_large(&e) {
-                        return Err(ForwardError::TooLarge(max));
+                Ok(Err(SendFailure::Connect(e))) => {
+                    pool.failed(i, now_ms());
+                    tracing::warn!(target = %target.name, upstream = %upstream.base, error = %e, "upstream connection failed");
+                    let error = ForwardError::Connect(e.to_string());
+                    if replay.is_none() {
+                        return Err(error);
                     }
-                    if e.is_connect() {
-                        pool.failed(i, now_ms());
-                        tracing::warn!(target = %target.name, upstream = %upstream.base, error = %e, "upstream connection failed");
-                        let error = ForwardError::Connect(e.to_string());
-                        if replay.is_none() {
-                            return Err(error);
-                        }
-                        last_error = Some(error);
-                        continue;
+                    last_error = Some(error);
+                    continue;
+                }
+                Ok(Err(SendFailure::Other(e))) => {
+                    if is_body_too_large(&*e) {
+                        return Err(ForwardError::TooLarge(max));
                     }
                     return Err(ForwardError::Upstream(e.to_string()));
                 }
             }
         }
     }
+}
+
+/// Why a send failed: no connection (nothing reached the upstream, so
+/// another may be tried), or anything after.
+enum SendFailure {
+    Connect(Box<dyn std::error::Error + Send + Sync>),
+    Other(Box<dyn std::error::Error + Send + Sync>),
 }
 
 fn is_body_too_large(error: &(dyn std::error::Error + 'static)) -> bool {

@@ -9,6 +9,7 @@ pub mod config;
 pub mod forward;
 pub mod guarded;
 pub mod models;
+pub mod pool;
 pub mod routes;
 pub mod upstream;
 pub mod usage;

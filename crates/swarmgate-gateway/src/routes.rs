@@ -22,6 +22,9 @@ const RESERVED: &[&str] = &[
     "/nodes",
     "/v1",
     "/usage",
+    "/agents",
+    "/quota",
+    "/metrics",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -329,6 +332,9 @@ mod tests {
         for (r, needle) in [
             (route("a", "tasks", false), "start with /"),
             (route("b", "/auth/x", false), "shadow"),
+            (route("b2", "/quota", false), "shadow"),
+            (route("b3", "/agents/x", false), "shadow"),
+            (route("b4", "/metrics", false), "shadow"),
             (route("c", "/", false), "shadow"),
             (
                 RouteConfig {

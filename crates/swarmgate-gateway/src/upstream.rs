@@ -4,6 +4,7 @@
 //! brings it back.
 
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use http::Uri;
 
@@ -14,6 +15,11 @@ pub struct Upstream {
     /// `scheme://authority/base-path` without a trailing `/`: what every
     /// request URI to this upstream starts with.
     pub prefix: String,
+    /// `host:port` of a plain `http://` upstream, which the per-thread
+    /// pool ([`crate::pool`]) serves; `None` for `https://`.
+    pub plain: Option<Arc<str>>,
+    /// The base URL's path without a trailing `/`, for origin-form URIs.
+    pub base_path: String,
     /// The `Host` header its requests carry (the port only when not the
     /// scheme's default), made once rather than by the client per request.
     pub host: http::HeaderValue,
@@ -86,6 +92,11 @@ impl UpstreamPool {
                         base.authority().map(|a| a.as_str()).unwrap_or(""),
                         base.path().trim_end_matches('/')
                     ),
+                    plain: (base.scheme_str() == Some("http")).then(|| {
+                        let host = base.host().unwrap_or_default();
+                        format!("{host}:{}", base.port_u16().unwrap_or(80)).into()
+                    }),
+                    base_path: base.path().trim_end_matches('/').to_string(),
                     host: host_header(&base),
                     base,
                     failures: AtomicU32::new(0),
