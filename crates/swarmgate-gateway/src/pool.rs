@@ -66,36 +66,31 @@ impl std::error::Error for SendError {
     }
 }
 
+/// The newest idle connection ready for a request. A closed or stale one
+/// is dropped; one still busy (its request body still going out after an
+/// early response, say) is left for later rather than waited on.
 fn take_idle(authority: &str) -> Option<SendRequest<Body>> {
     IDLE.with_borrow_mut(|idle| {
         let list = idle.get_mut(authority)?;
-        while let Some(entry) = list.pop() {
-            if !entry.sender.is_closed() && entry.since.elapsed() < IDLE_TIMEOUT {
-                return Some(entry.sender);
-            }
-        }
-        None
+        list.retain(|entry| !entry.sender.is_closed() && entry.since.elapsed() < IDLE_TIMEOUT);
+        let ready = list.iter().rposition(|entry| entry.sender.is_ready())?;
+        Some(list.remove(ready).sender)
     })
 }
 
 fn put_idle(authority: &Arc<str>, sender: SendRequest<Body>) {
     IDLE.with_borrow_mut(|idle| {
-        if let Some(list) = idle.get_mut(&**authority) {
-            if list.len() < MAX_IDLE {
-                list.push(Idle {
-                    sender,
-                    since: Instant::now(),
-                });
+        let entry = Idle {
+            sender,
+            since: Instant::now(),
+        };
+        match idle.get_mut(&**authority) {
+            Some(list) if list.len() < MAX_IDLE => list.push(entry),
+            Some(_) => {}
+            None => {
+                idle.insert(authority.clone(), vec![entry]);
             }
-            return;
         }
-        idle.insert(
-            authority.clone(),
-            vec![Idle {
-                sender,
-                since: Instant::now(),
-            }],
-        );
     });
 }
 
@@ -280,6 +275,49 @@ mod tests {
             }
         }
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    /// An upstream may answer before it has read the request body; the
+    /// connection then stays busy sending it, and the next request must
+    /// not wait for that.
+    #[tokio::test]
+    async fn a_connection_still_sending_a_body_is_not_waited_on() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authority: Arc<str> = listener.local_addr().unwrap().to_string().into();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = stream.read(&mut buf).await;
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        .await;
+                    // Reads on, answering nothing more.
+                    while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+                });
+            }
+        });
+        // A body that never ends.
+        let endless = tokio_stream::StreamExt::chain(
+            tokio_stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"chunk"))]),
+            tokio_stream::pending(),
+        );
+        let upload = Request::builder()
+            .method("POST")
+            .uri("/")
+            .header("host", &*authority)
+            .header("transfer-encoding", "chunked")
+            .body(Body::from_stream(endless))
+            .unwrap();
+        let first = send(&authority, upload).await.unwrap();
+        first.into_body().collect().await.unwrap();
+        let second =
+            tokio::time::timeout(Duration::from_secs(2), send(&authority, get(&authority)))
+                .await
+                .expect("not stuck behind the busy connection")
+                .unwrap();
+        let body = second.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"ok");
     }
 
     #[tokio::test]
