@@ -5,9 +5,9 @@
 #   nginx_id nginx adding fixed headers of the size swarmgate adds (the
 #            identity headers, the assertion, X-Forwarded-*), which the
 #            upstream echoes back: how much of the gap is those bytes
-#   hyper    wrk -> bench/src/bin/hyper_proxy (hyper + hyper-util's pooled
-#            client on one single-threaded runtime per thread, as swarmgate
-#            serves, checking nothing: the floor of swarmgate's stack)
+#   hyper    wrk -> bench/src/bin/hyper_proxy (hyper on one single-threaded
+#            runtime per thread and swarmgate's per-thread upstream pool, as
+#            swarmgate serves, checking nothing: the floor of its stack)
 #   sg_key   wrk -> swarmgate (API key, permission check) -> mock-upstream
 #   sg_jwt   wrk -> swarmgate (JWT, permission check) -> mock-upstream
 #   sg_lim   sg_key with a key that has limits (rpm, max_concurrent) never

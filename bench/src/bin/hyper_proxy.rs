@@ -1,6 +1,7 @@
 //! The floor of the HTTP stack swarmgate is built on: a reverse proxy on
-//! hyper and hyper-util's pooled client (as swarmgate's forwarder uses)
-//! that checks nothing and adds nothing. `bench/proxy.sh` runs it beside
+//! hyper, served as swarmgate serves and sending through swarmgate's own
+//! per-thread upstream pool (`swarmgate_gateway::pool`), that checks
+//! nothing and adds nothing. `bench/proxy.sh` runs it beside
 //! nginx and swarmgate, so the cost of swarmgate's own work (authentication,
 //! the permission check, identity headers, metrics) and the cost of the
 //! stack itself can be told apart.
@@ -8,20 +9,21 @@
 //!   hyper_proxy LISTEN_ADDR UPSTREAM_HOST:PORT [THREADS]
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
+use axum::body::Body;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
+use swarmgate_gateway::pool::{self, ReturnsConnection};
 use tokio::net::TcpListener;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-type Reply = Response<http_body_util::Either<Incoming, String>>;
+type Reply = Response<http_body_util::Either<ReturnsConnection, String>>;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -55,17 +57,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 async fn serve(listener: TcpListener, upstream: String) -> std::io::Result<()> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    let client: Client<HttpConnector, Incoming> = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(64)
-        .build(connector);
+    let upstream: Arc<str> = upstream.into();
+    let host = hyper::header::HeaderValue::from_str(&upstream)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
     loop {
         let (stream, _) = listener.accept().await?;
-        let (client, upstream) = (client.clone(), upstream.clone());
+        let (upstream, host) = (upstream.clone(), host.clone());
         tokio::spawn(async move {
             let service =
-                service_fn(move |request| forward(client.clone(), upstream.clone(), request));
+                service_fn(move |request| forward(upstream.clone(), host.clone(), request));
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
@@ -74,17 +74,14 @@ async fn serve(listener: TcpListener, upstream: String) -> std::io::Result<()> {
 }
 
 async fn forward(
-    client: Client<HttpConnector, Incoming>,
-    upstream: String,
-    mut request: Request<Incoming>,
+    upstream: Arc<str>,
+    host: hyper::header::HeaderValue,
+    request: Request<Incoming>,
 ) -> Result<Reply, Infallible> {
-    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-    let Ok(uri) = format!("http://{upstream}{path}").parse() else {
-        return Ok(failure(StatusCode::BAD_REQUEST));
-    };
-    *request.uri_mut() = uri;
-    request.headers_mut().remove(hyper::header::HOST);
-    Ok(match client.request(request).await {
+    let (mut parts, body) = request.into_parts();
+    parts.headers.insert(hyper::header::HOST, host);
+    let request = Request::from_parts(parts, Body::new(body));
+    Ok(match pool::send(&upstream, request).await {
         Ok(response) => response.map(http_body_util::Either::Left),
         Err(_) => failure(StatusCode::BAD_GATEWAY),
     })
