@@ -204,9 +204,10 @@ mod tests {
 
     use super::*;
 
-    /// An upstream that answers each connection's first request and then
-    /// closes it, as one with a very short keep-alive timeout does.
-    async fn closing_upstream() -> Arc<str> {
+    /// A raw upstream answering each connection's first request at once,
+    /// before reading its body; then it closes the connection, or, with
+    /// `keep_open`, reads on without answering.
+    async fn raw_upstream(keep_open: bool) -> Arc<str> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -217,6 +218,7 @@ mod tests {
                     let _ = stream
                         .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                         .await;
+                    while keep_open && matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
                 });
             }
         });
@@ -233,7 +235,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_the_upstream_closed_is_not_reused() {
-        let authority = closing_upstream().await;
+        // As one with a very short keep-alive timeout does.
+        let authority = raw_upstream(false).await;
         for _ in 0..3 {
             let response = send(&authority, get(&authority)).await.unwrap();
             let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -282,22 +285,7 @@ mod tests {
     /// not wait for that.
     #[tokio::test]
     async fn a_connection_still_sending_a_body_is_not_waited_on() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let authority: Arc<str> = listener.local_addr().unwrap().to_string().into();
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 4096];
-                    let _ = stream.read(&mut buf).await;
-                    let _ = stream
-                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                        .await;
-                    // Reads on, answering nothing more.
-                    while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
-                });
-            }
-        });
-        // A body that never ends.
+        let authority = raw_upstream(true).await;
         let endless = tokio_stream::StreamExt::chain(
             tokio_stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"chunk"))]),
             tokio_stream::pending(),
