@@ -38,6 +38,9 @@ pub struct Model {
     /// The header that carries the upstream's API key, if it needs one.
     pub credential: Option<(HeaderName, HeaderValue)>,
     pub timeout: Duration,
+    /// The route label of its calls' metrics, made once:
+    /// `gateway:model:NAME`, or `gateway:provider:NAME` for a provider.
+    pub label: Arc<str>,
 }
 
 impl Model {
@@ -58,9 +61,8 @@ impl Model {
     ) -> Result<Self, String> {
         let upstreams =
             UpstreamPool::from_config(&[base_url.to_string()], gateway, "http(s)://HOST[:PORT]")?;
-        let value = HeaderValue::from_str(key)
+        let mut value = HeaderValue::from_str(key)
             .map_err(|_| "the API key holds characters not allowed in a header".to_string())?;
-        let mut value = value;
         value.set_sensitive(true);
         Ok(Self {
             name: name.to_string(),
@@ -68,6 +70,7 @@ impl Model {
             upstreams: Arc::new(upstreams),
             credential: Some((header, value)),
             timeout,
+            label: format!("gateway:provider:{name}").into(),
         })
     }
 }
@@ -149,6 +152,7 @@ impl ModelTable {
                 upstreams: Arc::new(upstreams),
                 credential,
                 timeout: Duration::from_millis(m.timeout_ms.max(1)),
+                label: format!("gateway:model:{}", m.name).into(),
             });
         }
         Ok(Self { models: compiled })

@@ -204,17 +204,9 @@ impl Gateway {
             .admit_through(principal, Call::Request, &profile.name)
             .await?;
         let upstream = &profile.upstream;
-        let target = Target {
-            name: &upstream.name,
-            pool: &upstream.upstreams,
-            timeout: upstream.timeout,
-            path: incoming.uri.path().to_string(),
-            credential: upstream.credential.clone(),
-            external: true,
-        };
-        let label = format!("gateway:provider:{}", profile.name).into();
+        let target = target_of(upstream, &incoming, true);
         let response = self
-            .send(target, incoming, &nobody(), label, started)
+            .send(target, incoming, &nobody(), upstream.label.clone(), started)
             .await?;
         provider_accepted(&response, &upstream.name)?;
         Ok(held_until_done(response, ticket))
@@ -301,20 +293,9 @@ impl Gateway {
         } else {
             who(identity, principal, &model.name)?
         };
-        let target = Target {
-            name: &model.name,
-            pool: &model.upstreams,
-            timeout: model.timeout,
-            path: incoming.uri.path().to_string(),
-            credential: model.credential.clone(),
-            external,
-        };
-        let label = match dialect {
-            Dialect::OpenAi => format!("gateway:model:{}", model.name),
-            Dialect::Anthropic => format!("gateway:provider:{}", model.name),
-        };
+        let target = target_of(model, &incoming, external);
         let mut response = self
-            .send(target, incoming, &who, label.into(), started)
+            .send(target, incoming, &who, model.label.clone(), started)
             .await?;
         if external {
             provider_accepted(&response, &model.name)?;
@@ -439,6 +420,18 @@ fn who<'p>(
         auth_method: principal.auth_method().as_str(),
         assertion: identity.issue_assertion(principal, audience)?,
     })
+}
+
+/// Where a call to `model` goes: its upstreams, at the path asked for.
+fn target_of<'m>(model: &'m Model, incoming: &Incoming, external: bool) -> Target<'m> {
+    Target {
+        name: &model.name,
+        pool: &model.upstreams,
+        timeout: model.timeout,
+        path: incoming.uri.path().to_string(),
+        credential: model.credential.clone(),
+        external,
+    }
 }
 
 fn forward_error(e: ForwardError) -> Error {
