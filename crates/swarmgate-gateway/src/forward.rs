@@ -155,14 +155,10 @@ fn peer_header(peer: IpAddr) -> HeaderValue {
     })
 }
 
-type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
-
 pub struct Forwarder {
-    /// One client, so one connection pool, per thread: a pooled connection
-    /// is driven by a task on the thread that opened it, and a request
-    /// that took it from another thread would hand each read and write
-    /// across threads.
-    clients: thread_local::ThreadLocal<UpstreamClient>,
+    /// For `https://` upstreams (hosted providers); plain ones go through
+    /// the per-thread pool ([`crate::pool`]).
+    client: Client<HttpsConnector<HttpConnector>, Body>,
     trusted_proxies: Vec<IpAddr>,
     max_body_bytes: u64,
 }
@@ -178,33 +174,26 @@ pub struct Incoming {
 
 impl Forwarder {
     pub fn new(trusted_proxies: Vec<IpAddr>, max_body_bytes: u64) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.enforce_http(false);
+        // Verified against the Mozilla roots.
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+            .expect("ring supports the default TLS versions")
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .build(connector);
         Self {
-            clients: thread_local::ThreadLocal::new(),
+            client,
             trusted_proxies,
             max_body_bytes,
         }
-    }
-
-    fn client(&self) -> &UpstreamClient {
-        self.clients.get_or(|| {
-            let mut connector = HttpConnector::new();
-            connector.set_nodelay(true);
-            connector.set_connect_timeout(Some(Duration::from_secs(5)));
-            // `https://` upstreams (a hosted provider's API) are verified
-            // against the Mozilla roots; plain `http://` ones pass straight
-            // through.
-            connector.enforce_http(false);
-            let connector = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-                .expect("ring supports the default TLS versions")
-                .https_or_http()
-                .enable_http1()
-                .wrap_connector(connector);
-            Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(60))
-                .pool_max_idle_per_host(64)
-                .build(connector)
-        })
     }
 
     pub fn max_body_bytes(&self) -> u64 {
@@ -333,13 +322,8 @@ impl Forwarder {
             };
             tried.push(i);
             let upstream = &pool.upstreams[i];
-            // Origin-form for the per-thread pool, absolute for the client.
-            let base = match upstream.plain {
-                Some(_) => &upstream.base_path,
-                None => &upstream.prefix,
-            };
-            let mut uri = String::with_capacity(base.len() + target.path.len() + 64);
-            uri.push_str(base);
+            let mut uri = String::with_capacity(upstream.prefix.len() + target.path.len() + 64);
+            uri.push_str(&upstream.prefix);
             uri.push_str(&target.path);
             if uri.is_empty() {
                 uri.push('/');
@@ -374,21 +358,18 @@ impl Forwarder {
                     Some(authority) => crate::pool::send(authority, request)
                         .await
                         .map(|r| r.map(Body::new))
-                        .map_err(|e| match e {
-                            crate::pool::SendError::Connect(e) => SendFailure::Connect(e.into()),
-                            crate::pool::SendError::Request(e) => SendFailure::Other(e.into()),
+                        .map_err(|e| SendFailure {
+                            connect: e.is_connect(),
+                            error: e.into(),
                         }),
                     None => self
-                        .client()
+                        .client
                         .request(request)
                         .await
                         .map(|r| r.map(Body::new))
-                        .map_err(|e| {
-                            if e.is_connect() {
-                                SendFailure::Connect(e.into())
-                            } else {
-                                SendFailure::Other(e.into())
-                            }
+                        .map_err(|e| SendFailure {
+                            connect: e.is_connect(),
+                            error: e.into(),
                         }),
                 }
             };
@@ -408,7 +389,10 @@ impl Forwarder {
                     }
                     return Ok(Response::from_parts(parts, body));
                 }
-                Ok(Err(SendFailure::Connect(e))) => {
+                Ok(Err(SendFailure {
+                    connect: true,
+                    error: e,
+                })) => {
                     pool.failed(i, now_ms());
                     tracing::warn!(target = %target.name, upstream = %upstream.base, error = %e, "upstream connection failed");
                     let error = ForwardError::Connect(e.to_string());
@@ -418,7 +402,7 @@ impl Forwarder {
                     last_error = Some(error);
                     continue;
                 }
-                Ok(Err(SendFailure::Other(e))) => {
+                Ok(Err(SendFailure { error: e, .. })) => {
                     if is_body_too_large(&*e) {
                         return Err(ForwardError::TooLarge(max));
                     }
@@ -429,11 +413,11 @@ impl Forwarder {
     }
 }
 
-/// Why a send failed: no connection (nothing reached the upstream, so
-/// another may be tried), or anything after.
-enum SendFailure {
-    Connect(Box<dyn std::error::Error + Send + Sync>),
-    Other(Box<dyn std::error::Error + Send + Sync>),
+/// Why a send failed, and whether for want of a connection (nothing
+/// reached the upstream, so another may be tried).
+struct SendFailure {
+    connect: bool,
+    error: Box<dyn std::error::Error + Send + Sync>,
 }
 
 fn is_body_too_large(error: &(dyn std::error::Error + 'static)) -> bool {

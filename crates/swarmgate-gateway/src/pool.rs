@@ -40,29 +40,19 @@ thread_local! {
     static IDLE: RefCell<HashMap<Arc<str>, Vec<Idle>>> = RefCell::default();
 }
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum SendError {
     /// No connection could be made: nothing reached the upstream.
-    Connect(std::io::Error),
+    #[error("connect: {0}")]
+    Connect(#[source] std::io::Error),
     /// The connection failed once the request was on its way.
-    Request(hyper::Error),
+    #[error("{0}")]
+    Request(#[source] hyper::Error),
 }
 
-impl std::fmt::Display for SendError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SendError::Connect(e) => write!(f, "connect: {e}"),
-            SendError::Request(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl std::error::Error for SendError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            SendError::Connect(e) => Some(e),
-            SendError::Request(e) => Some(e),
-        }
+impl SendError {
+    pub fn is_connect(&self) -> bool {
+        matches!(self, SendError::Connect(_))
     }
 }
 

@@ -12,14 +12,14 @@ use crate::config::GatewayConfig;
 
 pub struct Upstream {
     pub base: Uri,
-    /// `scheme://authority/base-path` without a trailing `/`: what every
-    /// request URI to this upstream starts with.
+    /// What every request URI to this upstream starts with, without a
+    /// trailing `/`: the base path alone for a plain one (origin form,
+    /// through the per-thread pool), `https://authority/base-path` for the
+    /// others (absolute, through hyper-util's client).
     pub prefix: String,
     /// `host:port` of a plain `http://` upstream, which the per-thread
     /// pool ([`crate::pool`]) serves; `None` for `https://`.
     pub plain: Option<Arc<str>>,
-    /// The base URL's path without a trailing `/`, for origin-form URIs.
-    pub base_path: String,
     /// The `Host` header its requests carry (the port only when not the
     /// scheme's default), made once rather than by the client per request.
     pub host: http::HeaderValue,
@@ -85,22 +85,29 @@ impl UpstreamPool {
         Self {
             upstreams: bases
                 .into_iter()
-                .map(|base| Upstream {
-                    prefix: format!(
-                        "{}://{}{}",
-                        base.scheme_str().unwrap_or("http"),
-                        base.authority().map(|a| a.as_str()).unwrap_or(""),
-                        base.path().trim_end_matches('/')
-                    ),
-                    plain: (base.scheme_str() == Some("http")).then(|| {
+                .map(|base| {
+                    let path = base.path().trim_end_matches('/');
+                    let plain: Option<Arc<str>> = (base.scheme_str() == Some("http")).then(|| {
                         let host = base.host().unwrap_or_default();
                         format!("{host}:{}", base.port_u16().unwrap_or(80)).into()
-                    }),
-                    base_path: base.path().trim_end_matches('/').to_string(),
-                    host: host_header(&base),
-                    base,
-                    failures: AtomicU32::new(0),
-                    ejected_until_ms: AtomicI64::new(0),
+                    });
+                    let prefix = match (&plain, base.authority()) {
+                        (None, Some(authority)) => {
+                            format!(
+                                "{}://{authority}{path}",
+                                base.scheme_str().unwrap_or("https")
+                            )
+                        }
+                        _ => path.to_string(),
+                    };
+                    Upstream {
+                        prefix,
+                        plain,
+                        host: host_header(&base),
+                        base,
+                        failures: AtomicU32::new(0),
+                        ejected_until_ms: AtomicI64::new(0),
+                    }
                 })
                 .collect(),
             next: AtomicUsize::new(0),
