@@ -57,19 +57,21 @@ fn is_sane_request_id(value: &HeaderValue) -> bool {
 }
 
 pub async fn request_context(mut request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let request_id = request
-        .headers()
-        .get(REQUEST_ID)
-        .filter(|v| is_sane_request_id(v))
-        .cloned()
-        .unwrap_or_else(|| {
-            HeaderValue::from_bytes(&crate::ids::next()).expect("hex digits are a header value")
-        });
-    let client_addr = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip());
+    let context = RequestContext {
+        request_id: request
+            .headers()
+            .get(REQUEST_ID)
+            .filter(|v| is_sane_request_id(v))
+            .cloned()
+            .unwrap_or_else(|| {
+                HeaderValue::from_bytes(&crate::ids::next()).expect("hex digits are a header value")
+            }),
+        client_addr: request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip()),
+        started: Instant::now(),
+    };
     let method = request.method().clone();
     // Only the access log needs the path; most deployments log at warn.
     let access_log = tracing::enabled!(target: "access", tracing::Level::INFO);
@@ -78,19 +80,15 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .cloned();
-    request.extensions_mut().insert(RequestContext {
-        request_id: request_id.clone(),
-        client_addr,
-        started,
-    });
+    request.extensions_mut().insert(context.clone());
 
     let mut response = next.run(request).await;
-    let elapsed = started.elapsed();
+    let elapsed = context.started.elapsed();
     let status = response.status().as_u16();
     crate::monitoring::record_request(status, elapsed);
     response
         .headers_mut()
-        .insert(REQUEST_ID, request_id.clone());
+        .insert(REQUEST_ID, context.request_id.clone());
     let route = match response.extensions().get::<RouteLabel>() {
         Some(RouteLabel(label)) => label,
         None => matched.as_ref().map_or("unmatched", |m| m.as_str()),
@@ -108,11 +106,6 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
     };
     crate::metrics::record_http(route, method_label, status, elapsed.as_secs_f64());
     if access_log {
-        let context = RequestContext {
-            request_id,
-            client_addr,
-            started,
-        };
         tracing::info!(
             target: "access",
             request_id = context.request_id(),
