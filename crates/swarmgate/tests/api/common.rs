@@ -255,6 +255,15 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `toml` written to a `swarmgate.toml` in a fresh directory of its own.
+pub fn config_file(toml: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sg-cfg-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("swarmgate.toml");
+    std::fs::write(&file, toml).unwrap();
+    file
+}
+
 /// The real binary, started with a clean environment plus `env`.
 pub struct Process {
     pub child: tokio::process::Child,

@@ -71,14 +71,8 @@ async fn a_bad_setting_stops_start_up_with_one_line_naming_it() {
 
 #[tokio::test]
 async fn check_config_reads_the_file_and_the_environment() {
-    let dir = std::env::temp_dir().join(format!("sg-cfg-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("swarmgate.toml");
-    std::fs::write(
-        &file,
-        "[server]\nlisten = \"127.0.0.1:9100\"\n[tokens]\naudience = \"swarm\"\n",
-    )
-    .unwrap();
+    let file =
+        config_file("[server]\nlisten = \"127.0.0.1:9100\"\n[tokens]\naudience = \"swarm\"\n");
     let path = file.display().to_string();
     let (code, out, err) = run_binary(&["check-config", "--config", &path], &[], None).await;
     assert_eq!(code, 0, "{err}");
@@ -1236,17 +1230,10 @@ async fn the_client_cli_creates_lists_and_deletes_clients_a_running_server_honou
 #[tokio::test]
 async fn usage_batched_at_sigterm_is_written_before_exit() {
     let m = crate::mock::Mock::start(&["--models", "exit-model"]).await;
-    let dir = std::env::temp_dir().join(format!("sg-exit-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("swarmgate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[models]]\nname = \"exit-model\"\nupstreams = [\"{}\"]\n",
-            m.base
-        ),
-    )
-    .unwrap();
+    let config = config_file(&format!(
+        "[[models]]\nname = \"exit-model\"\nupstreams = [\"{}\"]\n",
+        m.base
+    ));
     let mut env = vec![
         ("SWARMGATE_CONFIG", config.display().to_string()),
         // Only the flush at shutdown writes.

@@ -819,17 +819,10 @@ async fn two_gateway_processes_on_one_redis_admit_one_rpm_limit_between_them() {
         return;
     };
     let m = Mock::start(&[]).await;
-    let dir = std::env::temp_dir().join(format!("sgq-proc-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("swarmgate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[routes]]\nname = \"tasks\"\npath_prefix = \"/tasks\"\nupstreams = [\"{}\"]\npermission = \"tasks.read\"\n\n[limits.roles.admin]\nrpm = 5\n",
-            m.base
-        ),
-    )
-    .unwrap();
+    let config = config_file(&format!(
+        "[[routes]]\nname = \"tasks\"\npath_prefix = \"/tasks\"\nupstreams = [\"{}\"]\npermission = \"tasks.read\"\n\n[limits.roles.admin]\nrpm = 5\n",
+        m.base
+    ));
     let ns = namespace();
     let env = |database: Option<String>| {
         let mut env = vec![
