@@ -27,6 +27,16 @@ const RESERVED: &[&str] = &[
     "/metrics",
 ];
 
+/// Whether `path` is under one of the paths the server itself answers.
+/// Every other path can only be the gateway's, so the server sends it
+/// straight to the gateway without matching it against its own API.
+pub fn is_own_path(path: &str) -> bool {
+    RESERVED.iter().any(|reserved| {
+        path.strip_prefix(reserved)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    })
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {
     Literal(String),
@@ -144,16 +154,11 @@ impl RouteTable {
             if !r.path_prefix.starts_with('/') {
                 return Err(at("path_prefix must start with /".into()));
             }
-            for reserved in RESERVED {
-                if r.path_prefix == *reserved
-                    || r.path_prefix.starts_with(&format!("{reserved}/"))
-                    || r.path_prefix == "/"
-                {
-                    return Err(at(format!(
-                        "path_prefix {:?} would shadow swarmgate's own {reserved}",
-                        r.path_prefix
-                    )));
-                }
+            if r.path_prefix == "/" || is_own_path(&r.path_prefix) {
+                return Err(at(format!(
+                    "path_prefix {:?} would shadow swarmgate's own API",
+                    r.path_prefix
+                )));
             }
             let segs: Vec<Segment> = segments(&r.path_prefix)
                 .map(|s| {

@@ -113,8 +113,9 @@ impl Gateway {
             .extensions_mut()
             .insert(crate::http::RouteLabel(label));
         if let Some(started) = started {
-            metrics::histogram!("swarmgate_gateway_overhead_seconds")
-                .record(started.elapsed().saturating_sub(upstream).as_secs_f64());
+            crate::metrics::record_gateway_overhead(
+                started.elapsed().saturating_sub(upstream).as_secs_f64(),
+            );
         }
         Ok(response)
     }

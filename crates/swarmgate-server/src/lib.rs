@@ -107,7 +107,9 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let background = self.start_background().await?;
-        let app = http::router(self.state()).into_make_service_with_connect_info::<SocketAddr>();
+        let app = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+            SocketAddr,
+        >(http::Front::new(self.state()));
         let result = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await;
@@ -127,7 +129,9 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let background = self.start_background().await?;
-        let app = http::router(self.state()).into_make_service_with_connect_info::<SocketAddr>();
+        let app = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+            SocketAddr,
+        >(http::Front::new(self.state()));
         let (stop, _) = tokio::sync::watch::channel(false);
         let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel();
         // A thread's runtime outlives its server until `release`: database

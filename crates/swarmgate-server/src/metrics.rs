@@ -89,6 +89,15 @@ thread_local! {
         RefCell::default();
 }
 
+/// `swarmgate_gateway_overhead_seconds`, its one series kept per thread
+/// as the per-request series are.
+pub fn record_gateway_overhead(seconds: f64) {
+    thread_local! {
+        static OVERHEAD: metrics::Histogram = metrics::histogram!("swarmgate_gateway_overhead_seconds");
+    }
+    OVERHEAD.with(|overhead| overhead.record(seconds));
+}
+
 /// `swarmgate_http_requests_total` and `swarmgate_http_request_duration_seconds`.
 pub fn record_http(route: &str, method: &'static str, status: u16, seconds: f64) {
     ROUTES.with_borrow_mut(|routes| {

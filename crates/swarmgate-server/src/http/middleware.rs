@@ -56,7 +56,19 @@ fn is_sane_request_id(value: &HeaderValue) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-pub async fn request_context(mut request: Request, next: Next) -> Response {
+/// The context around swarmgate's own API, inside its router (where the
+/// matched path is known for the metrics label).
+pub async fn request_context(request: Request, next: Next) -> Response {
+    in_context(request, |request| next.run(request)).await
+}
+
+/// Runs `inner` with the request's context: made and attached before it,
+/// then the request id on the response, the metrics and the access log.
+pub async fn in_context<F, Fut>(mut request: Request, inner: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
     let context = RequestContext {
         request_id: request
             .headers()
@@ -82,7 +94,7 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
         .cloned();
     request.extensions_mut().insert(context.clone());
 
-    let mut response = next.run(request).await;
+    let mut response = inner(request).await;
     let elapsed = context.started.elapsed();
     let status = response.status().as_u16();
     crate::monitoring::record_request(status, elapsed);

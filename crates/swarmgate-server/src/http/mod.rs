@@ -70,6 +70,57 @@ impl FromRef<AppState> for IdentityState {
     }
 }
 
+/// The service the server runs. A path under swarmgate's own API goes
+/// through the router; any other path can only be the gateway's (routes
+/// may not shadow the API), and goes straight to it with its request
+/// context, instead of being matched against every route of the API and
+/// then falling back to the gateway through two more boxed services.
+#[derive(Clone)]
+pub struct Front {
+    state: AppState,
+    router: Router,
+}
+
+impl Front {
+    pub fn new(state: AppState) -> Self {
+        Self {
+            router: router(state.clone()),
+            state,
+        }
+    }
+}
+
+impl tower::Service<axum::extract::Request> for Front {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: axum::extract::Request) -> Self::Future {
+        if swarmgate_gateway::routes::is_own_path(request.uri().path()) {
+            return Box::pin(tower::Service::call(&mut self.router, request));
+        }
+        let state = self.state.clone();
+        Box::pin(async move {
+            Ok(middleware::in_context(request, |request| async move {
+                axum::response::IntoResponse::into_response(
+                    gateway::proxy(axum::extract::State(state), request).await,
+                )
+            })
+            .await)
+        })
+    }
+}
+
+/// swarmgate's own API; [`Front`] sends it the requests under its paths.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/auth/register", post(auth::register))
