@@ -52,6 +52,7 @@ trap cleanup EXIT
 
 "$BIN" mock-upstream --listen "127.0.0.1:$MOCK_PORT" >/dev/null 2>&1 &
 PIDS+=($!)
+MOCK_PID=$!
 
 
 cat >"$WORK/swarmgate.toml" <<CONF
@@ -67,8 +68,10 @@ env -i PATH="$PATH" HOME="$HOME" SWARMGATE_CONFIG="$WORK/swarmgate.toml" \
   SWARMGATE_ADMIN_PASSWORD="$PASSWORD" SWARMGATE_SERVER__WORKER_THREADS="$THREADS" RUST_LOG=warn \
   "$BIN" serve >"$WORK/swarmgate.log" 2>&1 &
 PIDS+=($!)
+SG_PID=$!
 "$PWD/target/release/hyper_proxy" "127.0.0.1:$HYPER_PORT" "127.0.0.1:$MOCK_PORT" "$THREADS" &
 PIDS+=($!)
+HYPER_PID=$!
 for url in "http://127.0.0.1:$MOCK_PORT/tasks" "http://127.0.0.1:$HYPER_PORT/tasks" "http://127.0.0.1:$SG_PORT/health"; do
   for _ in $(seq 100); do curl -fs "$url" >/dev/null && break; sleep 0.1; done
 done
@@ -127,15 +130,28 @@ for url in "http://127.0.0.1:$NGINX_PORT/tasks" "http://127.0.0.1:$NGINX_ID_PORT
 done
 
 RESULTS="$WORK/results"
+# CPU time (user + system, in clock ticks) a process has used so far: read
+# around each run to give the CPU each request cost the proxy and the
+# upstream. On a machine that wrk, the upstream and the proxy share, that
+# sum is what throughput comes down to.
+NGINX_WORKER="$(pgrep -P "$(cat "$WORK/nginx.pid")" | head -1)"
+declare -A PROXY_PID=([direct]="" [nginx]="$NGINX_WORKER" [nginx_id]="$NGINX_WORKER" [hyper]="$HYPER_PID"
+  [sg_key]="$SG_PID" [sg_jwt]="$SG_PID" [sg_lim]="$SG_PID")
+ticks() { if [ -n "$1" ]; then awk '{print $14 + $15}' "/proc/$1/stat"; else echo 0; fi; }
+TICK_US=$(( 1000000 / $(getconf CLK_TCK) ))
 measure() { # name connections url [header]
   local name="$1" c="$2" url="$3"; shift 3
-  local out
+  local out proxy_before mock_before
+  proxy_before="$(ticks "${PROXY_PID[$name]}")"; mock_before="$(ticks "$MOCK_PID")"
   out="$(wrk -t"$(( c < 2 ? 1 : 2 ))" -c"$c" -d"${DURATION}s" --latency "$@" "$url")"
+  local proxy_ticks=$(( $(ticks "${PROXY_PID[$name]}") - proxy_before )) mock_ticks=$(( $(ticks "$MOCK_PID") - mock_before ))
   if grep -q "Non-2xx" <<<"$out"; then echo "$name: non-2xx responses" >&2; echo "$out" >&2; exit 1; fi
-  printf '%s %s %s %s %s\n' "$name" "$c" \
+  local requests; requests="$(awk '/requests in/ {print $1}' <<<"$out")"
+  printf '%s %s %s %s %s %s %s\n' "$name" "$c" \
     "$(awk '/Requests\/sec/ {print $2}' <<<"$out")" \
     "$(awk '$1=="50%" {print $2}' <<<"$out")" \
-    "$(awk '$1=="99%" {print $2}' <<<"$out")" >>"$RESULTS"
+    "$(awk '$1=="99%" {print $2}' <<<"$out")" \
+    "$(( proxy_ticks * TICK_US * 100 / requests ))" "$(( mock_ticks * TICK_US * 100 / requests ))" >>"$RESULTS"
 }
 echo "machine: $(nproc) cores; wrk ${DURATION}s per cell, $ROUNDS rounds interleaved; everything shares the cores; swarmgate and hyper_proxy: $THREADS worker threads, nginx: 1 worker" >&2
 for round in $(seq "$ROUNDS"); do
@@ -157,15 +173,18 @@ def ms(v):
     return float(v[:-2]) if v.endswith("ms") else float(v[:-2]) / 1000 if v.endswith("us") else float(v[:-1]) * 1000
 rows = {}
 for line in open(sys.argv[1]):
-    name, c, rps, p50, p99 = line.split()
-    rows.setdefault((name, int(c)), []).append((float(rps), ms(p50), ms(p99)))
+    name, c, rps, p50, p99, proxy_cpu, mock_cpu = line.split()
+    rows.setdefault((name, int(c)), []).append(
+        (float(rps), ms(p50), ms(p99), int(proxy_cpu) / 100, int(mock_cpu) / 100))
 def med(name, c, i):
     return statistics.median(r[i] for r in rows[(name, c)])
-print(f"{'target':<8}{'req/s c=32':>12}{'p50 c=32':>10}{'p99 c=32':>10}{'p50 c=1':>10}{'p99 c=1':>10}{'vs nginx':>10}{'vs hyper':>10}{'added p50 c=1':>15}")
+print(f"{'target':<8}{'req/s c=32':>12}{'p50 c=32':>10}{'p99 c=32':>10}{'p50 c=1':>10}{'p99 c=1':>10}{'vs nginx':>10}{'vs hyper':>10}{'added p50 c=1':>15}{'CPU/req proxy':>15}{'upstream':>10}")
 for name in ["direct", "nginx", "nginx_id", "hyper", "sg_key", "sg_jwt", "sg_lim"]:
     rps = med(name, 32, 0)
     print(f"{name:<8}{rps:>12.0f}{med(name,32,1):>9.2f}m{med(name,32,2):>9.2f}m"
           f"{med(name,1,1):>9.3f}m{med(name,1,2):>9.3f}m{rps/med('nginx',32,0):>10.0%}"
-          f"{rps/med('hyper',32,0):>10.0%}{med(name,1,1)-med('direct',1,1):>14.3f}m")
-print("(m = milliseconds; medians over rounds; 'added' is p50 at c=1 minus direct's)")
+          f"{rps/med('hyper',32,0):>10.0%}{med(name,1,1)-med('direct',1,1):>14.3f}m"
+          f"{'-' if name == 'direct' else format(med(name,32,3), '.1f') + 'us':>15}{med(name,32,4):>8.1f}us")
+print("(m = milliseconds; medians over rounds; 'added' is p50 at c=1 minus direct's;")
+print(" CPU/req: user + system CPU time per request at c=32, of the proxy and of the upstream behind it)")
 PY
