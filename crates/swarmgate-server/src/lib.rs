@@ -110,7 +110,7 @@ impl App {
         let app = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
             SocketAddr,
         >(http::Front::new(self.state()));
-        let result = axum::serve(listener, app)
+        let result = axum::serve(without_nagle(listener), app)
             .with_graceful_shutdown(shutdown)
             .await;
         self.finish(background).await;
@@ -155,7 +155,7 @@ impl App {
                     let served = runtime.block_on(async move {
                         let served = async {
                             listener.set_nonblocking(true)?;
-                            axum::serve(TcpListener::from_std(listener)?, app)
+                            axum::serve(without_nagle(TcpListener::from_std(listener)?), app)
                                 .with_graceful_shutdown(async move {
                                     let _ = stop.wait_for(|s| *s).await;
                                 })
@@ -320,6 +320,22 @@ impl Drop for ThreadDone {
     fn drop(&mut self) {
         let _ = self.0.send(());
     }
+}
+
+/// A listener whose connections have Nagle's algorithm off, as nginx's
+/// `tcp_nodelay` does. A streamed response (LLM tokens as server-sent
+/// events) is many small writes; with Nagle each waits until the client
+/// acknowledges the one before, which a client that delays its ACKs sends up
+/// to 40 ms later.
+pub fn without_nagle(
+    listener: TcpListener,
+) -> axum::serve::TapIo<TcpListener, fn(&mut tokio::net::TcpStream)> {
+    fn nodelay(stream: &mut tokio::net::TcpStream) {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY on a connection");
+        }
+    }
+    axum::serve::ListenerExt::tap_io(listener, nodelay as fn(&mut tokio::net::TcpStream))
 }
 
 /// `threads` listening sockets on one address for

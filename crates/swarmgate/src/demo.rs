@@ -62,7 +62,11 @@ pub async fn serve_upstream(listener: std::net::TcpListener) {
     let result = async {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         tracing::info!(address = %listener.local_addr()?, "demo upstream (mock) listening");
-        axum::serve(listener, mock_upstream::router(config)).await
+        axum::serve(
+            swarmgate_server::without_nagle(listener),
+            mock_upstream::router(config),
+        )
+        .await
     }
     .await;
     if let Err(e) = result {

@@ -547,7 +547,7 @@ pub fn router(config: MockConfig) -> Router {
 pub async fn serve(listen: SocketAddr, config: MockConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(address = %listener.local_addr()?, models = ?config.models, "mock upstream listening");
-    axum::serve(listener, router(config))
+    axum::serve(swarmgate_server::without_nagle(listener), router(config))
         .with_graceful_shutdown(swarmgate_server::shutdown_signal())
         .await?;
     Ok(())
