@@ -25,7 +25,7 @@ pub fn next() -> [u8; 32] {
 
 /// [`next`] as a string.
 pub fn next_string() -> String {
-    next().iter().map(|&b| b as char).collect()
+    String::from_utf8(next().to_vec()).expect("hex digits are ASCII")
 }
 
 #[cfg(test)]

@@ -215,6 +215,9 @@ impl Quota {
     }
 
     /// Every limit set that applies to `principal`, most general first.
+    /// This and [`meters`](Self::meters) run for every limited request, so
+    /// their keys are joined with `concat`: `format!` cost several times
+    /// as much.
     pub fn scopes(&self, principal: &Principal) -> Vec<Scope> {
         let mut scopes = Vec::new();
         let user_based = matches!(
@@ -227,15 +230,15 @@ impl Quota {
         let user = &principal.user_id;
         if let Some(set) = self.settings.role_limits.get(&principal.role.name) {
             scopes.push(Scope {
-                name: format!("role:{}", principal.role.name),
-                counter: format!("role:{}:{user}", principal.role.name),
+                name: ["role:", &principal.role.name].concat(),
+                counter: ["role:", &principal.role.name, ":", user].concat(),
                 limits: *set,
                 tokens: None,
                 shared: false,
             });
         }
         if let Some(set) = principal.user_limits.filter(|l| !l.is_empty()) {
-            scopes.push(Scope::counted_as_named(format!("user:{user}"), set));
+            scopes.push(Scope::counted_as_named(["user:", user].concat(), set));
         }
         // A key's limits bind it, and every agent it spawned.
         let key = match &principal.credential {
@@ -244,7 +247,7 @@ impl Quota {
             _ => None,
         };
         if let Some((key_id, set)) = key.filter(|(_, set)| !set.is_empty()) {
-            scopes.push(Scope::counted_as_named(format!("key:{key_id}"), set));
+            scopes.push(Scope::counted_as_named(["key:", key_id].concat(), set));
         }
         if let Credential::Agent {
             session_id,
@@ -290,7 +293,7 @@ impl Quota {
             let l = &scope.limits;
             if let Some(limit) = l.rpm {
                 meters.push(Meter::Rate {
-                    key: format!("{}:rpm", scope.counter),
+                    key: [&scope.counter, ":rpm"].concat(),
                     limit,
                     period_ms: MINUTE_MS,
                     cost: 1,
@@ -300,7 +303,7 @@ impl Quota {
             if let Call::Llm { reserve } = call {
                 if let Some(limit) = l.tpm {
                     meters.push(Meter::Rate {
-                        key: format!("{}:tpm", scope.counter),
+                        key: [&scope.counter, ":tpm"].concat(),
                         limit,
                         period_ms: MINUTE_MS,
                         cost: reserve,
@@ -344,7 +347,7 @@ impl Quota {
             }
             if let Some(limit) = l.max_concurrent {
                 meters.push(Meter::Slots {
-                    key: format!("{}:conc", scope.counter),
+                    key: [&scope.counter, ":conc"].concat(),
                     limit,
                     member: member.to_string(),
                     until_ms: now + lease,
