@@ -9,7 +9,13 @@
 //! `redis_backend.rs` implement the same rules; the tests in
 //! `tests/quota.rs` run against both.
 
-use std::collections::HashMap;
+// Fx, not SipHash: every key here is made by swarmgate from ids it issued
+// (users, keys, agent sessions, slot holders) or names from the
+// configuration (roles, profiles), never from what a caller sends, so no
+// caller can choose keys that collide; and each limited request hashes
+// several of them. A key taken from a request (an address, a username)
+// must not be added here without going back to SipHash.
+use rustc_hash::FxHashMap as HashMap;
 
 /// One limit a request is checked against.
 #[derive(Debug, Clone, PartialEq, Eq)]
