@@ -208,8 +208,11 @@ pub(super) struct CachedUser {
     user: Option<Arc<User>>,
 }
 
+/// Keyed by user ids swarmgate issued (from a verified credential), never
+/// by what a caller sends, so hashed with Fx rather than SipHash: it is
+/// looked up on every request.
 pub(super) struct UserCache {
-    inner: Cache<String, Arc<CachedUser>>,
+    inner: Cache<String, Arc<CachedUser>, rustc_hash::FxBuildHasher>,
 }
 
 impl UserCache {
@@ -218,7 +221,7 @@ impl UserCache {
             inner: Cache::builder()
                 .max_capacity(CACHE_CAPACITY)
                 .time_to_live(USER_CACHE_TTL)
-                .build(),
+                .build_with_hasher(rustc_hash::FxBuildHasher),
         }
     }
 

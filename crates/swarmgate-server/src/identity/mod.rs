@@ -248,8 +248,11 @@ impl Health {
 }
 
 pub struct Identity {
-    /// Signed gateway assertions, reused for half their 60 s life.
-    assertions: moka::sync::Cache<String, axum::http::HeaderValue>,
+    /// Signed gateway assertions, reused for half their 60 s life. Keyed by
+    /// ids swarmgate issued and configured names (user, credential, role,
+    /// route), never by what a caller sends, so hashed with Fx rather than
+    /// SipHash: it is looked up on every proxied request.
+    assertions: moka::sync::Cache<String, axum::http::HeaderValue, rustc_hash::FxBuildHasher>,
     creds: authn::CredentialCache,
     clients: clients::ClientCache,
     users: authn::UserCache,
@@ -295,7 +298,7 @@ impl Identity {
                 .time_to_live(std::time::Duration::from_secs(
                     swarmgate_tokens::ASSERTION_TTL_SECS as u64 / 2,
                 ))
-                .build(),
+                .build_with_hasher(rustc_hash::FxBuildHasher),
             creds: authn::CredentialCache::new(),
             clients: clients::ClientCache::new(),
             users: authn::UserCache::new(),
