@@ -86,17 +86,20 @@ impl App {
         Ok(())
     }
 
-    pub fn router(&self) -> axum::Router {
-        http::router(self.state())
-    }
-
-    fn state(&self) -> http::AppState {
-        http::AppState::new(http::Services {
+    /// What each connection is served by: [`http::Front`], with the
+    /// client's address.
+    fn service(
+        &self,
+    ) -> axum::extract::connect_info::IntoMakeServiceWithConnectInfo<http::Front, SocketAddr> {
+        let state = http::AppState::new(http::Services {
             identity: self.identity.clone(),
             gateway: self.gateway.clone(),
             nodes: self.nodes.clone(),
             agents: self.agents.clone(),
-        })
+        });
+        axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info(
+            http::Front::new(state),
+        )
     }
 
     /// Serves until `shutdown` resolves, then stops accepting and lets
@@ -107,9 +110,7 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let background = self.start_background().await?;
-        let app = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
-            SocketAddr,
-        >(http::Front::new(self.state()));
+        let app = self.service();
         let result = axum::serve(without_nagle(listener), app)
             .with_graceful_shutdown(shutdown)
             .await;
@@ -129,9 +130,7 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let background = self.start_background().await?;
-        let app = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
-            SocketAddr,
-        >(http::Front::new(self.state()));
+        let app = self.service();
         let (stop, _) = tokio::sync::watch::channel(false);
         let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel();
         // A thread's runtime outlives its server until `release`: database
