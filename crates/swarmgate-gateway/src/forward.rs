@@ -358,19 +358,13 @@ impl Forwarder {
                     Some(authority) => crate::pool::send(authority, request)
                         .await
                         .map(|r| r.map(Body::new))
-                        .map_err(|e| SendFailure {
-                            connect: e.is_connect(),
-                            error: e.into(),
-                        }),
+                        .map_err(|e| SendFailure::new(e.is_connect(), e)),
                     None => self
                         .client
                         .request(request)
                         .await
                         .map(|r| r.map(Body::new))
-                        .map_err(|e| SendFailure {
-                            connect: e.is_connect(),
-                            error: e.into(),
-                        }),
+                        .map_err(|e| SendFailure::new(e.is_connect(), e)),
                 }
             };
             match tokio::time::timeout(target.timeout, sent).await {
@@ -418,6 +412,15 @@ impl Forwarder {
 struct SendFailure {
     connect: bool,
     error: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl SendFailure {
+    fn new(connect: bool, error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self {
+            connect,
+            error: Box::new(error),
+        }
+    }
 }
 
 fn is_body_too_large(error: &(dyn std::error::Error + 'static)) -> bool {
