@@ -62,7 +62,9 @@ impl SendError {
 fn take_idle(authority: &str) -> Option<SendRequest<Body>> {
     IDLE.with_borrow_mut(|idle| {
         let list = idle.get_mut(authority)?;
-        list.retain(|entry| !entry.sender.is_closed() && entry.since.elapsed() < IDLE_TIMEOUT);
+        // Read the clock once, not once per idle connection.
+        let stale = Instant::now().checked_sub(IDLE_TIMEOUT);
+        list.retain(|entry| !entry.sender.is_closed() && stale.is_none_or(|s| entry.since > s));
         let ready = list.iter().rposition(|entry| entry.sender.is_ready())?;
         Some(list.remove(ready).sender)
     })
