@@ -83,6 +83,33 @@ struct RouteSeries {
     requests: rustc_hash::FxHashMap<(&'static str, u16), metrics::Counter>,
 }
 
+impl RouteSeries {
+    fn new(route: &str) -> Self {
+        Self {
+            duration: metrics::histogram!(
+                "swarmgate_http_request_duration_seconds",
+                "route" => route.to_string()
+            ),
+            requests: Default::default(),
+        }
+    }
+
+    fn record(&mut self, route: &str, method: &'static str, status: u16, seconds: f64) {
+        self.duration.record(seconds);
+        self.requests
+            .entry((method, status))
+            .or_insert_with(|| {
+                metrics::counter!(
+                    "swarmgate_http_requests_total",
+                    "route" => route.to_string(),
+                    "method" => method,
+                    "status" => status.to_string()
+                )
+            })
+            .increment(1);
+    }
+}
+
 thread_local! {
     static ROUTES: RefCell<rustc_hash::FxHashMap<Box<str>, RouteSeries>> = RefCell::default();
     static AUTH: RefCell<rustc_hash::FxHashMap<(&'static str, &'static str), metrics::Counter>> =
@@ -100,36 +127,13 @@ pub fn record_gateway_overhead(seconds: f64) {
 
 /// `swarmgate_http_requests_total` and `swarmgate_http_request_duration_seconds`.
 pub fn record_http(route: &str, method: &'static str, status: u16, seconds: f64) {
-    ROUTES.with_borrow_mut(|routes| {
-        if !routes.contains_key(route) {
-            let duration = metrics::histogram!(
-                "swarmgate_http_request_duration_seconds",
-                "route" => route.to_string()
-            );
-            routes.insert(
-                route.into(),
-                RouteSeries {
-                    duration,
-                    requests: Default::default(),
-                },
-            );
+    ROUTES.with_borrow_mut(|routes| match routes.get_mut(route) {
+        Some(series) => series.record(route, method, status, seconds),
+        None => {
+            let mut series = RouteSeries::new(route);
+            series.record(route, method, status, seconds);
+            routes.insert(route.into(), series);
         }
-        let Some(series) = routes.get_mut(route) else {
-            return;
-        };
-        series.duration.record(seconds);
-        series
-            .requests
-            .entry((method, status))
-            .or_insert_with(|| {
-                metrics::counter!(
-                    "swarmgate_http_requests_total",
-                    "route" => route.to_string(),
-                    "method" => method,
-                    "status" => status.to_string()
-                )
-            })
-            .increment(1);
     });
 }
 
