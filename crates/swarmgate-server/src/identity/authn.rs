@@ -587,18 +587,15 @@ impl Identity {
             Credential::Client { jti, .. } | Credential::Node { jti, .. } => jti.as_str(),
             Credential::Agent { session_id, .. } => session_id.as_str(),
         };
-        // Built by hand: `format!` was a measurable share of a proxied call.
-        let parts = [
+        // Joined, not `format!`ted: that was a measurable share of a
+        // proxied call.
+        let cache_key = [
             principal.user_id.as_str(),
             credential,
             principal.role.name.as_str(),
             audience,
-        ];
-        let mut cache_key = String::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
-        for part in parts {
-            cache_key.push_str(part);
-            cache_key.push('\u{0}');
-        }
+        ]
+        .join("\u{0}");
         if let Some(token) = self.assertions.get(&cache_key) {
             return Ok(token);
         }
