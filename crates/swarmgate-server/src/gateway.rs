@@ -95,8 +95,9 @@ impl Gateway {
     }
 
     /// Forwards, tags the response with its label for the request metrics
-    /// (`gateway:ROUTE`, `gateway:model:NAME`, `gateway:provider:NAME`), and records the gateway's overhead: the time to the
-    /// response head minus the time measured around the upstream call.
+    /// (`gateway:ROUTE`, `gateway:model:NAME`, `gateway:provider:NAME`),
+    /// and records the gateway's overhead: the time to the response head
+    /// minus the time measured around the upstream call.
     async fn send(
         &self,
         target: Target<'_>,
