@@ -62,6 +62,8 @@ async fn serve(listener: TcpListener, upstream: String) -> std::io::Result<()> {
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     loop {
         let (stream, _) = listener.accept().await?;
+        // As swarmgate's connections (`swarmgate_server::without_nagle`).
+        stream.set_nodelay(true)?;
         let (upstream, host) = (upstream.clone(), host.clone());
         tokio::spawn(async move {
             let service =
