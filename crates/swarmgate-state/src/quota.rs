@@ -223,7 +223,11 @@ impl MemoryQuota {
                 }
                 let ahead = tat + inc - now_us;
                 if ahead > capacity {
-                    Err(Some((ahead - capacity + 999) / 1000))
+                    // No wait is longer than the request's own increment;
+                    // one would only come from an arrival time set by an
+                    // instance whose `now` was later than this one's (two
+                    // replicas racing on one Redis), so it is not real.
+                    Err(Some(((ahead - capacity).min(inc) + 999) / 1000))
                 } else {
                     Ok(gcra_remaining(*limit, *period_ms, ahead))
                 }

@@ -33,7 +33,8 @@ for i = 1, #KEYS do
     local tat = tonumber(redis.call('GET', KEYS[i]) or now_us)
     if tat < now_us then tat = now_us end
     local ahead = tat + cost - now_us
-    if ahead > p then return {{0, i - 1, math.ceil((ahead - p) / 1000)}} end
+    -- At most the request's own increment, as in quota.rs.
+    if ahead > p then return {{0, i - 1, math.ceil(math.min(ahead - p, cost) / 1000)}} end
     -- Turned into units in Rust, exactly (limit * µs exceeds 2^53).
     rem[i] = ahead
   elseif kind == 'b' then

@@ -114,6 +114,28 @@ async fn gcra_admits_the_burst_then_one_per_interval_with_no_boundary_burst() {
 }
 
 #[tokio::test]
+async fn a_wait_is_never_longer_than_the_request_s_own_interval() {
+    for (a, b) in backends().await {
+        let t = now();
+        // Two replicas racing: one charges the burst with a `now` 5 ms
+        // later than the one the other read before its turn came.
+        for _ in 0..5 {
+            assert!(admitted(
+                &a.quota_admit(&[rpm("s", 5)], t + 5).await.unwrap()
+            ));
+        }
+        assert_eq!(
+            b.quota_admit(&[rpm("s", 5)], t).await.unwrap(),
+            Admission::Denied {
+                index: 0,
+                retry_after_ms: Some(12_000)
+            },
+            "rpm 5: at most its 12 s interval, not 12.005 s"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_refusal_charges_none_of_the_other_meters() {
     for (a, b) in backends().await {
         let t = now();
