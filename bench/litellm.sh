@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# swarmgate against the LiteLLM proxy, the gateway people put in front of
+# OpenAI-compatible servers today, on the same upstream, in one run,
+# interleaved:
+#   direct     wrk -> mock-upstream
+#   litellm    wrk -> LiteLLM proxy (its master key, no database: its
+#              cheapest authentication; WORKERS uvicorn workers) -> mock-upstream
+#   swarmgate  wrk -> swarmgate (an API key, the model's permission, token
+#              metering and usage recording) -> mock-upstream
+# for a chat completion, plain and streamed (stream: true), each at
+# concurrency 32 (throughput, p50, p99) and 1 (p50, p99), with the CPU time
+# each request cost the gateway (all its processes).
+#
+#   bash bench/litellm.sh          # DURATION=5 ROUNDS=2 WORKERS=2 to change
+#
+# Installs wrk from Debian's packages when missing and LiteLLM
+# (litellm[proxy], pinned below) into target/bench-litellm-venv with pip;
+# builds the release binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION="${DURATION:-5}"
+ROUNDS="${ROUNDS:-2}"
+WORKERS="${WORKERS:-$(nproc)}"
+LITELLM_VERSION="1.108.7"
+if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+if ! command -v wrk >/dev/null; then
+  echo "installing wrk" >&2
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq wrk >/dev/null
+fi
+VENV="$PWD/target/bench-litellm-venv"
+if [ "$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("litellm"))' 2>/dev/null)" != "$LITELLM_VERSION" ]; then
+  echo "installing litellm[proxy]==$LITELLM_VERSION into $VENV" >&2
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "litellm[proxy]==$LITELLM_VERSION"
+fi
+
+cargo build --release -p swarmgate --bin swarmgate
+BIN="$PWD/target/release/swarmgate"
+WORK="$(mktemp -d)"
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+MOCK_PORT="$(port)"; SG_PORT="$(port)"; LL_PORT="$(port)"
+PIDS=()
+LL_PGID=""
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -n "$LL_PGID" ] && kill -- "-$LL_PGID" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+MODEL=bench-model
+"$BIN" mock-upstream --listen "127.0.0.1:$MOCK_PORT" --models "$MODEL" >/dev/null 2>&1 &
+PIDS+=($!)
+MOCK_PID=$!
+
+cat >"$WORK/swarmgate.toml" <<CONF
+[[models]]
+name = "$MODEL"
+upstreams = ["http://127.0.0.1:$MOCK_PORT"]
+CONF
+PASSWORD='Adm1n!LiteLLM-Bench-9'
+env -i PATH="$PATH" HOME="$HOME" SWARMGATE_CONFIG="$WORK/swarmgate.toml" \
+  SWARMGATE_LISTEN="127.0.0.1:$SG_PORT" DATABASE_URL="sqlite://$WORK/swarmgate.db" \
+  SWARMGATE_ADMIN_PASSWORD="$PASSWORD" RUST_LOG=warn \
+  "$BIN" serve >"$WORK/swarmgate.log" 2>&1 &
+PIDS+=($!)
+SG_PID=$!
+
+MASTER_KEY="sk-bench-$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
+cat >"$WORK/litellm.yaml" <<CONF
+model_list:
+  - model_name: $MODEL
+    litellm_params:
+      model: openai/$MODEL
+      api_base: http://127.0.0.1:$MOCK_PORT/v1
+      api_key: unused
+general_settings:
+  master_key: $MASTER_KEY
+CONF
+# Its own process group, so its workers are counted and stopped with it.
+# The cost map is read from the package (there is no network here).
+LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_LOG=ERROR setsid "$VENV/bin/litellm" \
+  --config "$WORK/litellm.yaml" --host 127.0.0.1 --port "$LL_PORT" --num_workers "$WORKERS" \
+  >"$WORK/litellm.log" 2>&1 &
+LL_PGID=$!
+
+for url in "http://127.0.0.1:$MOCK_PORT/v1/models" "http://127.0.0.1:$SG_PORT/health" "http://127.0.0.1:$LL_PORT/health/liveliness"; do
+  for _ in $(seq 600); do curl -fs "$url" >/dev/null && break; sleep 0.1; done
+  curl -fs "$url" >/dev/null || { echo "not up: $url" >&2; tail -20 "$WORK/litellm.log" >&2; exit 1; }
+done
+SG="http://127.0.0.1:$SG_PORT"
+TOKEN="$(curl -fs -X POST "$SG/auth/login" -H 'Content-Type: application/json' \
+  -d "{\"username\":\"admin\",\"password\":\"$PASSWORD\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
+KEY="$(curl -fs -X POST "$SG/auth/api-keys" -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+  -d "{\"name\":\"litellm-bench\",\"permissions\":[\"models.$MODEL.invoke\"]}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')"
+
+PLAIN="{\"model\":\"$MODEL\",\"max_tokens\":16,\"messages\":[{\"role\":\"user\",\"content\":\"Hello there, how are you today?\"}]}"
+STREAMED="{\"model\":\"$MODEL\",\"max_tokens\":16,\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"Hello there, how are you today?\"}]}"
+for kind in plain streamed; do
+  body="$PLAIN"; [ "$kind" = streamed ] && body="$STREAMED"
+  cat >"$WORK/$kind.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '$body'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+done
+
+declare -A URL=([direct]="http://127.0.0.1:$MOCK_PORT/v1/chat/completions"
+  [litellm]="http://127.0.0.1:$LL_PORT/v1/chat/completions" [swarmgate]="$SG/v1/chat/completions")
+declare -A AUTH=([direct]="Authorization: Bearer unused" [litellm]="Authorization: Bearer $MASTER_KEY"
+  [swarmgate]="Authorization: Bearer $KEY")
+# Each answers with the mock's reply, plain and streamed, before anything
+# is timed (this also warms LiteLLM's first-request paths).
+for name in direct litellm swarmgate; do
+  for _ in 1 2 3; do
+    curl -fs "${URL[$name]}" -H "${AUTH[$name]}" -H 'Content-Type: application/json' -d "$PLAIN" \
+      | grep -q '"content":"Mock reply' || { echo "$name: no chat completion" >&2; exit 1; }
+    curl -fsN "${URL[$name]}" -H "${AUTH[$name]}" -H 'Content-Type: application/json' -d "$STREAMED" \
+      | grep -q '^data: \[DONE\]' || { echo "$name: no streamed chat completion" >&2; exit 1; }
+  done
+done
+
+RESULTS="$WORK/results"
+# CPU time (user + system, clock ticks) of a gateway so far: every process
+# of LiteLLM's group (its workers), swarmgate's one process.
+ticks() {
+  case "$1" in
+    direct) echo 0 ;;
+    litellm) awk -v g="$LL_PGID" '$5 == g {t += $14 + $15} END {print t + 0}' /proc/[0-9]*/stat 2>/dev/null ;;
+    swarmgate) awk '{print $14 + $15}' "/proc/$SG_PID/stat" || { echo "swarmgate is gone" >&2; exit 1; } ;;
+  esac
+}
+TICK_US=$(( 1000000 / $(getconf CLK_TCK) ))
+measure() { # name kind connections
+  local name="$1" kind="$2" c="$3" out before after requests
+  before="$(ticks "$name")"
+  out="$(wrk -t"$(( c < 2 ? 1 : 2 ))" -c"$c" -d"${DURATION}s" --latency -s "$WORK/$kind.lua" \
+    -H "${AUTH[$name]}" "${URL[$name]}")"
+  after="$(ticks "$name")"
+  if grep -q "Non-2xx" <<<"$out"; then echo "$name $kind: non-2xx responses" >&2; echo "$out" >&2; exit 1; fi
+  requests="$(awk '/requests in/ {print $1}' <<<"$out")"
+  if [ "${requests:-0}" -eq 0 ]; then echo "$name $kind: no request completed" >&2; echo "$out" >&2; exit 1; fi
+  printf '%s %s %s %s %s %s %s\n' "$name" "$kind" "$c" \
+    "$(awk '/Requests\/sec/ {print $2}' <<<"$out")" \
+    "$(awk '$1=="50%" {print $2}' <<<"$out")" \
+    "$(awk '$1=="99%" {print $2}' <<<"$out")" \
+    "$(( (after - before) * TICK_US * 100 / requests ))" >>"$RESULTS"
+}
+echo "machine: $(nproc) cores; wrk ${DURATION}s per cell, $ROUNDS rounds interleaved; everything shares the cores; swarmgate: one serving thread per core, LiteLLM $LITELLM_VERSION: $WORKERS workers" >&2
+for round in $(seq "$ROUNDS"); do
+  for kind in plain streamed; do
+    for c in 32 1; do
+      for name in direct litellm swarmgate; do measure "$name" "$kind" "$c"; done
+    done
+  done
+  echo "round $round done" >&2
+done
+
+python3 - "$RESULTS" <<'PY'
+import sys, statistics
+def ms(v):
+    return float(v[:-2]) if v.endswith("ms") else float(v[:-2]) / 1000 if v.endswith("us") else float(v[:-1]) * 1000
+rows = {}
+for line in open(sys.argv[1]):
+    name, kind, c, rps, p50, p99, cpu = line.split()
+    rows.setdefault((name, kind, int(c)), []).append((float(rps), ms(p50), ms(p99), int(cpu) / 100))
+def med(name, kind, c, i):
+    return statistics.median(r[i] for r in rows[(name, kind, c)])
+print(f"{'chat completion':<26}{'req/s c=32':>11}{'p50 c=32':>10}{'p99 c=32':>10}{'p50 c=1':>10}{'p99 c=1':>10}{'added p50 c=1':>15}{'CPU/req':>10}")
+for kind in ["plain", "streamed"]:
+    for name in ["direct", "litellm", "swarmgate"]:
+        cpu = "-" if name == "direct" else f"{med(name, kind, 32, 3):.0f}us"
+        print(f"{name + ', ' + kind:<26}{med(name, kind, 32, 0):>11.0f}{med(name, kind, 32, 1):>9.2f}m{med(name, kind, 32, 2):>9.2f}m"
+              f"{med(name, kind, 1, 1):>9.3f}m{med(name, kind, 1, 2):>9.3f}m"
+              f"{med(name, kind, 1, 1) - med('direct', kind, 1, 1):>14.3f}m{cpu:>10}")
+    ratio = med("swarmgate", kind, 32, 0) / med("litellm", kind, 32, 0)
+    print(f"  {kind}: swarmgate serves {ratio:.0f}x LiteLLM's requests/s at c=32")
+print("(m = milliseconds; medians over rounds; 'added' is p50 at c=1 minus direct's;")
+print(" CPU/req: user + system CPU time per request at c=32 of the gateway, all its processes)")
+PY
