@@ -3,11 +3,15 @@
 //! headers nor query strings are logged: they may carry credentials.
 
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{ConnectInfo, Request};
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{header, HeaderName, HeaderValue, Version};
 use axum::middleware::Next;
 use axum::response::Response;
 
@@ -93,8 +97,14 @@ where
         .get::<axum::extract::MatchedPath>()
         .cloned();
     request.extensions_mut().insert(context.clone());
+    let (request, read_to_end) = ReadToEnd::watch(request);
 
     let mut response = inner(request).await;
+    if read_to_end.is_some_and(|done| !done.load(Ordering::Relaxed)) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let elapsed = context.started.elapsed();
     let status = response.status().as_u16();
     crate::monitoring::record_request(status, elapsed);
@@ -130,4 +140,63 @@ where
         );
     }
     response
+}
+
+/// A request body that notes when it has been read to its end.
+///
+/// An HTTP/1.1 connection takes its next request only after the body of
+/// this one: when a request is refused before its body was read
+/// (unauthenticated, forbidden, too large), hyper closes the connection
+/// after the response unless what is left is already buffered. A client
+/// not told so sends its next request into the closed connection and gets
+/// no answer at all (a real client hit this), so such a response says
+/// `Connection: close` (RFC 9112 9.6) and the connection ends with it.
+struct ReadToEnd {
+    inner: Body,
+    done: Arc<AtomicBool>,
+}
+
+impl ReadToEnd {
+    /// The request with its body watched, and the flag that says whether it
+    /// was read to its end; as it is when there is no body (most GETs) or
+    /// on HTTP/2, whose streams end on their own.
+    fn watch(request: Request) -> (Request, Option<Arc<AtomicBool>>) {
+        if request.version() > Version::HTTP_11 || request.body().is_end_stream() {
+            return (request, None);
+        }
+        let done = Arc::new(AtomicBool::new(false));
+        let watched = done.clone();
+        let request = request.map(|inner| {
+            Body::new(ReadToEnd {
+                inner,
+                done: watched,
+            })
+        });
+        (request, Some(done))
+    }
+}
+
+impl HttpBody for ReadToEnd {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        // A reader may stop at `is_end_stream` without polling for the end.
+        if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.done.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }

@@ -718,3 +718,70 @@ async fn oauth2_token_endpoint_serves_password_and_refresh_grants() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_request");
 }
+
+/// Sends one POST on `stream` and reads the response (head and
+/// `Content-Length` body); returns the head.
+async fn raw_post(stream: &mut tokio::net::TcpStream, auth: &str, body: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!(
+        "POST /auth/verify-permission HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    // The server may answer, and close, before it has all of a large body.
+    let _ = stream.write_all(request.as_bytes()).await;
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before a whole response: {received:?}");
+        received.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&received).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let head = text[..end].to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if received.len() >= end + 4 + length {
+                return head;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_body_refused_unread_closes_the_connection_and_the_response_says_so() {
+    use tokio::io::AsyncReadExt;
+    let s = TestServer::start().await;
+    let token = s.admin_token().await;
+    let addr = s.base.trim_start_matches("http://").to_string();
+
+    // Read and answered: the connection takes the next request.
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let auth = format!("Authorization: Bearer {token}\r\n");
+    let small = r#"{"permission":"tasks.read"}"#;
+    for _ in 0..2 {
+        let head = raw_post(&mut stream, &auth, small).await;
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(!head.contains("\r\nconnection: close"), "{head}");
+    }
+
+    // Refused before its 200 kB body was read (no credentials): hyper
+    // cannot take another request on this connection, and says so instead
+    // of leaving the client to find out with its next request.
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let large = format!(r#"{{"permission":"{}"}}"#, "a".repeat(200_000));
+    let head = raw_post(&mut stream, "", &large).await;
+    assert!(head.starts_with("http/1.1 401"), "{head}");
+    assert!(head.contains("\r\nconnection: close"), "{head}");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        stream.read_to_end(&mut rest),
+    )
+    .await
+    .expect("the server closes the connection");
+    // A reset is a close too: the rest of the body was never read.
+    drop(closed);
+    assert!(rest.is_empty(), "nothing follows the response");
+}
