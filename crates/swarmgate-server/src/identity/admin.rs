@@ -102,6 +102,11 @@ impl Identity {
                 "you cannot disable your own account".into(),
             ));
         }
+        // As with disabling: the only admin demoting itself would leave
+        // nobody to manage users through the API.
+        if patch.role.as_ref().is_some_and(|r| *r != before.role) && actor.user_id() == Some(id) {
+            return Err(Error::Forbidden("you cannot change your own role".into()));
+        }
         let now = now_secs();
         let update = UserUpdate {
             role: patch.role.clone(),

@@ -231,18 +231,28 @@ async fn a_user_manager_cannot_escalate_beyond_their_own_grants() {
         "forbidden",
     )
     .await;
-    // Nobody disables or deletes themselves.
-    expect_error(
-        s.patch_auth(
+    // Nobody disables themselves or changes their own role (the only
+    // admin would leave nobody to manage users); naming the role one has
+    // is no change.
+    for patch in [json!({"disabled": true}), json!({"role": "user"})] {
+        expect_error(
+            s.patch_auth(&format!("/admin/users/{admin_id}"), &admin, patch)
+                .await,
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        )
+        .await;
+    }
+    let same = s
+        .patch_auth(
             &format!("/admin/users/{admin_id}"),
             &admin,
-            json!({"disabled": true}),
+            json!({"role": "admin"}),
         )
-        .await,
-        StatusCode::FORBIDDEN,
-        "forbidden",
-    )
-    .await;
+        .await;
+    assert_eq!(same.status(), StatusCode::OK);
+    let me: Value = s.get_auth("/auth/me", &admin).await.json().await.unwrap();
+    assert_eq!(me["role"], "admin");
 }
 
 #[tokio::test]
