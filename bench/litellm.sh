@@ -18,16 +18,13 @@
 # builds the release binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 
 DURATION="${DURATION:-5}"
 ROUNDS="${ROUNDS:-2}"
 WORKERS="${WORKERS:-$(nproc)}"
 LITELLM_VERSION="1.108.7"
-if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-if ! command -v wrk >/dev/null; then
-  echo "installing wrk" >&2
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq wrk >/dev/null
-fi
+need_packages wrk
 VENV="$PWD/target/bench-litellm-venv"
 if [ "$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("litellm"))' 2>/dev/null)" != "$LITELLM_VERSION" ]; then
   echo "installing litellm[proxy]==$LITELLM_VERSION into $VENV" >&2
@@ -38,8 +35,7 @@ fi
 cargo build --release -p swarmgate --bin swarmgate
 BIN="$PWD/target/release/swarmgate"
 WORK="$(mktemp -d)"
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-MOCK_PORT="$(port)"; SG_PORT="$(port)"; LL_PORT="$(port)"
+MOCK_PORT="$(free_port)"; SG_PORT="$(free_port)"; LL_PORT="$(free_port)"
 PIDS=()
 LL_PGID=""
 cleanup() {
@@ -60,12 +56,8 @@ name = "$MODEL"
 upstreams = ["http://127.0.0.1:$MOCK_PORT"]
 CONF
 PASSWORD='Adm1n!LiteLLM-Bench-9'
-env -i PATH="$PATH" HOME="$HOME" SWARMGATE_CONFIG="$WORK/swarmgate.toml" \
-  SWARMGATE_LISTEN="127.0.0.1:$SG_PORT" DATABASE_URL="sqlite://$WORK/swarmgate.db" \
-  SWARMGATE_ADMIN_PASSWORD="$PASSWORD" RUST_LOG=warn \
-  "$BIN" serve >"$WORK/swarmgate.log" 2>&1 &
-PIDS+=($!)
-SG_PID=$!
+start_swarmgate "$WORK" "$SG_PORT" "$PASSWORD" SWARMGATE_CONFIG="$WORK/swarmgate.toml"
+PIDS+=("$SG_PID")
 
 MASTER_KEY="sk-bench-$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
 cat >"$WORK/litellm.yaml" <<CONF
@@ -85,15 +77,11 @@ LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_LOG=ERROR setsid "$VENV/bin/litellm" \
   >"$WORK/litellm.log" 2>&1 &
 LL_PGID=$!
 
-for url in "http://127.0.0.1:$MOCK_PORT/v1/models" "http://127.0.0.1:$SG_PORT/health" "http://127.0.0.1:$LL_PORT/health/liveliness"; do
-  for _ in $(seq 600); do curl -fs "$url" >/dev/null && break; sleep 0.1; done
-  curl -fs "$url" >/dev/null || { echo "not up: $url" >&2; tail -20 "$WORK/litellm.log" >&2; exit 1; }
-done
 SG="http://127.0.0.1:$SG_PORT"
-TOKEN="$(curl -fs -X POST "$SG/auth/login" -H 'Content-Type: application/json' \
-  -d "{\"username\":\"admin\",\"password\":\"$PASSWORD\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
-KEY="$(curl -fs -X POST "$SG/auth/api-keys" -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
-  -d "{\"name\":\"litellm-bench\",\"permissions\":[\"models.$MODEL.invoke\"]}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')"
+wait_up "http://127.0.0.1:$MOCK_PORT/v1/models" "$SG/health" "http://127.0.0.1:$LL_PORT/health/liveliness" \
+  || { tail -20 "$WORK/litellm.log" >&2; exit 1; }
+TOKEN="$(admin_token "$SG" "$PASSWORD")"
+KEY="$(api_key "$SG" "$TOKEN" "{\"name\":\"litellm-bench\",\"permissions\":[\"models.$MODEL.invoke\"]}")"
 
 PLAIN="{\"model\":\"$MODEL\",\"max_tokens\":16,\"messages\":[{\"role\":\"user\",\"content\":\"Hello there, how are you today?\"}]}"
 STREAMED="{\"model\":\"$MODEL\",\"max_tokens\":16,\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"Hello there, how are you today?\"}]}"

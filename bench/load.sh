@@ -9,39 +9,28 @@
 # It installs wrk (Debian package) if missing and builds the release binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 
 DURATION="${DURATION:-10}"
 CONNECTIONS="${CONNECTIONS:-32}"
 THREADS="${THREADS:-2}"
 
-if ! command -v wrk >/dev/null; then
-  echo "installing wrk" >&2
-  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq wrk >/dev/null
-fi
+need_packages wrk
 
 cargo build --release -p swarmgate
 BIN="$PWD/target/release/swarmgate"
 
 WORK="$(mktemp -d)"
-PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+PORT="$(free_port)"
 BASE="http://127.0.0.1:$PORT"
 PASSWORD='Adm1n!Load-Bench-9'
-trap 'kill "$SERVER" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+SG_PID=""
+trap '[ -n "$SG_PID" ] && kill "$SG_PID" 2>/dev/null; rm -rf "$WORK"' EXIT
 
-# Logging at warn: the access log line costs the same on every endpoint, and
-# the point here is the authentication path.
-env -i PATH="$PATH" HOME="$HOME" \
-  SWARMGATE_LISTEN="127.0.0.1:$PORT" DATABASE_URL="sqlite://$WORK/swarmgate.db" \
-  SWARMGATE_ADMIN_PASSWORD="$PASSWORD" RUST_LOG=warn \
-  "$BIN" serve >"$WORK/server.log" 2>&1 &
-SERVER=$!
-for _ in $(seq 100); do curl -fs "$BASE/health" >/dev/null && break; sleep 0.1; done
-
-TOKEN="$(curl -fs -X POST "$BASE/auth/login" -H 'Content-Type: application/json' \
-  -d "{\"username\":\"admin\",\"password\":\"$PASSWORD\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
-KEY="$(curl -fs -X POST "$BASE/auth/api-keys" -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
-  -d '{"name":"load","permissions":["tasks.read"]}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')"
+start_swarmgate "$WORK" "$PORT" "$PASSWORD"
+wait_up "$BASE/health"
+TOKEN="$(admin_token "$BASE" "$PASSWORD")"
+KEY="$(api_key "$BASE" "$TOKEN" '{"name":"load","permissions":["tasks.read"]}')"
 
 cat >"$WORK/verify.lua" <<'LUA'
 wrk.method = "POST"

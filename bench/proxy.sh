@@ -23,25 +23,18 @@
 # release binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 
 DURATION="${DURATION:-5}"
 ROUNDS="${ROUNDS:-2}"
-if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
-if [ "${#need[@]}" -gt 0 ]; then
-  echo "installing ${need[*]}" >&2
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+need_packages wrk nginx
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 
 cargo build --release -p swarmgate -p swarmgate-bench --bin swarmgate --bin hyper_proxy
 BIN="$PWD/target/release/swarmgate"
 THREADS="${SG_THREADS:-$(nproc)}"
 WORK="$(mktemp -d)"
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-MOCK_PORT="$(port)"; NGINX_PORT="$(port)"; NGINX_ID_PORT="$(port)"; SG_PORT="$(port)"; HYPER_PORT="$(port)"
+MOCK_PORT="$(free_port)"; NGINX_PORT="$(free_port)"; NGINX_ID_PORT="$(free_port)"; SG_PORT="$(free_port)"; HYPER_PORT="$(free_port)"
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -54,7 +47,6 @@ trap cleanup EXIT
 PIDS+=($!)
 MOCK_PID=$!
 
-
 cat >"$WORK/swarmgate.toml" <<CONF
 [[routes]]
 name = "orchestrator"
@@ -63,26 +55,18 @@ upstreams = ["http://127.0.0.1:$MOCK_PORT"]
 permissions = { GET = "tasks.read" }
 CONF
 PASSWORD='Adm1n!Proxy-Bench-9'
-env -i PATH="$PATH" HOME="$HOME" SWARMGATE_CONFIG="$WORK/swarmgate.toml" \
-  SWARMGATE_LISTEN="127.0.0.1:$SG_PORT" DATABASE_URL="sqlite://$WORK/swarmgate.db" \
-  SWARMGATE_ADMIN_PASSWORD="$PASSWORD" SWARMGATE_SERVER__WORKER_THREADS="$THREADS" RUST_LOG=warn \
-  "$BIN" serve >"$WORK/swarmgate.log" 2>&1 &
-PIDS+=($!)
-SG_PID=$!
+start_swarmgate "$WORK" "$SG_PORT" "$PASSWORD" SWARMGATE_CONFIG="$WORK/swarmgate.toml" \
+  SWARMGATE_SERVER__WORKER_THREADS="$THREADS"
+PIDS+=("$SG_PID")
 "$PWD/target/release/hyper_proxy" "127.0.0.1:$HYPER_PORT" "127.0.0.1:$MOCK_PORT" "$THREADS" &
 PIDS+=($!)
 HYPER_PID=$!
-for url in "http://127.0.0.1:$MOCK_PORT/tasks" "http://127.0.0.1:$HYPER_PORT/tasks" "http://127.0.0.1:$SG_PORT/health"; do
-  for _ in $(seq 100); do curl -fs "$url" >/dev/null && break; sleep 0.1; done
-done
 SG="http://127.0.0.1:$SG_PORT"
-TOKEN="$(curl -fs -X POST "$SG/auth/login" -H 'Content-Type: application/json' \
-  -d "{\"username\":\"admin\",\"password\":\"$PASSWORD\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
-KEY="$(curl -fs -X POST "$SG/auth/api-keys" -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
-  -d '{"name":"bench","permissions":["tasks.read"]}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')"
-LIMITED="$(curl -fs -X POST "$SG/auth/api-keys" -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
-  -d '{"name":"bench-limited","permissions":["tasks.read"],"limits":{"rpm":1000000000,"max_concurrent":100000}}' \
-  | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')"
+wait_up "http://127.0.0.1:$MOCK_PORT/tasks" "http://127.0.0.1:$HYPER_PORT/tasks" "$SG/health"
+TOKEN="$(admin_token "$SG" "$PASSWORD")"
+KEY="$(api_key "$SG" "$TOKEN" '{"name":"bench","permissions":["tasks.read"]}')"
+LIMITED="$(api_key "$SG" "$TOKEN" \
+  '{"name":"bench-limited","permissions":["tasks.read"],"limits":{"rpm":1000000000,"max_concurrent":100000}}')"
 
 # What swarmgate sends upstream, as the echo shows it.
 IDENTITY_HEADERS="$(curl -fs "$SG/tasks/1" -H "X-API-Key: $KEY" | python3 -c '
@@ -125,9 +109,7 @@ $IDENTITY_HEADERS
 }
 CONF
 "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf"
-for url in "http://127.0.0.1:$NGINX_PORT/tasks" "http://127.0.0.1:$NGINX_ID_PORT/tasks"; do
-  for _ in $(seq 100); do curl -fs "$url" >/dev/null && break; sleep 0.1; done
-done
+wait_up "http://127.0.0.1:$NGINX_PORT/tasks" "http://127.0.0.1:$NGINX_ID_PORT/tasks"
 
 RESULTS="$WORK/results"
 # CPU time (user + system, in clock ticks) a process has used so far: read

@@ -9,12 +9,12 @@
 #   bash bench/stream.sh          # STREAMS=5 to change
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 
 cargo build --release -p swarmgate
 BIN="$PWD/target/release/swarmgate"
 WORK="$(mktemp -d)"
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-MOCK_PORT="$(port)"; SG_PORT="$(port)"
+MOCK_PORT="$(free_port)"; SG_PORT="$(free_port)"
 PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
@@ -26,19 +26,12 @@ name = "mock-model"
 upstreams = ["http://127.0.0.1:$MOCK_PORT"]
 CONF
 PASSWORD='Adm1n!Stream-Bench-9'
-env -i PATH="$PATH" HOME="$HOME" SWARMGATE_CONFIG="$WORK/swarmgate.toml" \
-  SWARMGATE_LISTEN="127.0.0.1:$SG_PORT" DATABASE_URL="sqlite://$WORK/swarmgate.db" \
-  SWARMGATE_ADMIN_PASSWORD="$PASSWORD" RUST_LOG=warn \
-  "$BIN" serve >"$WORK/swarmgate.log" 2>&1 &
-PIDS+=($!)
+start_swarmgate "$WORK" "$SG_PORT" "$PASSWORD" SWARMGATE_CONFIG="$WORK/swarmgate.toml"
+PIDS+=("$SG_PID")
 SG="http://127.0.0.1:$SG_PORT"
-for url in "http://127.0.0.1:$MOCK_PORT/v1/models" "$SG/health"; do
-  for _ in $(seq 100); do curl -fs "$url" >/dev/null && break; sleep 0.1; done
-done
-TOKEN="$(curl -fs -X POST "$SG/auth/login" -H 'Content-Type: application/json' \
-  -d "{\"username\":\"admin\",\"password\":\"$PASSWORD\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
-KEY="$(curl -fs -X POST "$SG/auth/api-keys" -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
-  -d '{"name":"stream-bench","permissions":["models.*"]}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')"
+wait_up "http://127.0.0.1:$MOCK_PORT/v1/models" "$SG/health"
+TOKEN="$(admin_token "$SG" "$PASSWORD")"
+KEY="$(api_key "$SG" "$TOKEN" '{"name":"stream-bench","permissions":["models.*"]}')"
 
 echo "machine: $(nproc) cores; ${STREAMS:-5} streams each; mock-upstream sends a chunk every 20 ms" >&2
 python3 - "$MOCK_PORT" "$SG_PORT" "$KEY" "${STREAMS:-5}" <<'PY'

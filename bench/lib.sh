@@ -1,0 +1,63 @@
+# Shared by the bench scripts, sourced from the repository's root: Debian
+# packages they need, free ports, a swarmgate on its own SQLite file, its
+# admin's token and API keys.
+
+# need_packages COMMAND...: installs Debian's package of each command that
+# is missing (each is named as its package).
+need_packages() {
+  local missing=() cmd
+  for cmd in "$@"; do
+    command -v "$cmd" >/dev/null || [ -x "/usr/sbin/$cmd" ] || missing+=("$cmd")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "installing ${missing[*]}" >&2
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq && $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# wait_up URL...: returns once each answers 2xx; fails after 60 s.
+wait_up() {
+  local url
+  for url in "$@"; do
+    for _ in $(seq 600); do
+      curl -fs "$url" >/dev/null && continue 2
+      sleep 0.1
+    done
+    echo "not up after 60 s: $url" >&2
+    return 1
+  done
+}
+
+# start_swarmgate WORK PORT PASSWORD [VAR=VALUE...]: `$BIN serve` on a
+# fresh SQLite file in WORK with only the given environment, logging at warn
+# (the access log line would cost every request the same); sets SG_PID.
+start_swarmgate() {
+  local work="$1" port="$2" password="$3"
+  shift 3
+  env -i PATH="$PATH" HOME="$HOME" SWARMGATE_LISTEN="127.0.0.1:$port" \
+    DATABASE_URL="sqlite://$work/swarmgate.db" SWARMGATE_ADMIN_PASSWORD="$password" \
+    RUST_LOG=warn "$@" "$BIN" serve >"$work/swarmgate.log" 2>&1 &
+  SG_PID=$!
+}
+
+json_field() {
+  python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"
+}
+
+# admin_token BASE PASSWORD: the bootstrap admin's access token.
+admin_token() {
+  curl -fs -X POST "$1/auth/login" -H 'Content-Type: application/json' \
+    -d "{\"username\":\"admin\",\"password\":\"$2\"}" | json_field access_token
+}
+
+# api_key BASE TOKEN BODY: the secret of a new API key made with BODY.
+api_key() {
+  curl -fs -X POST "$1/auth/api-keys" -H "Authorization: Bearer $2" \
+    -H 'Content-Type: application/json' -d "$3" | json_field key
+}
