@@ -145,16 +145,12 @@ for round in $(seq "$ROUNDS"); do
   echo "round $round done" >&2
 done
 
-python3 - "$RESULTS" <<'PY'
-import sys, statistics
-def ms(v):
-    return float(v[:-2]) if v.endswith("ms") else float(v[:-2]) / 1000 if v.endswith("us") else float(v[:-1]) * 1000
-rows = {}
-for line in open(sys.argv[1]):
-    name, kind, c, rps, p50, p99, cpu = line.split()
-    rows.setdefault((name, kind, int(c)), []).append((float(rps), ms(p50), ms(p99), int(cpu) / 100))
+PYTHONPATH=bench python3 - "$RESULTS" <<'PY'
+import sys
+from results import load, median
+rows = load(sys.argv[1], 3)
 def med(name, kind, c, i):
-    return statistics.median(r[i] for r in rows[(name, kind, c)])
+    return median(rows, (name, kind, c), i)
 print(f"{'chat completion':<26}{'req/s c=32':>11}{'p50 c=32':>10}{'p99 c=32':>10}{'p50 c=1':>10}{'p99 c=1':>10}{'added p50 c=1':>15}{'CPU/req':>10}")
 for kind in ["plain", "streamed"]:
     for name in ["direct", "litellm", "swarmgate"]:

@@ -156,17 +156,12 @@ for round in $(seq "$ROUNDS"); do
   echo "round $round done" >&2
 done
 
-python3 - "$RESULTS" <<'PY'
-import sys, statistics
-def ms(v):
-    return float(v[:-2]) if v.endswith("ms") else float(v[:-2]) / 1000 if v.endswith("us") else float(v[:-1]) * 1000
-rows = {}
-for line in open(sys.argv[1]):
-    name, c, rps, p50, p99, proxy_cpu, mock_cpu = line.split()
-    rows.setdefault((name, int(c)), []).append(
-        (float(rps), ms(p50), ms(p99), int(proxy_cpu) / 100, int(mock_cpu) / 100))
+PYTHONPATH=bench python3 - "$RESULTS" <<'PY'
+import sys
+from results import load, median
+rows = load(sys.argv[1], 2)
 def med(name, c, i):
-    return statistics.median(r[i] for r in rows[(name, c)])
+    return median(rows, (name, c), i)
 print(f"{'target':<8}{'req/s c=32':>12}{'p50 c=32':>10}{'p99 c=32':>10}{'p50 c=1':>10}{'p99 c=1':>10}{'vs nginx':>10}{'vs hyper':>10}{'added p50 c=1':>15}{'CPU/req proxy':>15}{'upstream':>10}")
 for name in ["direct", "nginx", "nginx_id", "hyper", "sg_key", "sg_jwt", "sg_lim"]:
     rps = med(name, 32, 0)
