@@ -97,13 +97,15 @@ where
         .get::<axum::extract::MatchedPath>()
         .cloned();
     request.extensions_mut().insert(context.clone());
-    let (request, read_to_end) = ReadToEnd::watch(request);
+    let (request, body) = ReadToEnd::watch(request);
 
     let mut response = inner(request).await;
-    if read_to_end.is_some_and(|done| !done.load(Ordering::Relaxed)) {
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    if let Some(body) = body {
+        if !body.read_or_discarded().await {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
     }
     let elapsed = context.started.elapsed();
     let status = response.status().as_u16();
@@ -142,37 +144,106 @@ where
     response
 }
 
-/// A request body that notes when it has been read to its end.
+/// The rest of a request body the handler did not read is discarded, up
+/// to this much: a refused JSON request, say. A larger rest closes the
+/// connection instead of being received for nothing.
+const DISCARD_MAX_BYTES: u64 = 64 * 1024;
+/// How long a response waits for the rest of a small body to arrive.
+const DISCARD_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A request body that notes when it has been read to its end, and keeps
+/// what is left of it when it is dropped unread.
 ///
 /// An HTTP/1.1 connection takes its next request only after the body of
-/// this one: when a request is refused before its body was read
-/// (unauthenticated, forbidden, too large), hyper closes the connection
-/// after the response unless what is left is already buffered. A client
-/// not told so sends its next request into the closed connection and gets
-/// no answer at all (a real client hit this), so such a response says
-/// `Connection: close` (RFC 9112 9.6) and the connection ends with it.
+/// this one. When a handler answers without reading the body (a 401, 403,
+/// 413 or 429), what is left of a small body is read and dropped before the
+/// response goes out, as nginx does; a larger or slower one makes the
+/// response say `Connection: close` (RFC 9112 9.6). Without that, hyper
+/// closed the connection unannounced and a keep-alive client's next
+/// request got no answer at all (a real client hit this).
 struct ReadToEnd {
     inner: Body,
-    done: Arc<AtomicBool>,
+    watch: Arc<BodyWatch>,
+}
+
+struct BodyWatch {
+    done: AtomicBool,
+    /// What was left of the body when it was dropped unread.
+    rest: std::sync::Mutex<Option<Body>>,
 }
 
 impl ReadToEnd {
-    /// The request with its body watched, and the flag that says whether it
-    /// was read to its end; as it is when there is no body (most GETs) or
-    /// on HTTP/2, whose streams end on their own.
-    fn watch(request: Request) -> (Request, Option<Arc<AtomicBool>>) {
+    /// The request with its body watched; as it is when there is no body
+    /// (most GETs) or on HTTP/2, whose streams end on their own.
+    fn watch(request: Request) -> (Request, Option<Arc<BodyWatch>>) {
         if request.version() > Version::HTTP_11 || request.body().is_end_stream() {
             return (request, None);
         }
-        let done = Arc::new(AtomicBool::new(false));
-        let watched = done.clone();
+        let watch = Arc::new(BodyWatch {
+            done: AtomicBool::new(false),
+            rest: std::sync::Mutex::new(None),
+        });
+        let watched = watch.clone();
         let request = request.map(|inner| {
             Body::new(ReadToEnd {
                 inner,
-                done: watched,
+                watch: watched,
             })
         });
-        (request, Some(done))
+        (request, Some(watch))
+    }
+}
+
+impl BodyWatch {
+    /// Whether the body was read to its end, or what was left of it could
+    /// be read now (small, and arriving within [`DISCARD_WAIT`]).
+    async fn read_or_discarded(&self) -> bool {
+        if self.done.load(Ordering::Relaxed) {
+            return true;
+        }
+        let rest = self
+            .rest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        // Not dropped: still being read (a streamed upload), or held.
+        let Some(mut rest) = rest else {
+            return false;
+        };
+        if rest
+            .size_hint()
+            .upper()
+            .is_none_or(|left| left > DISCARD_MAX_BYTES)
+        {
+            return false;
+        }
+        let discard = async {
+            let mut read = 0u64;
+            while let Some(frame) = http_body_util::BodyExt::frame(&mut rest).await {
+                let Ok(frame) = frame else { return false };
+                read += frame.data_ref().map_or(0, |d| d.len() as u64);
+                if read > DISCARD_MAX_BYTES {
+                    return false;
+                }
+            }
+            true
+        };
+        tokio::time::timeout(DISCARD_WAIT, discard)
+            .await
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for ReadToEnd {
+    fn drop(&mut self) {
+        if !self.watch.done.load(Ordering::Relaxed) {
+            let rest = std::mem::replace(&mut self.inner, Body::empty());
+            *self
+                .watch
+                .rest
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(rest);
+        }
     }
 }
 
@@ -185,9 +256,15 @@ impl HttpBody for ReadToEnd {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        // A reader may stop at `is_end_stream` without polling for the end.
-        if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
-            self.done.store(true, Ordering::Relaxed);
+        // A reader may stop at `is_end_stream`, or after trailers, without
+        // polling for the end.
+        let ended = match &polled {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(frame))) => frame.is_trailers() || self.inner.is_end_stream(),
+            _ => false,
+        };
+        if ended {
+            self.watch.done.store(true, Ordering::Relaxed);
         }
         polled
     }

@@ -750,7 +750,7 @@ async fn raw_post(stream: &mut tokio::net::TcpStream, auth: &str, body: &str) ->
 }
 
 #[tokio::test]
-async fn a_body_refused_unread_closes_the_connection_and_the_response_says_so() {
+async fn a_refused_body_is_discarded_when_small_and_closes_the_connection_when_large() {
     use tokio::io::AsyncReadExt;
     let s = TestServer::start().await;
     let token = s.admin_token().await;
@@ -766,9 +766,18 @@ async fn a_body_refused_unread_closes_the_connection_and_the_response_says_so() 
         assert!(!head.contains("\r\nconnection: close"), "{head}");
     }
 
-    // Refused before its 200 kB body was read (no credentials): hyper
-    // cannot take another request on this connection, and says so instead
-    // of leaving the client to find out with its next request.
+    // Refused before its small body was read (no credentials): the rest is
+    // read and dropped, and the connection takes the next request.
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = raw_post(&mut stream, "", small).await;
+    assert!(head.starts_with("http/1.1 401"), "{head}");
+    assert!(!head.contains("\r\nconnection: close"), "{head}");
+    let head = raw_post(&mut stream, &auth, small).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+
+    // Refused before its 200 kB body was read: not received for nothing;
+    // the connection ends, and the response says so instead of leaving the
+    // client to find out with its next request.
     let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let large = format!(r#"{{"permission":"{}"}}"#, "a".repeat(200_000));
     let head = raw_post(&mut stream, "", &large).await;
