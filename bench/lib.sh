@@ -26,7 +26,7 @@ wait_up() {
   local url
   for url in "$@"; do
     for _ in $(seq 600); do
-      curl -fs "$url" >/dev/null && continue 2
+      curl -fs --max-time 2 "$url" >/dev/null && continue 2
       sleep 0.1
     done
     echo "not up after 60 s: $url" >&2

@@ -115,7 +115,10 @@ RESULTS="$WORK/results"
 ticks() {
   case "$1" in
     direct) echo 0 ;;
-    litellm) awk -v g="$LL_PGID" '$5 == g {t += $14 + $15} END {print t + 0}' /proc/[0-9]*/stat 2>/dev/null ;;
+    # A process may end between the glob and the read; a name may hold
+    # spaces, so fields are counted from after its closing parenthesis.
+    litellm) { cat /proc/[0-9]*/stat 2>/dev/null || true; } \
+      | awk -v g="$LL_PGID" '{sub(/^.*\) /, "")} $3 == g {t += $12 + $13} END {print t + 0}' ;;
     swarmgate) awk '{print $14 + $15}' "/proc/$SG_PID/stat" || { echo "swarmgate is gone" >&2; exit 1; } ;;
   esac
 }

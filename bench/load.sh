@@ -25,7 +25,7 @@ PORT="$(free_port)"
 BASE="http://127.0.0.1:$PORT"
 PASSWORD='Adm1n!Load-Bench-9'
 SG_PID=""
-trap '[ -n "$SG_PID" ] && kill "$SG_PID" 2>/dev/null; rm -rf "$WORK"' EXIT
+trap '[ -z "$SG_PID" ] || kill "$SG_PID" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 start_swarmgate "$WORK" "$PORT" "$PASSWORD"
 wait_up "$BASE/health"

@@ -62,8 +62,11 @@ def swarmgate():
             "SWARMGATE_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "SWARMGATE_CONFIG": config,
             "ANTHROPIC_API_KEY": PROVIDER_KEY,
-            # Every module logs in as admin; the default 5 a minute is for attackers.
-            "SWARMGATE_SECURITY__LOGIN_RATE_PER_MINUTE": "100",
+            # Every module logs in as admin, and test_bad_input.py sends
+            # malformed logins and registrations by the hundred; the
+            # defaults (a few a minute or an hour) are for attackers.
+            "SWARMGATE_SECURITY__LOGIN_RATE_PER_MINUTE": "100000",
+            "SWARMGATE_SECURITY__REGISTER_RATE_PER_HOUR": "100000",
             "CLAUDE_BASE_URL": f"http://127.0.0.1:{mock_port}",
         }
         log = open(os.path.join(tmp, "stderr.log"), "w")

@@ -29,7 +29,8 @@ LIMITS = {"rpm": 5, "tpm": 100, "tokens_per_day": 1000, "max_concurrent": 2,
 def _endpoints(victim):
     """(method, path, a valid body); the admin acts on `victim`, never on
     itself, and logins name nobody who exists, so no lockout or demotion
-    reaches the rest of the suite."""
+    reaches the rest of the suite (conftest lifts the login and
+    registration rates, so these reach validation)."""
     return [
         ("POST", "/auth/register", {"username": "fz_user", "email": "fz@example.com",
                                     "password": "SecurePassword123!", "full_name": "F"}),
