@@ -1,10 +1,12 @@
 """Starts the real swarmgate binary for the external-client suite."""
 
 import os
+import secrets
 import socket
 import subprocess
 import tempfile
 import time
+import urllib.parse
 
 import pytest
 import requests
@@ -42,10 +44,31 @@ def _wait(url):
     pytest.fail(f"{url} did not come up")
 
 
+def _backends(tmp):
+    """Where the server keeps its data: a fresh SQLite file in `tmp`; with
+    SWARMGATE_TEST_PY_BACKENDS=services, a fresh PostgreSQL database on the
+    server TEST_DATABASE_URL names (`.ci/run` drops every `sg_test_*`
+    database at the end) and a fresh namespace on TEST_REDIS_URL."""
+    if os.environ.get("SWARMGATE_TEST_PY_BACKENDS") != "services":
+        return {"DATABASE_URL": f"sqlite://{tmp}/swarmgate.db"}
+    admin_url = os.environ.get("TEST_DATABASE_URL")
+    redis_url = os.environ.get("TEST_REDIS_URL")
+    if not admin_url or not redis_url:
+        pytest.fail("SWARMGATE_TEST_PY_BACKENDS=services needs TEST_DATABASE_URL and TEST_REDIS_URL")
+    name = f"sg_test_py_{secrets.token_hex(6)}"
+    subprocess.run(["psql", admin_url, "-qc", f'CREATE DATABASE "{name}"'], check=True)
+    database_url = urllib.parse.urlparse(admin_url)._replace(path=f"/{name}").geturl()
+    return {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "SWARMGATE_REDIS__NAMESPACE": name,
+    }
+
+
 @pytest.fixture(scope="session")
 def swarmgate():
-    """swarmgate on a fresh SQLite file, with one model served by a real
-    `swarmgate mock-upstream` process."""
+    """swarmgate on fresh storage (see `_backends`), with one model served
+    by a real `swarmgate mock-upstream` process."""
     binary = _binary()
     port, mock_port = _free_port(), _free_port()
     base = f"http://127.0.0.1:{port}"
@@ -58,7 +81,7 @@ def swarmgate():
         env = {
             "PATH": os.environ.get("PATH", ""),
             "SWARMGATE_LISTEN": f"127.0.0.1:{port}",
-            "DATABASE_URL": f"sqlite://{tmp}/swarmgate.db",
+            **_backends(tmp),
             "SWARMGATE_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "SWARMGATE_CONFIG": config,
             "ANTHROPIC_API_KEY": PROVIDER_KEY,
