@@ -5,7 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -169,7 +169,7 @@ struct ReadToEnd {
 struct BodyWatch {
     done: AtomicBool,
     /// What was left of the body when it was dropped unread.
-    rest: std::sync::Mutex<Option<Body>>,
+    rest: Mutex<Option<Body>>,
 }
 
 impl ReadToEnd {
@@ -181,7 +181,7 @@ impl ReadToEnd {
         }
         let watch = Arc::new(BodyWatch {
             done: AtomicBool::new(false),
-            rest: std::sync::Mutex::new(None),
+            rest: Mutex::new(None),
         });
         let watched = watch.clone();
         let request = request.map(|inner| {
@@ -204,7 +204,7 @@ impl BodyWatch {
         let rest = self
             .rest
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
             .take();
         // Not dropped: still being read (a streamed upload), or held.
         let Some(mut rest) = rest else {
@@ -217,12 +217,11 @@ impl BodyWatch {
         {
             return false;
         }
+        // A bounded rest is a Content-Length body, which hyper ends at that
+        // length: nothing to count here.
         let discard = async {
-            let mut read = 0u64;
             while let Some(frame) = http_body_util::BodyExt::frame(&mut rest).await {
-                let Ok(frame) = frame else { return false };
-                read += frame.data_ref().map_or(0, |d| d.len() as u64);
-                if read > DISCARD_MAX_BYTES {
+                if frame.is_err() {
                     return false;
                 }
             }
@@ -242,7 +241,7 @@ impl Drop for ReadToEnd {
                 .watch
                 .rest
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(rest);
+                .unwrap_or_else(PoisonError::into_inner) = Some(rest);
         }
     }
 }

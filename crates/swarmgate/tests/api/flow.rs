@@ -784,13 +784,12 @@ async fn a_refused_body_is_discarded_when_small_and_closes_the_connection_when_l
     assert!(head.starts_with("http/1.1 401"), "{head}");
     assert!(head.contains("\r\nconnection: close"), "{head}");
     let mut rest = Vec::new();
-    let closed = tokio::time::timeout(
+    // Ok or a reset: both close it (the rest of the body was never read).
+    let _ = tokio::time::timeout(
         std::time::Duration::from_secs(30),
         stream.read_to_end(&mut rest),
     )
     .await
     .expect("the server closes the connection");
-    // A reset is a close too: the rest of the body was never read.
-    drop(closed);
     assert!(rest.is_empty(), "nothing follows the response");
 }
