@@ -1,6 +1,6 @@
 # Shared by the bench scripts, sourced from the repository's root: Debian
 # packages they need, free ports, a swarmgate on its own SQLite file, its
-# admin's token and API keys.
+# admin's token and API keys, wrk runs and the CPU time of processes.
 
 # need_packages COMMAND...: installs Debian's package of each command that
 # is missing (each is named as its package).
@@ -54,6 +54,28 @@ json_field() {
 admin_token() {
   curl -fs -X POST "$1/auth/login" -H 'Content-Type: application/json' \
     -d "{\"username\":\"admin\",\"password\":\"$2\"}" | json_field access_token
+}
+
+# proc_ticks PID: user + system CPU time (clock ticks) of PID so far; 0
+# without a PID. A process gone stops the script: it is an error, not a
+# figure.
+proc_ticks() {
+  if [ -z "$1" ]; then echo 0; return; fi
+  awk '{print $14 + $15}' "/proc/$1/stat" || { echo "process $1 is gone" >&2; exit 1; }
+}
+TICK_US=$(( 1000000 / $(getconf CLK_TCK) ))
+
+# run_wrk NAME CONNECTIONS WRK_ARGS...: wrk for $DURATION s (one wrk thread
+# at one connection, two otherwise); sets WRK_ROW to "req/s p50 p99" and
+# WRK_REQUESTS. Any non-2xx answer, or none at all, stops the script.
+run_wrk() {
+  local name="$1" c="$2" out
+  shift 2
+  out="$(wrk -t"$(( c < 2 ? 1 : 2 ))" -c"$c" -d"${DURATION}s" --latency "$@")"
+  if grep -q "Non-2xx" <<<"$out"; then echo "$name: non-2xx responses" >&2; echo "$out" >&2; exit 1; fi
+  WRK_REQUESTS="$(awk '/requests in/ {print $1}' <<<"$out")"
+  if [ "${WRK_REQUESTS:-0}" -eq 0 ]; then echo "$name: no request completed" >&2; echo "$out" >&2; exit 1; fi
+  WRK_ROW="$(awk '/Requests\/sec/ {rps = $2} $1 == "50%" {p50 = $2} $1 == "99%" {p99 = $2} END {print rps, p50, p99}' <<<"$out")"
 }
 
 # api_key BASE TOKEN BODY: the secret of a new API key made with BODY.

@@ -83,8 +83,11 @@ wait_up "http://127.0.0.1:$MOCK_PORT/v1/models" "$SG/health" "http://127.0.0.1:$
 TOKEN="$(admin_token "$SG" "$PASSWORD")"
 KEY="$(api_key "$SG" "$TOKEN" "{\"name\":\"litellm-bench\",\"permissions\":[\"models.$MODEL.invoke\"]}")"
 
-PLAIN="{\"model\":\"$MODEL\",\"max_tokens\":16,\"messages\":[{\"role\":\"user\",\"content\":\"Hello there, how are you today?\"}]}"
-STREAMED="{\"model\":\"$MODEL\",\"max_tokens\":16,\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"Hello there, how are you today?\"}]}"
+chat() { # the request body, with the fields in $1 added
+  printf '{"model":"%s","max_tokens":16,%s"messages":[{"role":"user","content":"Hello there, how are you today?"}]}' "$MODEL" "$1"
+}
+PLAIN="$(chat '')"
+STREAMED="$(chat '"stream":true,')"
 for kind in plain streamed; do
   body="$PLAIN"; [ "$kind" = streamed ] && body="$STREAMED"
   cat >"$WORK/$kind.lua" <<LUA
@@ -119,24 +122,15 @@ ticks() {
     # spaces, so fields are counted from after its closing parenthesis.
     litellm) { cat /proc/[0-9]*/stat 2>/dev/null || true; } \
       | awk -v g="$LL_PGID" '{sub(/^.*\) /, "")} $3 == g {t += $12 + $13} END {print t + 0}' ;;
-    swarmgate) awk '{print $14 + $15}' "/proc/$SG_PID/stat" || { echo "swarmgate is gone" >&2; exit 1; } ;;
+    swarmgate) proc_ticks "$SG_PID" ;;
   esac
 }
-TICK_US=$(( 1000000 / $(getconf CLK_TCK) ))
 measure() { # name kind connections
-  local name="$1" kind="$2" c="$3" out before after requests
+  local name="$1" kind="$2" c="$3" before after
   before="$(ticks "$name")"
-  out="$(wrk -t"$(( c < 2 ? 1 : 2 ))" -c"$c" -d"${DURATION}s" --latency -s "$WORK/$kind.lua" \
-    -H "${AUTH[$name]}" "${URL[$name]}")"
+  run_wrk "$name $kind" "$c" -s "$WORK/$kind.lua" -H "${AUTH[$name]}" "${URL[$name]}"
   after="$(ticks "$name")"
-  if grep -q "Non-2xx" <<<"$out"; then echo "$name $kind: non-2xx responses" >&2; echo "$out" >&2; exit 1; fi
-  requests="$(awk '/requests in/ {print $1}' <<<"$out")"
-  if [ "${requests:-0}" -eq 0 ]; then echo "$name $kind: no request completed" >&2; echo "$out" >&2; exit 1; fi
-  printf '%s %s %s %s %s %s %s\n' "$name" "$kind" "$c" \
-    "$(awk '/Requests\/sec/ {print $2}' <<<"$out")" \
-    "$(awk '$1=="50%" {print $2}' <<<"$out")" \
-    "$(awk '$1=="99%" {print $2}' <<<"$out")" \
-    "$(( (after - before) * TICK_US * 100 / requests ))" >>"$RESULTS"
+  echo "$name $kind $c $WRK_ROW $(( (after - before) * TICK_US * 100 / WRK_REQUESTS ))" >>"$RESULTS"
 }
 echo "machine: $(nproc) cores; wrk ${DURATION}s per cell, $ROUNDS rounds interleaved; everything shares the cores; swarmgate: one serving thread per core, LiteLLM $LITELLM_VERSION: $WORKERS workers" >&2
 for round in $(seq "$ROUNDS"); do

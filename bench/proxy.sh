@@ -120,27 +120,15 @@ NGINX_WORKER="$(awk -v master="$(cat "$WORK/nginx.pid")" '$4 == master {print $1
 [ -n "$NGINX_WORKER" ] || { echo "nginx's worker process was not found" >&2; exit 1; }
 declare -A PROXY_PID=([direct]="" [nginx]="$NGINX_WORKER" [nginx_id]="$NGINX_WORKER" [hyper]="$HYPER_PID"
   [sg_key]="$SG_PID" [sg_jwt]="$SG_PID" [sg_lim]="$SG_PID")
-ticks() { # a process gone is an error, not a figure
-  if [ -z "$1" ]; then echo 0; return; fi
-  awk '{print $14 + $15}' "/proc/$1/stat" || { echo "process $1 is gone" >&2; exit 1; }
-}
-TICK_US=$(( 1000000 / $(getconf CLK_TCK) ))
 measure() { # name connections url [header]
   local name="$1" c="$2" url="$3"; shift 3
-  local out proxy_before mock_before
-  proxy_before="$(ticks "${PROXY_PID[$name]}")"; mock_before="$(ticks "$MOCK_PID")"
-  out="$(wrk -t"$(( c < 2 ? 1 : 2 ))" -c"$c" -d"${DURATION}s" --latency "$@" "$url")"
-  local proxy_after mock_after
-  proxy_after="$(ticks "${PROXY_PID[$name]}")"; mock_after="$(ticks "$MOCK_PID")"
-  local proxy_ticks=$(( proxy_after - proxy_before )) mock_ticks=$(( mock_after - mock_before ))
-  if grep -q "Non-2xx" <<<"$out"; then echo "$name: non-2xx responses" >&2; echo "$out" >&2; exit 1; fi
-  local requests; requests="$(awk '/requests in/ {print $1}' <<<"$out")"
-  if [ "${requests:-0}" -eq 0 ]; then echo "$name: no request completed" >&2; echo "$out" >&2; exit 1; fi
-  printf '%s %s %s %s %s %s %s\n' "$name" "$c" \
-    "$(awk '/Requests\/sec/ {print $2}' <<<"$out")" \
-    "$(awk '$1=="50%" {print $2}' <<<"$out")" \
-    "$(awk '$1=="99%" {print $2}' <<<"$out")" \
-    "$(( proxy_ticks * TICK_US * 100 / requests ))" "$(( mock_ticks * TICK_US * 100 / requests ))" >>"$RESULTS"
+  local proxy_before mock_before proxy_after mock_after
+  proxy_before="$(proc_ticks "${PROXY_PID[$name]}")"; mock_before="$(proc_ticks "$MOCK_PID")"
+  run_wrk "$name" "$c" "$@" "$url"
+  proxy_after="$(proc_ticks "${PROXY_PID[$name]}")"; mock_after="$(proc_ticks "$MOCK_PID")"
+  echo "$name $c $WRK_ROW" \
+    "$(( (proxy_after - proxy_before) * TICK_US * 100 / WRK_REQUESTS ))" \
+    "$(( (mock_after - mock_before) * TICK_US * 100 / WRK_REQUESTS ))" >>"$RESULTS"
 }
 echo "machine: $(nproc) cores; wrk ${DURATION}s per cell, $ROUNDS rounds interleaved; everything shares the cores; swarmgate and hyper_proxy: $THREADS worker threads, nginx: 1 worker" >&2
 for round in $(seq "$ROUNDS"); do
