@@ -84,6 +84,24 @@ ID_PATHS = [("GET", "/admin/users/{}"), ("DELETE", "/admin/users/{}"),
             ("POST", "/auth/nodes/{}/revoke")]
 
 
+def _mutations(template):
+    """(label, body): each field of `template` replaced by each WEIRD value,
+    then left out; a field holding an object (or a list of them) has each
+    of that first object's fields replaced the same way."""
+    for field, valid in template.items():
+        for value in WEIRD:
+            yield f"{field}={str(value)[:30]!r}", {**template, field: value}
+        yield f"without {field}", {k: v for k, v in template.items() if k != field}
+        listed = isinstance(valid, list) and bool(valid) and isinstance(valid[0], dict)
+        if not (listed or isinstance(valid, dict)):
+            continue
+        for inner in valid[0] if listed else valid:
+            for value in WEIRD:
+                body = json.loads(json.dumps(template))
+                (body[field][0] if listed else body[field])[inner] = value
+                yield f"{field}.{inner}={str(value)[:30]!r}", body
+
+
 class Checker:
     def __init__(self, base):
         self.base = base
@@ -142,22 +160,8 @@ def test_malformed_input_never_gets_a_5xx(swarmgate):
                     headers["Content-Type"] = content_type
                 check.send(method, path, f"{method} {path} as {content_type}",
                            data=json.dumps(template).encode(), headers=headers)
-            for field, valid in template.items():
-                for value in WEIRD:
-                    body = {**template, field: value}
-                    check.send(method, path, f"{method} {path} {field}={str(value)[:30]!r}",
-                               json=body, headers=creds)
-                body = {k: v for k, v in template.items() if k != field}
-                check.send(method, path, f"{method} {path} without {field}", json=body, headers=creds)
-                nested = valid if isinstance(valid, dict) else (
-                    valid[0] if isinstance(valid, list) and valid and isinstance(valid[0], dict) else None)
-                for inner in nested or {}:
-                    for value in WEIRD:
-                        body = json.loads(json.dumps(template))
-                        target = body[field] if isinstance(valid, dict) else body[field][0]
-                        target[inner] = value
-                        check.send(method, path, f"{method} {path} {field}.{inner}={str(value)[:30]!r}",
-                                   json=body, headers=creds)
+            for label, body in _mutations(template):
+                check.send(method, path, f"{method} {path} {label}", json=body, headers=creds)
         for path, names in QUERIES:
             for name in names:
                 for value in QUERY_WEIRD:
