@@ -7,6 +7,7 @@ pub mod limits;
 pub mod model;
 pub mod password;
 pub mod permission;
+pub mod random;
 pub mod roles;
 pub mod validate;
 

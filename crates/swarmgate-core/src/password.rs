@@ -8,7 +8,6 @@ use std::sync::LazyLock;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use rand::rngs::OsRng;
 
 use crate::validate::ValidationError;
 
@@ -120,7 +119,7 @@ pub struct HashError(String);
 
 /// Hashes with a fresh random salt into a PHC string.
 pub fn hash(password: &str, params: HashParams) -> Result<String, HashError> {
-    let salt = SaltString::generate(&mut OsRng);
+    let salt = SaltString::generate(&mut crate::random::rng());
     params
         .argon2()
         .map_err(|e| HashError(e.to_string()))?

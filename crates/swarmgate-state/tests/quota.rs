@@ -2,6 +2,15 @@
 //! (`TEST_REDIS_URL`, two handles standing in for two instances): both
 //! back ends must give the same answers.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::too_many_lines,
+    reason = "tests: a failed unwrap or index is the failure report"
+)]
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use swarmgate_state::{Adjust, Admission, Meter, SharedState};
@@ -22,7 +31,7 @@ async fn backends() -> Vec<(SharedState, SharedState)> {
     let memory = SharedState::memory();
     let mut all = vec![(memory.clone(), memory)];
     if let Some(url) = redis_url() {
-        let ns = format!("sgquota-{}", uuid::Uuid::new_v4().simple());
+        let ns = format!("sgquota-{}", swarmgate_core::random::uuid_simple());
         let a = SharedState::redis(&url, &ns).await.unwrap();
         let b = SharedState::redis(&url, &ns).await.unwrap();
         all.push((a, b));

@@ -2,6 +2,15 @@
 //! independent handles standing in for two swarmgate instances. Each test
 //! uses its own key namespace.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::too_many_lines,
+    reason = "tests: a failed unwrap or index is the failure report"
+)]
+
 use std::time::Duration;
 
 use swarmgate_state::{LockoutPolicy, LoginGate, Rate, RateDecision, SharedState, StateError};
@@ -22,7 +31,7 @@ fn redis_url() -> Option<String> {
 /// Two handles on one namespace: what two instances would hold.
 async fn two_instances() -> Option<(SharedState, SharedState)> {
     let url = redis_url()?;
-    let ns = format!("sgtest-{}", uuid::Uuid::new_v4().simple());
+    let ns = format!("sgtest-{}", swarmgate_core::random::uuid_simple());
     let a = SharedState::redis(&url, &ns).await.unwrap();
     let b = SharedState::redis(&url, &ns).await.unwrap();
     a.mark_complete().await.unwrap();
@@ -175,7 +184,7 @@ async fn a_redis_that_lost_its_state_fails_closed_until_marked_complete() {
     let Some(url) = redis_url() else {
         return;
     };
-    let ns = format!("sgtest-{}", uuid::Uuid::new_v4().simple());
+    let ns = format!("sgtest-{}", swarmgate_core::random::uuid_simple());
     let state = SharedState::redis(&url, &ns).await.unwrap();
     // A fresh namespace looks exactly like a Redis that restarted empty.
     assert!(state.lost_state().await.unwrap());

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use jsonwebtoken::{DecodingKey, EncodingKey};
-use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -192,26 +191,43 @@ impl KeyRing {
 /// A new Ed25519 key pair as a database row; `kid` is its RFC 7638 JWK
 /// thumbprint, so the same key always has the same id.
 pub fn generate_ed25519(now: i64) -> Result<SigningKeyRow, KeyRingError> {
-    let pkcs8 =
-        Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| KeyRingError::BadKey {
-            kid: String::new(),
-            reason: "the OS random generator failed".into(),
-        })?;
-    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|e| KeyRingError::BadKey {
+    let bad = |reason: String| KeyRingError::BadKey {
         kid: String::new(),
-        reason: e.to_string(),
-    })?;
+        reason,
+    };
+    let seed: [u8; 32] = swarmgate_core::random::bytes();
+    let public = Ed25519KeyPair::from_seed_unchecked(&seed).map_err(|e| bad(e.to_string()))?;
+    let pkcs8 = pkcs8_v2(&seed, public.public_key().as_ref());
+    // ring checks the document and that its public key matches the seed.
+    let pair = Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|e| bad(e.to_string()))?;
     let x = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
     let thumbprint_input = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
     let kid = URL_SAFE_NO_PAD.encode(Sha256::digest(thumbprint_input.as_bytes()));
     Ok(SigningKeyRow {
         kid,
         algorithm: Algorithm::EdDSA.as_str().to_string(),
-        private_key: STANDARD.encode(pkcs8.as_ref()),
+        private_key: STANDARD.encode(&pkcs8),
         public_key: x,
         created_at: now,
         retired_at: None,
     })
+}
+
+/// The PKCS#8 v2 document (RFC 8410, RFC 5958) of an Ed25519 key, as
+/// ring's own generator lays it out: made here so the seed comes from
+/// swarmgate's one source of randomness, not a second generator.
+fn pkcs8_v2(seed: &[u8; 32], public: &[u8]) -> Vec<u8> {
+    const HEAD: [u8; 16] = [
+        0x30, 0x53, 0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    const PUBLIC: [u8; 5] = [0xa1, 0x23, 0x03, 0x21, 0x00];
+    let mut der = Vec::with_capacity(HEAD.len() + 32 + PUBLIC.len() + public.len());
+    der.extend_from_slice(&HEAD);
+    der.extend_from_slice(seed);
+    der.extend_from_slice(&PUBLIC);
+    der.extend_from_slice(public);
+    der
 }
 
 #[cfg(test)]

@@ -5,8 +5,6 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use rand::rngs::OsRng;
-use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 /// A freshly minted secret and the hash to store.
@@ -23,8 +21,7 @@ impl std::fmt::Debug for OpaqueToken {
 
 /// `prefix` plus 256 bits from the OS generator, base64url.
 pub fn new_opaque(prefix: &str) -> OpaqueToken {
-    let mut bytes = [0u8; 32];
-    OsRng.fill_bytes(&mut bytes);
+    let bytes: [u8; 32] = swarmgate_core::random::bytes();
     let token = format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes));
     let hash = hash_opaque(&token);
     OpaqueToken { token, hash }

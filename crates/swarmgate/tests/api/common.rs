@@ -257,7 +257,8 @@ pub fn free_port() -> u16 {
 
 /// `toml` written to a `swarmgate.toml` in a fresh directory of its own.
 pub fn config_file(toml: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("sg-cfg-{}", uuid::Uuid::new_v4().simple()));
+    let dir =
+        std::env::temp_dir().join(format!("sg-cfg-{}", swarmgate_core::random::uuid_simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("swarmgate.toml");
     std::fs::write(&file, toml).unwrap();
@@ -288,8 +289,10 @@ impl Process {
     fn spawn(env: &[(&str, String)]) -> Self {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let dir =
-            std::env::temp_dir().join(format!("swarmgate-proc-{}", uuid::Uuid::new_v4().simple()));
+        let dir = std::env::temp_dir().join(format!(
+            "swarmgate-proc-{}",
+            swarmgate_core::random::uuid_simple()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         let stderr_path = dir.join("stderr.log");
         let stderr = std::fs::File::create(&stderr_path).unwrap();

@@ -352,7 +352,7 @@ impl JwtClient {
 
     fn claims(&self) -> Value {
         json!({"iss": self.id, "sub": self.id, "aud": self.token_url,
-               "exp": now() + 120, "iat": now(), "jti": uuid::Uuid::new_v4().to_string()})
+               "exp": now() + 120, "iat": now(), "jti": swarmgate_core::random::uuid_string()})
     }
 
     fn assertion(&self, change: impl FnOnce(&mut Value)) -> String {
@@ -1012,7 +1012,7 @@ async fn private_key_jwt_with_a_jwks_uri_follows_key_rotation() {
     let id = c["client_id"].as_str().unwrap().to_string();
     let claims = |id: &str| {
         json!({"iss": id, "sub": id, "aud": s.url("/auth/token"), "exp": now() + 60,
-               "jti": uuid::Uuid::new_v4().to_string()})
+               "jti": swarmgate_core::random::uuid_string()})
     };
     let (status, body) = with_assertion(&s, &old.sign("old", &claims(&id))).await;
     assert_eq!(status, StatusCode::OK, "{body}");

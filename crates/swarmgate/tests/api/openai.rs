@@ -172,7 +172,7 @@ async fn completions_are_routed_by_model_with_403_and_404_in_openai_shape() {
 async fn the_upstream_api_key_is_sent_and_the_callers_is_not() {
     // The model's upstream path points at the mock's echo.
     let m = Mock::start(&[]).await;
-    let var = format!("SG_TEST_KEY_{}", uuid::Uuid::new_v4().simple());
+    let var = format!("SG_TEST_KEY_{}", swarmgate_core::random::uuid_simple());
     // SAFETY of set_var: a unique name nobody else reads.
     std::env::set_var(&var, "upstream-secret");
     let base = format!("{}/echo", m.base);

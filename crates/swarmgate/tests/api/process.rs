@@ -163,7 +163,10 @@ async fn environment_settings_reach_the_running_server() {
 
 #[tokio::test]
 async fn admin_create_user_works_against_the_configured_database() {
-    let dir = std::env::temp_dir().join(format!("sg-admin-{}", uuid::Uuid::new_v4().simple()));
+    let dir = std::env::temp_dir().join(format!(
+        "sg-admin-{}",
+        swarmgate_core::random::uuid_simple()
+    ));
     let url = format!("sqlite://{}/swarmgate.db", dir.display());
     let env = [("DATABASE_URL", url.clone())];
     let (code, out, err) = run_binary(
@@ -233,7 +236,8 @@ async fn admin_create_user_works_against_the_configured_database() {
 
 #[tokio::test]
 async fn keys_rotate_keeps_old_tokens_valid_and_publishes_both_keys() {
-    let dir = std::env::temp_dir().join(format!("sg-rot-{}", uuid::Uuid::new_v4().simple()));
+    let dir =
+        std::env::temp_dir().join(format!("sg-rot-{}", swarmgate_core::random::uuid_simple()));
     let url = format!("sqlite://{}/swarmgate.db", dir.display());
     let p = Process::serve(&[
         ("DATABASE_URL", url.clone()),
@@ -443,7 +447,7 @@ async fn two_instances_on_one_postgres_and_redis_share_revocation() {
         return;
     };
     let database = fresh_postgres_database(&admin_url).await.unwrap();
-    let namespace = format!("sgtest-{}", uuid::Uuid::new_v4().simple());
+    let namespace = format!("sgtest-{}", swarmgate_core::random::uuid_simple());
     let shared = |extra: &[(&'static str, String)]| {
         let mut env = vec![
             ("DATABASE_URL", database.clone()),
@@ -667,7 +671,8 @@ async fn sigterm_stops_the_server_cleanly() {
 
 #[tokio::test]
 async fn first_start_generates_and_prints_an_admin_password_once() {
-    let dir = std::env::temp_dir().join(format!("sg-boot-{}", uuid::Uuid::new_v4().simple()));
+    let dir =
+        std::env::temp_dir().join(format!("sg-boot-{}", swarmgate_core::random::uuid_simple()));
     let url = format!("sqlite://{}/swarmgate.db", dir.display());
     let port = free_port();
     let start = || {
@@ -1055,7 +1060,8 @@ async fn the_readme_quick_start_runs_against_swarmgate_demo() {
         .next()
         .unwrap();
     let port = free_port();
-    let dir = std::env::temp_dir().join(format!("sg-demo-{}", uuid::Uuid::new_v4().simple()));
+    let dir =
+        std::env::temp_dir().join(format!("sg-demo-{}", swarmgate_core::random::uuid_simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut demo = tokio::process::Command::new(env!("CARGO_BIN_EXE_swarmgate"))
         .arg("demo")

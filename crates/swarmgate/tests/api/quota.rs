@@ -25,7 +25,7 @@ fn backends() -> Vec<Option<String>> {
 }
 
 fn namespace() -> String {
-    format!("sgq{}", uuid::Uuid::new_v4().simple())
+    format!("sgq{}", swarmgate_core::random::uuid_simple())
 }
 
 /// A gateway with one model and one echo route on `mock`, a role that may
