@@ -6,8 +6,9 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use swarmgate_server::identity::{NewApiKey, Presented, RequestMeta};
 use swarmgate_server::{App, Config};
+use swarmgate_service::identity::NewApiKey;
+use swarmgate_service::{Credential, Presented, RequestMeta};
 use swarmgate_store::testing::fresh_sqlite_url;
 
 const ADMIN_PASSWORD: &str = "Adm1n!Bench-Password";
@@ -26,12 +27,16 @@ fn bench(c: &mut Criterion) {
     let (identity, token, key, key_hash) = rt.block_on(async {
         let app = App::build(settings).await.unwrap();
         app.bootstrap().await.unwrap();
-        let identity = app.identity.clone();
+        let identity = app.services().identity.clone();
         let pair = identity
             .login("admin", ADMIN_PASSWORD.into(), &RequestMeta::default())
             .await
             .unwrap();
         let admin = identity.user_by_name("admin").await.unwrap();
+        let session = Credential::Session {
+            session_id: String::new(),
+        };
+        let admin = identity.principal_of(&admin, session);
         let created = identity
             .create_api_key_for(
                 &admin,

@@ -11,13 +11,13 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::body::Body;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use swarmgate_gateway::pool::{self, ReturnsConnection};
+use swarmgate_gateway::Body;
 use tokio::net::TcpListener;
 
 #[global_allocator]

@@ -10,7 +10,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use axum::body::Body;
+use crate::body::Body;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri};
@@ -147,8 +147,9 @@ fn peer_header(peer: IpAddr) -> HeaderValue {
     LAST.with_borrow_mut(|last| match last {
         Some((ip, value)) if *ip == peer => value.clone(),
         _ => {
-            let value =
-                HeaderValue::from_str(&peer.to_string()).expect("an address is a header value");
+            // An address's text is digits, dots, colons and hex letters.
+            let value = HeaderValue::try_from(peer.to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static(""));
             *last = Some((peer, value.clone()));
             value
         }
@@ -179,6 +180,10 @@ impl Forwarder {
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         connector.enforce_http(false);
         // Verified against the Mozilla roots.
+        #[allow(
+            clippy::expect_used,
+            reason = "ring's provider supports the default TLS versions; this runs once, at start"
+        )]
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
             .expect("ring supports the default TLS versions")
@@ -257,6 +262,76 @@ impl Forwarder {
         identity: &Identity<'_>,
         now_ms: impl Fn() -> i64,
     ) -> Result<Response<Body>, ForwardError> {
+        let (mut headers, length, chunked) = self.request_head(&target, &incoming, identity)?;
+        let Incoming {
+            method, uri, body, ..
+        } = incoming;
+        let mut outgoing = self
+            .outgoing(body, &method, length, chunked, &mut headers)
+            .await?;
+        let pool = target.pool;
+        let mut tried = Vec::new();
+        let mut last_error = None;
+        loop {
+            let picked = pool.pick(now_ms(), &tried);
+            let Some((i, upstream)) = picked.and_then(|i| Some((i, pool.upstreams.get(i)?))) else {
+                return Err(
+                    last_error.unwrap_or_else(|| ForwardError::NoUpstream(target.name.to_string()))
+                );
+            };
+            tried.push(i);
+            // Copied only while another attempt could still need them.
+            let may_retry = outgoing.replay.is_some() && tried.len() < pool.upstreams.len();
+            let mut request = Request::builder()
+                .method(method.clone())
+                .uri(upstream_uri(upstream, &target.path, uri.query()))
+                .body(outgoing.next())
+                .map_err(|e| ForwardError::Upstream(e.to_string()))?;
+            *request.headers_mut() = if may_retry {
+                headers.clone()
+            } else {
+                std::mem::take(&mut headers)
+            };
+            request
+                .headers_mut()
+                .insert(header::HOST, upstream.host.clone());
+            let sent = tokio::time::timeout(target.timeout, self.send(upstream, request)).await;
+            match sent {
+                Err(_) => return Err(ForwardError::Timeout(target.timeout)),
+                Ok(Ok(response)) => {
+                    pool.succeeded(i);
+                    return Ok(passed_back(response, target.external));
+                }
+                Ok(Err(SendFailure {
+                    connect: true,
+                    error: e,
+                })) => {
+                    pool.failed(i, now_ms());
+                    tracing::warn!(target = %target.name, upstream = %upstream.base, error = %e, "upstream connection failed");
+                    let error = ForwardError::Connect(e.to_string());
+                    if outgoing.replay.is_none() {
+                        return Err(error);
+                    }
+                    last_error = Some(error);
+                }
+                Ok(Err(SendFailure { error: e, .. })) => {
+                    if is_body_too_large(&*e) {
+                        return Err(ForwardError::TooLarge(self.max_body_bytes));
+                    }
+                    return Err(ForwardError::Upstream(e.to_string()));
+                }
+            }
+        }
+    }
+
+    /// The headers the upstream is sent, the body's declared length (when
+    /// it can be trusted) and whether it is chunked.
+    fn request_head(
+        &self,
+        target: &Target<'_>,
+        incoming: &Incoming,
+        identity: &Identity<'_>,
+    ) -> Result<(HeaderMap, Option<u64>, bool), ForwardError> {
         // With Transfer-Encoding the declared length is not the body's
         // (RFC 9112 6.3): never trust it then.
         let chunked = incoming.headers.contains_key(header::TRANSFER_ENCODING);
@@ -270,141 +345,145 @@ impl Forwarder {
             return Err(ForwardError::TooLarge(self.max_body_bytes));
         }
         let mut headers = if target.external {
-            let mut headers = HeaderMap::with_capacity(PROVIDER_HEADERS.len() + 1);
-            for name in PROVIDER_HEADERS {
-                for value in incoming.headers.get_all(*name) {
-                    headers.append(*name, value.clone());
-                }
-            }
-            headers
+            provider_headers(&incoming.headers)
         } else {
-            self.upstream_headers(&incoming, identity)
+            self.upstream_headers(incoming, identity)
         };
         if let Some((name, value)) = &target.credential {
             headers.insert(name.clone(), value.clone());
         }
-        let max = self.max_body_bytes;
-        // Replayable: no body at all, or a small one read now.
         if chunked {
             headers.remove(header::CONTENT_LENGTH);
         }
+        Ok((headers, length, chunked))
+    }
+
+    /// The body to send: none, a small one read now (so a failed
+    /// connection can be retried on another upstream), or the caller's
+    /// streamed through once.
+    async fn outgoing(
+        &self,
+        body: Body,
+        method: &Method,
+        length: Option<u64>,
+        chunked: bool,
+        headers: &mut HeaderMap,
+    ) -> Result<Outgoing, ForwardError> {
         let bodyless = length == Some(0)
             || (length.is_none()
                 && !chunked
                 && matches!(
-                    incoming.method,
+                    *method,
                     Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE
                 ));
-        let mut replay: Option<Bytes> = None;
-        let mut stream: Option<Body> = None;
         if bodyless {
-            replay = Some(Bytes::new());
-        } else if length.is_some_and(|l| l <= REPLAYABLE_BYTES) {
-            let bytes = Limited::new(incoming.body, REPLAYABLE_BYTES as usize)
-                .collect()
-                .await
-                .map_err(|_| ForwardError::TooLarge(max))?
-                .to_bytes();
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-            replay = Some(bytes);
-        } else {
-            stream = Some(Body::new(Limited::new(incoming.body, max as usize)));
+            return Ok(Outgoing::replayable(Bytes::new()));
         }
+        if length.is_some_and(|l| l <= REPLAYABLE_BYTES) {
+            let bytes = Limited::new(
+                body,
+                usize::try_from(REPLAYABLE_BYTES).unwrap_or(usize::MAX),
+            )
+            .collect()
+            .await
+            .map_err(|_| ForwardError::TooLarge(self.max_body_bytes))?
+            .to_bytes();
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            return Ok(Outgoing::replayable(bytes));
+        }
+        let max = usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX);
+        Ok(Outgoing {
+            replay: None,
+            stream: Some(Body::new(Limited::new(body, max))),
+        })
+    }
 
-        let pool = target.pool;
-        let mut tried = Vec::new();
-        let mut last_error = None;
-        loop {
-            let Some(i) = pool.pick(now_ms(), &tried) else {
-                return Err(
-                    last_error.unwrap_or_else(|| ForwardError::NoUpstream(target.name.to_string()))
-                );
-            };
-            tried.push(i);
-            let upstream = &pool.upstreams[i];
-            let mut uri = String::with_capacity(upstream.prefix.len() + target.path.len() + 64);
-            uri.push_str(&upstream.prefix);
-            uri.push_str(&target.path);
-            if uri.is_empty() {
-                uri.push('/');
-            }
-            if let Some(query) = incoming.uri.query() {
-                uri.push('?');
-                uri.push_str(query);
-            }
-            // Only a replayable body is sent more than once; a streamed one
-            // goes with the first attempt, which is then the last.
-            let body = match &replay {
-                Some(bytes) => Body::from(bytes.clone()),
-                None => stream.take().unwrap_or_else(Body::empty),
-            };
-            let mut request = Request::builder()
-                .method(incoming.method.clone())
-                .uri(uri)
-                .body(body)
-                .map_err(|e| ForwardError::Upstream(e.to_string()))?;
-            // Copied only while another attempt could still need them.
-            let may_retry = replay.is_some() && tried.len() < pool.upstreams.len();
-            *request.headers_mut() = if may_retry {
-                headers.clone()
-            } else {
-                std::mem::take(&mut headers)
-            };
-            request
-                .headers_mut()
-                .insert(header::HOST, upstream.host.clone());
-            let sent = async {
-                match &upstream.plain {
-                    Some(authority) => crate::pool::send(authority, request)
-                        .await
-                        .map(|r| r.map(Body::new))
-                        .map_err(|e| SendFailure::new(e.is_connect(), e)),
-                    None => self
-                        .client
-                        .request(request)
-                        .await
-                        .map(|r| r.map(Body::new))
-                        .map_err(|e| SendFailure::new(e.is_connect(), e)),
-                }
-            };
-            match tokio::time::timeout(target.timeout, sent).await {
-                Err(_) => return Err(ForwardError::Timeout(target.timeout)),
-                Ok(Ok(response)) => {
-                    pool.succeeded(i);
-                    let (mut parts, body) = response.into_parts();
-                    remove_connection_listed(&mut parts.headers);
-                    for name in &HOP_BY_HOP {
-                        parts.headers.remove(name);
-                    }
-                    if target.external {
-                        for name in PROVIDER_RESPONSE_HIDDEN {
-                            parts.headers.remove(*name);
-                        }
-                    }
-                    return Ok(Response::from_parts(parts, body));
-                }
-                Ok(Err(SendFailure {
-                    connect: true,
-                    error: e,
-                })) => {
-                    pool.failed(i, now_ms());
-                    tracing::warn!(target = %target.name, upstream = %upstream.base, error = %e, "upstream connection failed");
-                    let error = ForwardError::Connect(e.to_string());
-                    if replay.is_none() {
-                        return Err(error);
-                    }
-                    last_error = Some(error);
-                    continue;
-                }
-                Ok(Err(SendFailure { error: e, .. })) => {
-                    if is_body_too_large(&*e) {
-                        return Err(ForwardError::TooLarge(max));
-                    }
-                    return Err(ForwardError::Upstream(e.to_string()));
-                }
-            }
+    /// One attempt: over the thread's pool for a plain upstream, hyper's
+    /// client (and its TLS) for an `https://` one.
+    async fn send(
+        &self,
+        upstream: &crate::upstream::Upstream,
+        request: Request<Body>,
+    ) -> Result<Response<Body>, SendFailure> {
+        match &upstream.plain {
+            Some(authority) => crate::pool::send(authority, request)
+                .await
+                .map(|r| r.map(Body::new))
+                .map_err(|e| SendFailure::new(e.is_connect(), e)),
+            None => self
+                .client
+                .request(request)
+                .await
+                .map(|r| r.map(Body::new))
+                .map_err(|e| SendFailure::new(e.is_connect(), e)),
         }
     }
+}
+
+/// What a request sends upstream: bytes it can send again, or a stream
+/// that goes with the first attempt, which is then the last.
+struct Outgoing {
+    replay: Option<Bytes>,
+    stream: Option<Body>,
+}
+
+impl Outgoing {
+    fn replayable(bytes: Bytes) -> Self {
+        Self {
+            replay: Some(bytes),
+            stream: None,
+        }
+    }
+
+    /// The body of the next attempt.
+    fn next(&mut self) -> Body {
+        match &self.replay {
+            Some(bytes) => Body::from(bytes.clone()),
+            None => self.stream.take().unwrap_or_default(),
+        }
+    }
+}
+
+/// The caller's headers a hosted provider's API is sent.
+fn provider_headers(incoming: &HeaderMap) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(PROVIDER_HEADERS.len() + 1);
+    for name in PROVIDER_HEADERS {
+        for value in incoming.get_all(*name) {
+            headers.append(*name, value.clone());
+        }
+    }
+    headers
+}
+
+/// The URI an upstream is asked for: its prefix, the path, the query.
+fn upstream_uri(upstream: &crate::upstream::Upstream, path: &str, query: Option<&str>) -> String {
+    let mut uri = String::with_capacity(upstream.prefix.len() + path.len() + 64);
+    uri.push_str(&upstream.prefix);
+    uri.push_str(path);
+    if uri.is_empty() {
+        uri.push('/');
+    }
+    if let Some(query) = query {
+        uri.push('?');
+        uri.push_str(query);
+    }
+    uri
+}
+
+/// The upstream's response as the caller gets it: without hop-by-hop
+/// headers, and without what a hosted provider should not show.
+fn passed_back(response: Response<Body>, external: bool) -> Response<Body> {
+    let (mut parts, body) = response.into_parts();
+    remove_connection_listed(&mut parts.headers);
+    for name in &HOP_BY_HOP {
+        parts.headers.remove(name);
+    }
+    if external {
+        for name in PROVIDER_RESPONSE_HIDDEN {
+            parts.headers.remove(*name);
+        }
+    }
+    Response::from_parts(parts, body)
 }
 
 /// Why a send failed, and whether for want of a connection (nothing

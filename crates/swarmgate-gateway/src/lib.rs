@@ -1,11 +1,13 @@
-//! The reverse proxy of swarmgate, without identity: which route a path
-//! belongs to (longest prefix, with an optional `{owner}` segment), which of
-//! its upstreams to use (round robin with passive health), and forwarding a
-//! request there with bodies streamed both ways. Authentication and the
-//! permission decision happen before, in the server crate, which hands this
-//! crate the identity headers to add.
+//! The data plane of swarmgate: which route a path belongs to (longest
+//! prefix, with an optional `{owner}` segment), which of its upstreams to
+//! use (round robin with passive health), forwarding a request there with
+//! bodies streamed both ways, metering LLM responses, and the enforcement
+//! point (`enforce`) that asks the service crate's decision point and quota
+//! coordinator before anything is forwarded.
 
+pub mod body;
 pub mod config;
+pub mod enforce;
 pub mod forward;
 pub mod guarded;
 pub mod models;
@@ -14,7 +16,9 @@ pub mod routes;
 pub mod upstream;
 pub mod usage;
 
+pub use body::Body;
 pub use config::{GatewayConfig, RouteConfig};
+pub use enforce::{Dialect, Gateway, GatewayError, LlmCall, RouteLabel, Tables};
 pub use forward::{ForwardError, Forwarder, Identity, Target};
-pub use models::{Model, ModelConfig, ModelTable};
+pub use models::{Model, ModelConfig, ModelTable, ProviderProfile};
 pub use routes::{Route, RouteMatch, RouteTable};

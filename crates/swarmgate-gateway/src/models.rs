@@ -75,6 +75,27 @@ impl Model {
     }
 }
 
+/// A provider's API reachable through the gateway with the gateway's key
+/// (seed 003's credential profiles).
+pub struct ProviderProfile {
+    /// `anthropic`: also the scope of its limits (`profile:anthropic`).
+    pub name: String,
+    /// `api_key` or `subscription`: how the key is paid for.
+    pub mode: String,
+    pub upstream: Model,
+    pub limits: swarmgate_core::LimitSet,
+}
+
+impl std::fmt::Debug for ProviderProfile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderProfile")
+            .field("name", &self.name)
+            .field("mode", &self.mode)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
 pub struct ModelTable {
     models: Vec<Model>,
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
+use crate::body::Body;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -287,7 +287,9 @@ mod tests {
             .uri("/")
             .header("host", &*authority)
             .header("transfer-encoding", "chunked")
-            .body(Body::from_stream(endless))
+            .body(Body::new(http_body_util::StreamBody::new(
+                tokio_stream::StreamExt::map(endless, |chunk| chunk.map(Frame::data)),
+            )))
             .unwrap();
         let first = send(&authority, upload).await.unwrap();
         first.into_body().collect().await.unwrap();

@@ -11,28 +11,11 @@ use swarmgate_core::permission::validate_permission;
 use crate::config::{GatewayConfig, RouteConfig};
 use crate::upstream::UpstreamPool;
 
-/// Paths the server itself answers; a route may not shadow them.
-const RESERVED: &[&str] = &[
-    "/auth",
-    "/admin",
-    "/health",
-    "/.well-known",
-    "/api/auth",
-    "/api/metrics",
-    "/nodes",
-    "/v1",
-    "/usage",
-    "/agents",
-    "/quota",
-    "/metrics",
-];
-
-/// Whether `path` is under one of the paths the server itself answers.
-/// Every other path can only be the gateway's, so the server sends it
-/// straight to the gateway without matching it against its own API.
-pub fn is_own_path(path: &str) -> bool {
-    RESERVED.iter().any(|reserved| {
-        path.strip_prefix(reserved)
+/// Whether `path` is `prefix` or below it, for any of `prefixes` (the
+/// server's own API: a route may not shadow it).
+pub fn is_under(path: &str, prefixes: &[&str]) -> bool {
+    prefixes.iter().any(|prefix| {
+        path.strip_prefix(prefix)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     })
 }
@@ -96,10 +79,10 @@ pub struct RouteTable {
 pub fn has_dot_segments(path: &str) -> bool {
     // Encoded separators would let an upstream that decodes them see other
     // segments than the ones matched here.
-    let encoded_separator = path.as_bytes().windows(3).any(|w| {
-        w[0] == b'%'
-            && ((w[1] == b'2' && w[2].eq_ignore_ascii_case(&b'f'))
-                || (w[1] == b'5' && w[2].eq_ignore_ascii_case(&b'c')))
+    let encoded_separator = path.as_bytes().windows(3).any(|w| match w {
+        [b'%', b'2', c] => c.eq_ignore_ascii_case(&b'f'),
+        [b'%', b'5', c] => c.eq_ignore_ascii_case(&b'c'),
+        _ => false,
     });
     encoded_separator || path.contains('\\') || path.split('/').any(is_dot_segment)
 }
@@ -108,17 +91,11 @@ pub fn has_dot_segments(path: &str) -> bool {
 fn is_dot_segment(segment: &str) -> bool {
     let mut rest = segment.as_bytes();
     let mut dots = 0;
-    while let Some(&first) = rest.first() {
-        rest = if first == b'.' {
-            &rest[1..]
-        } else if rest.len() >= 3
-            && first == b'%'
-            && rest[1] == b'2'
-            && rest[2].eq_ignore_ascii_case(&b'e')
-        {
-            &rest[3..]
-        } else {
-            return false;
+    while !rest.is_empty() {
+        rest = match rest {
+            [b'.', tail @ ..] => tail,
+            [b'%', b'2', e, tail @ ..] if e.eq_ignore_ascii_case(&b'e') => tail,
+            _ => return false,
         };
         dots += 1;
     }
@@ -139,8 +116,13 @@ fn segments(path: &str) -> impl Iterator<Item = &str> {
 
 impl RouteTable {
     /// Validates and compiles the routes; the error names the route and
-    /// what is wrong with it.
-    pub fn compile(routes: &[RouteConfig], gateway: &GatewayConfig) -> Result<Self, String> {
+    /// what is wrong with it. `reserved` are the path prefixes the server
+    /// answers itself, which no route may shadow.
+    pub fn compile(
+        routes: &[RouteConfig],
+        gateway: &GatewayConfig,
+        reserved: &[&str],
+    ) -> Result<Self, String> {
         let mut compiled = Vec::with_capacity(routes.len());
         let mut names = std::collections::HashSet::new();
         for r in routes {
@@ -154,7 +136,7 @@ impl RouteTable {
             if !r.path_prefix.starts_with('/') {
                 return Err(at("path_prefix must start with /".into()));
             }
-            if r.path_prefix == "/" || is_own_path(&r.path_prefix) {
+            if r.path_prefix == "/" || is_under(&r.path_prefix, reserved) {
                 return Err(at(format!(
                     "path_prefix {:?} would shadow swarmgate's own API",
                     r.path_prefix
@@ -242,7 +224,10 @@ impl RouteTable {
                 }
             }
             let upstream_path = if route.strip_prefix {
-                let rest = parts[route.segments.len()..].join("/");
+                let rest = parts
+                    .get(route.segments.len()..)
+                    .unwrap_or_default()
+                    .join("/");
                 let trailing = if path.ends_with('/') && !rest.is_empty() {
                     "/"
                 } else {
@@ -278,6 +263,9 @@ mod tests {
         }
     }
 
+    /// Some of the server's own prefixes, as the server passes them.
+    const OWN: &[&str] = &["/auth", "/quota", "/agents", "/metrics"];
+
     #[test]
     fn longest_prefix_wins_and_owner_is_captured() {
         let table = RouteTable::compile(
@@ -288,6 +276,7 @@ mod tests {
                 route("memory-shared", "/memory/shared", false),
             ],
             &GatewayConfig::default(),
+            OWN,
         )
         .unwrap();
         let m = table.find("/tasks/7").unwrap();
@@ -370,10 +359,10 @@ mod tests {
                 "g",
             ),
         ] {
-            let e = RouteTable::compile(&[r], &g).err().unwrap();
+            let e = RouteTable::compile(&[r], &g, OWN).err().unwrap();
             assert!(e.contains(needle), "{e}");
         }
-        let e = RouteTable::compile(&[route("x", "/x", false), route("x", "/y", false)], &g)
+        let e = RouteTable::compile(&[route("x", "/x", false), route("x", "/y", false)], &g, OWN)
             .err()
             .unwrap();
         assert!(e.contains("unique"));

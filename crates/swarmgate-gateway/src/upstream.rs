@@ -37,7 +37,8 @@ fn host_header(base: &Uri) -> http::HeaderValue {
         Some(port) if port != default_port => format!("{host}:{port}"),
         _ => host.to_string(),
     };
-    http::HeaderValue::from_str(&text).expect("a URL's host is a header value")
+    // A parsed URI's host holds only characters a header value may.
+    http::HeaderValue::try_from(text).unwrap_or_else(|_| http::HeaderValue::from_static(""))
 }
 
 impl Upstream {
@@ -127,7 +128,9 @@ impl UpstreamPool {
             if tried.contains(&i) {
                 continue;
             }
-            let upstream = &self.upstreams[i];
+            let Some(upstream) = self.upstreams.get(i) else {
+                continue;
+            };
             let until = upstream.ejected_until_ms.load(Ordering::Relaxed);
             if until == 0 {
                 return Some(i);
@@ -150,13 +153,17 @@ impl UpstreamPool {
     }
 
     pub fn succeeded(&self, i: usize) {
-        let upstream = &self.upstreams[i];
+        let Some(upstream) = self.upstreams.get(i) else {
+            return;
+        };
         upstream.failures.store(0, Ordering::Relaxed);
         upstream.ejected_until_ms.store(0, Ordering::Relaxed);
     }
 
     pub fn failed(&self, i: usize, now_ms: i64) {
-        let upstream = &self.upstreams[i];
+        let Some(upstream) = self.upstreams.get(i) else {
+            return;
+        };
         let failures = upstream.failures.fetch_add(1, Ordering::Relaxed) + 1;
         if failures >= self.eject_after {
             upstream

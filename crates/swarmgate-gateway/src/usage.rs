@@ -122,13 +122,17 @@ fn chunk_text(value: &Value) -> String {
     let mut text = String::new();
     // Anthropic's deltas: text, extended thinking, tool input being built.
     for field in ["text", "thinking", "partial_json"] {
-        if let Some(t) = value["delta"][field].as_str() {
+        if let Some(t) = value
+            .get("delta")
+            .and_then(|d| d.get(field))
+            .and_then(Value::as_str)
+        {
             text.push_str(t);
         }
     }
-    if let Some(choices) = value["choices"].as_array() {
+    if let Some(choices) = value.get("choices").and_then(Value::as_array) {
         for c in choices {
-            if let Some(t) = c["delta"]["content"].as_str() {
+            if let Some(t) = c.pointer("/delta/content").and_then(Value::as_str) {
                 text.push_str(t);
             }
             if let Some(t) = c["text"].as_str() {
@@ -253,9 +257,12 @@ impl<B> Metered<B> {
                         text.push_str(&chunk_text(&value));
                         if let Some(u) = usage_of(&value, self.found) {
                             self.found = Some(u);
-                            self.partial = value["type"] == "message_start";
-                            let no_choices =
-                                value["choices"].as_array().is_none_or(|c| c.is_empty());
+                            self.partial =
+                                value.get("type").and_then(Value::as_str) == Some("message_start");
+                            let no_choices = value
+                                .get("choices")
+                                .and_then(Value::as_array)
+                                .is_none_or(|c| c.is_empty());
                             if *strip_usage && no_choices {
                                 keep = false;
                             }

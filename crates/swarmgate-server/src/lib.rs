@@ -1,83 +1,70 @@
-//! swarmgate's server: configuration, wiring, the identity service and its
-//! HTTP API. The binary crate only parses the command line and calls in here.
+//! swarmgate's server: configuration, the HTTP API over the services, and
+//! wiring. The binary crate only parses the command line and calls in here.
 
-pub mod clock;
 pub mod config;
-pub mod error;
-pub mod gateway;
+pub mod fetch;
 pub mod http;
-pub mod identity;
-mod ids;
 pub mod metrics;
-pub mod monitoring;
-pub mod nodes;
-pub mod quota;
 pub mod telemetry;
-pub mod usage;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use swarmgate_state::SharedState;
-use swarmgate_store::Store;
+use swarmgate_gateway::{Forwarder, Gateway, Tables};
+use swarmgate_service::{Background, Services, SharedClock, SystemClock};
 use tokio::net::TcpListener;
 
 pub use config::{Config, ConfigError, Settings};
-pub use error::Error;
-use identity::Identity;
+pub use swarmgate_service::Error;
 
 /// A ready-to-serve instance: storage connected and migrated, shared state
 /// reachable, signing keys loaded.
 pub struct App {
-    pub identity: Arc<Identity>,
-    pub gateway: Arc<gateway::Gateway>,
-    pub nodes: Arc<nodes::Nodes>,
-    pub agents: Arc<quota::agents::Agents>,
+    state: http::AppState,
 }
 
 impl App {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let store = Store::connect(&settings.database_url)
-            .await
-            .map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
-        let state = match &settings.redis_url {
-            None => SharedState::memory(),
-            Some(url) => SharedState::redis(url, &settings.redis_namespace)
-                .await
-                .map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?,
-        };
+        Self::build_with_clock(settings, SystemClock::shared()).await
+    }
+
+    /// [`build`](Self::build) on a clock of the caller's (tests move a
+    /// manual one instead of sleeping).
+    pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<Self> {
+        let fetch = Arc::new(fetch::HttpFetch::new());
+        let services = Services::start(settings.service.clone(), clock, fetch).await?;
         metrics::handle();
-        let profiles = settings
-            .anthropic
-            .iter()
-            .map(|p| (p.name.clone(), p.limits))
-            .collect();
-        let quota = Arc::new(quota::Quota::new(
-            state.clone(),
-            settings.quota.clone(),
-            profiles,
-        ));
-        let gateway = Arc::new(gateway::Gateway::new(
-            &settings,
-            store.clone(),
-            quota.clone(),
-        ));
-        let nodes = nodes::Nodes::new(store.clone(), settings.node_stale_after);
-        let identity = Arc::new(Identity::new(store, state, Arc::new(settings)).await?);
-        let agents = Arc::new(quota::agents::Agents::new(identity.clone(), quota));
+        let tables = Tables {
+            routes: settings.routes.clone(),
+            models: settings.models.clone(),
+            anthropic: settings.anthropic.clone(),
+            forwarder: Forwarder::new(
+                settings.gateway.trusted_proxies.clone(),
+                settings.gateway.max_body_bytes,
+            ),
+        };
+        let gateway = Gateway::new(&services, tables);
         Ok(Self {
-            identity,
-            gateway,
-            nodes,
-            agents,
+            state: http::AppState::new(services, gateway, settings),
         })
+    }
+
+    /// The services this instance runs.
+    pub fn services(&self) -> &Services {
+        &self.state.services
+    }
+
+    /// A handle on the state every request is served from, kept by tests
+    /// after the app is moved into its server.
+    pub fn state(&self) -> http::AppState {
+        self.state.clone()
     }
 
     /// Creates the first admin on an empty database; a generated password
     /// is printed once to stderr (not to the log, which may be shipped).
     pub async fn bootstrap(&self) -> anyhow::Result<()> {
-        if let Some(password) = self.identity.bootstrap_admin().await? {
+        if let Some(password) = self.state.services.bootstrap().await? {
             eprintln!(
                 "swarmgate: created user 'admin' with generated password: {password}\n\
                  swarmgate: it is shown only this once; set SWARMGATE_ADMIN_PASSWORD to choose it"
@@ -91,14 +78,8 @@ impl App {
     fn service(
         &self,
     ) -> axum::extract::connect_info::IntoMakeServiceWithConnectInfo<http::Front, SocketAddr> {
-        let state = http::AppState::new(http::Services {
-            identity: self.identity.clone(),
-            gateway: self.gateway.clone(),
-            nodes: self.nodes.clone(),
-            agents: self.agents.clone(),
-        });
         axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info(
-            http::Front::new(state),
+            http::Front::new(self.state.clone()),
         )
     }
 
@@ -212,105 +193,47 @@ impl App {
         spawned.and(joined.map(drop))
     }
 
-    /// Starts the work that runs beside the server: key reloads, the
-    /// revocation poller, metrics upkeep and listener, the monitor, usage
-    /// flushes and the agent sweep.
+    /// Starts the work that runs beside the server: the services' own
+    /// (key reloads, the revocation poller, the monitor, usage flushes, the
+    /// agent sweep), metrics upkeep and the metrics listener.
     async fn start_background(&self) -> std::io::Result<Background> {
         // Bound first: when it fails, nothing has started yet.
-        let metrics_listener = match self.identity.settings().metrics_listen {
+        let metrics_listener = match self.state.settings.metrics_listen {
             None => None,
             Some(addr) => Some(TcpListener::bind(addr).await?),
         };
-        let reloader = {
-            let identity = self.identity.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(identity.settings().key_reload);
-                tick.tick().await;
-                loop {
-                    tick.tick().await;
-                    if let Err(e) = identity.keys().reload().await {
-                        tracing::warn!(error = %e, "signing key reload failed");
-                    }
-                }
-            })
-        };
-        let poller = tokio::spawn(self.identity.clone().revocation_poller());
-        let metrics_upkeep = tokio::spawn(async {
+        let mut background = self.state.services.start_background().await;
+        background.push(tokio::spawn(async {
             let mut tick = tokio::time::interval(metrics::UPKEEP_EVERY);
             loop {
                 tick.tick().await;
                 metrics::upkeep();
             }
-        });
-        let monitor = monitoring::start(self.identity.settings().metrics_interval).await;
-        let usage_flusher = {
-            let usage = self.gateway.usage.clone();
-            let every = self.identity.settings().usage_flush;
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                loop {
-                    tick.tick().await;
-                    usage.flush().await;
-                }
-            })
-        };
-        let agent_sweeper = {
-            let agents = self.agents.clone();
-            // Often enough that an idle session is released within a few
-            // seconds of its deadline (its token stops at the deadline
-            // itself; this gives the allocation back).
-            let every = (self.identity.settings().quota.agent_idle / 4).clamp(
-                std::time::Duration::from_millis(500),
-                std::time::Duration::from_secs(30),
-            );
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                loop {
-                    tick.tick().await;
-                    if let Err(e) = agents.sweep().await {
-                        tracing::warn!(error = %e, "agent session sweep failed");
-                    }
-                }
-            })
-        };
-        let metrics_server = metrics_listener.map(|listener| {
+        }));
+        if let Some(listener) = metrics_listener {
             tracing::info!(address = ?listener.local_addr().ok(), "unauthenticated /metrics listening");
-            let gateway = self.gateway.clone();
+            let state = self.state.clone();
             let app = axum::Router::new().route(
                 "/metrics",
                 axum::routing::get(move || {
-                    let gateway = gateway.clone();
-                    async move { http::metrics_response(&gateway) }
+                    let state = state.clone();
+                    async move { http::metrics_response(&state.gateway) }
                 }),
             );
-            tokio::spawn(async move {
+            background.push(tokio::spawn(async move {
                 let _ = axum::serve(listener, app).await;
-            })
-        });
-        let mut tasks = vec![
-            reloader,
-            poller,
-            metrics_upkeep,
-            monitor,
-            usage_flusher,
-            agent_sweeper,
-        ];
-        tasks.extend(metrics_server);
-        Ok(Background(tasks))
+            }));
+        }
+        Ok(background)
     }
 
-    /// Stops the background work, then writes out what is batched.
+    /// Stops the background work, then writes out what is batched
+    /// (usage, `last_used_at`, denial counts): none of it may be lost.
     async fn finish(&self, background: Background) {
-        for task in background.0 {
-            task.abort();
-        }
-        self.gateway.usage.flush().await;
-        // Batched writes (last_used_at, denial counts) must not be lost.
-        self.identity.flush().await;
+        background.stop();
+        self.state.services.flush().await;
     }
 }
-
-struct Background(Vec<tokio::task::JoinHandle<()>>);
 
 /// Sends one message when dropped.
 struct ThreadDone(tokio::sync::mpsc::UnboundedSender<()>);

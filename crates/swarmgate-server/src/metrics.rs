@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::gateway::Gateway;
+use swarmgate_gateway::Gateway;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -61,7 +61,7 @@ fn describe() {
     );
     metrics::describe_counter!(
         "swarmgate_permission_denied_total",
-        "Permission checks that said no"
+        "Refusals of the decision point, by the kind of action refused"
     );
     metrics::describe_counter!(
         "swarmgate_llm_tokens_total",
@@ -112,17 +112,6 @@ impl RouteSeries {
 
 thread_local! {
     static ROUTES: RefCell<rustc_hash::FxHashMap<Box<str>, RouteSeries>> = RefCell::default();
-    static AUTH: RefCell<rustc_hash::FxHashMap<(&'static str, &'static str), metrics::Counter>> =
-        RefCell::default();
-}
-
-/// `swarmgate_gateway_overhead_seconds`, its one series kept per thread
-/// as the per-request series are.
-pub fn record_gateway_overhead(seconds: f64) {
-    thread_local! {
-        static OVERHEAD: metrics::Histogram = metrics::histogram!("swarmgate_gateway_overhead_seconds");
-    }
-    OVERHEAD.with(|overhead| overhead.record(seconds));
 }
 
 /// `swarmgate_http_requests_total` and `swarmgate_http_request_duration_seconds`.
@@ -137,21 +126,9 @@ pub fn record_http(route: &str, method: &'static str, status: u16, seconds: f64)
     });
 }
 
-/// `swarmgate_auth_total`.
-pub fn record_auth(method: &'static str, outcome: &'static str) {
-    AUTH.with_borrow_mut(|counters| {
-        counters
-            .entry((method, outcome))
-            .or_insert_with(|| {
-                metrics::counter!("swarmgate_auth_total", "method" => method, "outcome" => outcome)
-            })
-            .increment(1);
-    });
-}
-
 /// The text exposition, with upstream health sampled now.
-pub fn render(gateway: &Gateway) -> String {
-    let now = crate::clock::now_ms();
+pub fn render(gateway: &Gateway, now_ms: i64) -> String {
+    let now = now_ms;
     for route in gateway.routes().routes() {
         for upstream in &route.upstreams.upstreams {
             metrics::gauge!("swarmgate_upstream_healthy", "route" => route.name.clone(), "upstream" => upstream.base.to_string())

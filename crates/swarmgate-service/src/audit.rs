@@ -6,12 +6,13 @@ use serde_json::Value;
 use swarmgate_core::AuditEvent;
 use swarmgate_store::Store;
 
-use crate::clock::now_secs;
-use crate::identity::RequestMeta;
+use crate::clock::SharedClock;
+use crate::principal::{Principal, RequestMeta};
 
 #[derive(Clone)]
 pub struct Audit {
     store: Store,
+    clock: SharedClock,
 }
 
 /// Who an event is about.
@@ -29,11 +30,28 @@ impl<'a> Subject<'a> {
             username: Some(&user.username),
         }
     }
+
+    /// The subject for an event a caller caused: its user (or client, or
+    /// node) id and name.
+    pub fn principal(principal: &'a Principal) -> Self {
+        Self {
+            user_id: Some(&principal.user_id),
+            username: Some(&principal.username),
+        }
+    }
+
+    /// A subject known only by id.
+    pub fn id(user_id: &'a str) -> Self {
+        Self {
+            user_id: Some(user_id),
+            username: None,
+        }
+    }
 }
 
 impl Audit {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, clock: SharedClock) -> Self {
+        Self { store, clock }
     }
 
     pub async fn record(
@@ -45,7 +63,7 @@ impl Audit {
         detail: Value,
     ) {
         let row = AuditEvent {
-            at: now_secs(),
+            at: self.clock.now_secs(),
             event: event.to_string(),
             user_id: subject.user_id.map(str::to_string),
             username: subject.username.map(str::to_string),

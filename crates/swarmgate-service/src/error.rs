@@ -1,6 +1,6 @@
-//! The one error type of the server crate, and the one place it becomes an
-//! HTTP response (`http::error`). Domain code returns these; handlers never
-//! choose a status code themselves.
+//! The one error type of the service crate. The server maps it to HTTP in
+//! one place (`swarmgate-server/src/http/error.rs`); services never choose
+//! a status code.
 
 use swarmgate_core::ValidationError;
 use swarmgate_state::StateError;
@@ -61,16 +61,6 @@ pub enum Error {
         component: &'static str,
         detail: String,
     },
-    #[error("this method is not served on this route")]
-    MethodNotAllowed,
-    #[error("upstream failed: {0}")]
-    BadGateway(String),
-    /// A hosted provider refused the gateway's own key: the operator's
-    /// problem, not the caller's credential.
-    #[error("the provider refused the gateway's credentials (its status {0}); the operator must check the provider key")]
-    ProviderAuth(u16),
-    #[error("upstream did not answer within {0:?}")]
-    GatewayTimeout(std::time::Duration),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -126,5 +116,5 @@ impl From<KeyRingError> for Error {
 
 /// Seconds for a `Retry-After` header: whole seconds, rounded up, at least 1.
 pub fn retry_after_secs(ms: i64) -> u64 {
-    (ms.max(1) as u64).div_ceil(1000)
+    ms.max(1).unsigned_abs().div_ceil(1000)
 }

@@ -12,20 +12,27 @@ pub fn next() -> [u8; 32] {
     static KEYS: OnceLock<(u64, u64)> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let (prefix, multiplier) = *KEYS.get_or_init(|| {
-        let (a, b) = uuid::Uuid::new_v4().as_u64_pair();
+        let (a, b) = swarmgate_core::random::uuid().as_u64_pair();
         (a, b | 1)
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let value = (u128::from(prefix) << 64) | u128::from(n.wrapping_mul(multiplier));
     let mut text = [0u8; 32];
-    hex::encode_to_slice(prefix.to_be_bytes(), &mut text[..16]).expect("16 hex digits");
-    hex::encode_to_slice(n.wrapping_mul(multiplier).to_be_bytes(), &mut text[16..])
-        .expect("16 hex digits");
+    for (i, digit) in text.iter_mut().enumerate() {
+        // Most significant first; a nibble is below 16, so it fits a u8.
+        let nibble = ((value >> (124 - 4 * i)) & 0xf) as u8;
+        *digit = if nibble < 10 {
+            b'0' + nibble
+        } else {
+            b'a' + nibble - 10
+        };
+    }
     text
 }
 
 /// [`next`] as a string.
 pub fn next_string() -> String {
-    String::from_utf8(next().to_vec()).expect("hex digits are ASCII")
+    next().iter().map(|&b| char::from(b)).collect()
 }
 
 #[cfg(test)]

@@ -13,13 +13,17 @@ use serde_json::{json, Value};
 use swarmgate_core::Node;
 use swarmgate_store::Store;
 
-use crate::clock::{now_secs, rfc3339};
-use crate::error::{Error, Result};
-use crate::identity::clients::validate_node_id;
-use crate::identity::Principal;
+use crate::authz::{Action, Authz, Resource};
+use crate::clients::validate_node_id;
+use crate::clock::SharedClock;
+use crate::error::Result;
+use crate::page::{Page, PageRequest};
+use crate::principal::Principal;
 
 pub struct Nodes {
     store: Store,
+    authz: Arc<Authz>,
+    clock: SharedClock,
     stale_after: Duration,
 }
 
@@ -30,28 +34,54 @@ pub struct Registration {
     pub labels: Value,
 }
 
+/// A node as operators see it.
+#[derive(Debug, Clone)]
+pub struct NodeView {
+    pub node: Node,
+    /// Seconds since its last report (or, never having reported, its last
+    /// sign of life).
+    pub age_seconds: i64,
+    /// Older than `[nodes] stale_after_seconds`.
+    pub stale: bool,
+}
+
 impl Nodes {
-    pub fn new(store: Store, stale_after: Duration) -> Arc<Self> {
-        Arc::new(Self { store, stale_after })
+    pub fn new(
+        store: Store,
+        authz: Arc<Authz>,
+        clock: SharedClock,
+        stale_after: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            authz,
+            clock,
+            stale_after,
+        })
     }
 
     /// Fails with 403 unless `principal` may act for `node_id` with
     /// `permission`.
-    fn authorize(principal: &Principal, permission: &str, node_id: &str) -> Result<()> {
+    async fn authorize(
+        &self,
+        principal: &Principal,
+        permission: &str,
+        node_id: &str,
+    ) -> Result<()> {
         validate_node_id(node_id)?;
-        principal.require(permission)?;
-        if principal.allows("nodes.manage", None) || principal.node_id() == Some(node_id) {
-            Ok(())
-        } else {
-            Err(Error::Forbidden(format!(
-                "this token speaks for node {:?}, not {node_id:?}",
-                principal.node_id().unwrap_or("(none)")
-            )))
-        }
+        self.authz
+            .authorize(
+                principal,
+                Action::Permission(permission),
+                Resource::Node(node_id),
+            )
+            .await
+            .require()
     }
 
-    pub async fn register(&self, principal: &Principal, r: Registration) -> Result<Value> {
-        Self::authorize(principal, "nodes.register", &r.node_id)?;
+    pub async fn register(&self, principal: &Principal, r: Registration) -> Result<NodeView> {
+        self.authorize(principal, "nodes.register", &r.node_id)
+            .await?;
         if let Some(address) = &r.address {
             if address.is_empty() || address.len() > 512 || address.chars().any(char::is_control) {
                 return Err(swarmgate_core::ValidationError::new(
@@ -77,59 +107,57 @@ impl Nodes {
             )
             .into());
         }
+        let now = self.clock.now_secs();
         let node = self
             .store
-            .register_node(&r.node_id, r.address.as_deref(), &labels, now_secs())
+            .register_node(&r.node_id, r.address.as_deref(), &labels, now)
             .await?;
-        Ok(self.view(node, now_secs()))
+        Ok(self.view(node, now))
     }
 
     pub async fn heartbeat(&self, principal: &Principal, node_id: &str) -> Result<()> {
-        Self::authorize(principal, "nodes.heartbeat", node_id)?;
-        Ok(self.store.node_heartbeat(node_id, now_secs()).await?)
+        self.authorize(principal, "nodes.heartbeat", node_id)
+            .await?;
+        let now = self.clock.now_secs();
+        Ok(self.store.node_heartbeat(node_id, now).await?)
     }
 
     pub async fn report(&self, principal: &Principal, node_id: &str, metrics: Value) -> Result<()> {
-        Self::authorize(principal, "metrics.report", node_id)?;
+        self.authorize(principal, "metrics.report", node_id).await?;
         if !metrics.is_object() {
             return Err(
                 swarmgate_core::ValidationError::new("metrics", "must be a JSON object").into(),
             );
         }
+        let now = self.clock.now_secs();
         Ok(self
             .store
-            .record_node_report(node_id, &metrics, now_secs())
+            .record_node_report(node_id, &metrics, now)
             .await?)
     }
 
-    /// Every node with its last report (`nodes.manage`).
-    pub async fn list(&self, principal: &Principal) -> Result<Vec<Value>> {
-        principal.require("nodes.manage")?;
-        let now = now_secs();
-        Ok(self
+    /// Every node with its last report (`nodes.manage`), by node id.
+    pub async fn list(&self, principal: &Principal, page: &PageRequest) -> Result<Page<NodeView>> {
+        self.authz
+            .authorize(principal, Action::Permission("nodes.manage"), Resource::Any)
+            .await
+            .require()?;
+        let now = self.clock.now_secs();
+        let size = page.size(100);
+        let rows = self
             .store
-            .list_nodes()
-            .await?
-            .into_iter()
-            .map(|n| self.view(n, now))
-            .collect())
+            .list_nodes(page.after.as_deref(), size + 1)
+            .await?;
+        Ok(Page::of(rows, size, |n| n.node_id.clone()).map(|n| self.view(n, now)))
     }
 
-    /// A node as the API shows it; stale when its last report (or, never
-    /// having reported, its last sign of life) is older than the threshold.
-    fn view(&self, node: Node, now: i64) -> Value {
+    fn view(&self, node: Node, now: i64) -> NodeView {
         let reference = node.last_report_at.unwrap_or(node.last_seen_at);
         let age = (now - reference).max(0);
-        json!({
-            "node_id": node.node_id,
-            "address": node.address,
-            "labels": node.labels,
-            "registered_at": node.registered_at.map(rfc3339),
-            "last_seen_at": rfc3339(node.last_seen_at),
-            "last_report_at": node.last_report_at.map(rfc3339),
-            "age_seconds": age,
-            "stale": age as u64 > self.stale_after.as_secs(),
-            "metrics": node.metrics,
-        })
+        NodeView {
+            node,
+            age_seconds: age,
+            stale: age.unsigned_abs() > self.stale_after.as_secs(),
+        }
     }
 }

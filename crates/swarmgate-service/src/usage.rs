@@ -1,23 +1,44 @@
-//! Usage of LLM calls, collected in memory as responses finish and written
+//! Usage of LLM calls: collected in memory as responses finish and written
 //! in batches (every `[usage] flush_interval_ms`, and at shutdown), so no
-//! call waits for a database write and none is lost on a graceful stop.
+//! call waits for a database write and none is lost on a graceful stop;
+//! and read back summed by model, key or user.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use swarmgate_store::{Store, UsageRecord};
+use swarmgate_store::{Store, UsageGroup, UsageRecord, UsageRow};
+
+use crate::authz::{Action, Authz, Resource};
+use crate::clock::SharedClock;
+use crate::error::Result;
+use crate::page::{Page, PageRequest};
+use crate::principal::Principal;
 
 /// Records kept while the database cannot take them.
 const MAX_PENDING: usize = 1_000_000;
 
-pub struct UsageRecorder {
+/// Which usage to sum.
+#[derive(Debug, Clone)]
+pub struct UsageQuery {
+    /// Unix seconds, inclusive; the beginning of time when absent.
+    pub since: Option<i64>,
+    /// Unix seconds, exclusive; now when absent.
+    pub until: Option<i64>,
+    pub group: UsageGroup,
+}
+
+pub struct Usage {
     store: Store,
+    authz: Arc<Authz>,
+    clock: SharedClock,
     pending: Mutex<Vec<UsageRecord>>,
 }
 
-impl UsageRecorder {
-    pub fn new(store: Store) -> Self {
+impl Usage {
+    pub fn new(store: Store, authz: Arc<Authz>, clock: SharedClock) -> Self {
         Self {
             store,
+            authz,
+            clock,
             pending: Mutex::new(Vec::new()),
         }
     }
@@ -47,7 +68,36 @@ impl UsageRecorder {
         }
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// The caller's own usage summed by `query.group`, or everyone's with
+    /// `usage.read.all`; groups in order, a page continuing after the last.
+    pub async fn summary(
+        &self,
+        principal: &Principal,
+        query: &UsageQuery,
+        page: &PageRequest,
+    ) -> Result<Page<UsageRow>> {
+        let everyone = Action::Permission("usage.read.all");
+        let everyone = self
+            .authz
+            .authorize(principal, Action::View(&everyone), Resource::Any)
+            .await
+            .allowed;
+        // What this instance still holds in memory counts too.
+        self.flush().await;
+        let size = page.size(100);
+        let rows = self
+            .store
+            .usage_summary(
+                (!everyone).then_some(principal.user_id.as_str()),
+                query.since.unwrap_or(0),
+                query.until.unwrap_or(self.clock.now_secs() + 1),
+                query.group,
+                page.after.as_deref(),
+                size + 1,
+            )
+            .await?;
+        Ok(Page::of(rows, size, |r| {
+            r.group.clone().unwrap_or_default()
+        }))
     }
 }

@@ -74,7 +74,9 @@ impl MemoryState {
     }
 
     pub fn revoke(&self, kind: Revocable, id: &str, until_ms: i64, now_ms: i64) {
-        lock(&self.revoked)[kind.index()].insert(id, (), until_ms, now_ms);
+        if let Some(revoked) = lock(&self.revoked).get_mut(kind.index()) {
+            revoked.insert(id, (), until_ms, now_ms);
+        }
     }
 
     pub fn claim_once(&self, key: &str, until_ms: i64, now_ms: i64) -> bool {
@@ -99,7 +101,9 @@ impl MemoryState {
         user_id: &str,
         now_ms: i64,
     ) -> CredentialStatus {
-        let revoked = lock(&self.revoked)[kind.index()].get(id, now_ms).is_some();
+        let revoked = lock(&self.revoked)
+            .get(kind.index())
+            .is_some_and(|revoked| revoked.get(id, now_ms).is_some());
         let user_version = if user_id.is_empty() {
             0
         } else {

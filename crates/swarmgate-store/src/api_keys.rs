@@ -78,11 +78,26 @@ impl Store {
     }
 
     /// A user's keys, newest first.
-    pub async fn list_api_keys(&self, user_id: &str) -> Result<Vec<ApiKey>, StoreError> {
+    /// A user's keys, newest first: `limit` of them after the key created
+    /// at `after.0` with id `after.1`.
+    pub async fn list_api_keys(
+        &self,
+        user_id: &str,
+        after: Option<(i64, &str)>,
+        limit: i64,
+    ) -> Result<Vec<ApiKey>, StoreError> {
+        let (after_at, after_id) = after.unwrap_or((i64::MAX, ""));
         let rows = sqlx::query(&format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys WHERE user_id = $1 ORDER BY created_at DESC, id"
+            "SELECT {KEY_COLUMNS} FROM api_keys
+             WHERE user_id = $1
+               AND ($3 = '' OR created_at < $2 OR (created_at = $2 AND id > $3))
+             ORDER BY created_at DESC, id
+             LIMIT $4"
         ))
         .bind(user_id)
+        .bind(after_at)
+        .bind(after_id)
+        .bind(limit)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(key_from_row).collect()

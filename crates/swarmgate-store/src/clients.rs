@@ -84,10 +84,24 @@ impl Store {
     }
 
     /// Every client not deleted, oldest first.
-    pub async fn list_clients(&self) -> Result<Vec<OAuthClient>, StoreError> {
+    /// Live clients, oldest first: `limit` of them after the client
+    /// created at `after.0` with id `after.1`.
+    pub async fn list_clients(
+        &self,
+        after: Option<(i64, &str)>,
+        limit: i64,
+    ) -> Result<Vec<OAuthClient>, StoreError> {
+        let (after_at, after_id) = after.unwrap_or((i64::MIN, ""));
         let rows = sqlx::query(&format!(
-            "SELECT {CLIENT_COLUMNS} FROM oauth_clients WHERE deleted_at IS NULL ORDER BY created_at, id"
+            "SELECT {CLIENT_COLUMNS} FROM oauth_clients
+             WHERE deleted_at IS NULL
+               AND ($2 = '' OR created_at > $1 OR (created_at = $1 AND id > $2))
+             ORDER BY created_at, id
+             LIMIT $3"
         ))
+        .bind(after_at)
+        .bind(after_id)
+        .bind(limit)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(client_from_row).collect()
@@ -289,10 +303,17 @@ impl Store {
         row.as_ref().map(node_from_row).transpose()
     }
 
-    pub async fn list_nodes(&self) -> Result<Vec<Node>, StoreError> {
+    /// Nodes by id: `limit` of them after `after`.
+    pub async fn list_nodes(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Node>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {NODE_COLUMNS} FROM nodes ORDER BY node_id"
+            "SELECT {NODE_COLUMNS} FROM nodes WHERE node_id > $1 ORDER BY node_id LIMIT $2"
         ))
+        .bind(after.unwrap_or(""))
+        .bind(limit)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(node_from_row).collect()

@@ -1,6 +1,10 @@
 //! Helpers for test suites that need a database of their own. Not used by
 //! the server; public so every crate's tests share one way of doing it.
 
+// Helpers for test suites only: a service the suite was told to require
+// but cannot reach must stop the run loudly.
+#![allow(clippy::panic, clippy::expect_used, reason = "test support, see above")]
+
 use sqlx::{Connection, Executor, PgConnection};
 
 use crate::{Store, StoreError};
@@ -9,7 +13,7 @@ use crate::{Store, StoreError};
 /// and returns its URL, so concurrent test runs never see each other's rows.
 pub async fn fresh_postgres_database(admin_url: &str) -> Result<String, StoreError> {
     let mut conn = PgConnection::connect(admin_url).await?;
-    let name = format!("sg_test_{}", uuid::Uuid::new_v4().simple());
+    let name = format!("sg_test_{}", swarmgate_core::random::uuid_simple());
     conn.execute(format!("CREATE DATABASE {name}").as_str())
         .await?;
     conn.close().await?;
@@ -27,8 +31,10 @@ pub async fn fresh_postgres_database(admin_url: &str) -> Result<String, StoreErr
 
 /// A fresh SQLite URL under the system temp folder.
 pub fn fresh_sqlite_url() -> String {
-    let dir =
-        std::env::temp_dir().join(format!("swarmgate-test-{}", uuid::Uuid::new_v4().simple()));
+    let dir = std::env::temp_dir().join(format!(
+        "swarmgate-test-{}",
+        swarmgate_core::random::uuid_simple()
+    ));
     format!("sqlite://{}/swarmgate.db", dir.display())
 }
 

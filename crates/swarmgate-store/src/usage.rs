@@ -62,12 +62,16 @@ impl Store {
     }
 
     /// Sums per group over `[since, until)`, for one user or (None) all.
+    /// Usage summed by `group`, in the order of the group (a missing key
+    /// or model sorts as ""): `limit` groups after `after`.
     pub async fn usage_summary(
         &self,
         user_id: Option<&str>,
         since: i64,
         until: i64,
         group: UsageGroup,
+        after: Option<&str>,
+        limit: i64,
     ) -> Result<Vec<UsageRow>, StoreError> {
         let column = match group {
             UsageGroup::Model => "model",
@@ -82,12 +86,17 @@ impl Store {
                     CAST(SUM(total_tokens) AS BIGINT) AS total
              FROM usage_events
              WHERE ($1 = '' OR user_id = $1) AND at >= $2 AND at < $3
+               AND ($4 = 0 OR COALESCE({column}, '') > $5)
              GROUP BY {column}
-             ORDER BY {column}"
+             ORDER BY COALESCE({column}, '')
+             LIMIT $6"
         ))
         .bind(user_id.unwrap_or(""))
         .bind(since)
         .bind(until)
+        .bind(i64::from(after.is_some()))
+        .bind(after.unwrap_or(""))
+        .bind(limit)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()

@@ -2,6 +2,15 @@
 //! PostgreSQL when `TEST_DATABASE_URL` is set (each test in a database of
 //! its own).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::too_many_lines,
+    reason = "tests: a failed unwrap or index is the failure report"
+)]
+
 use swarmgate_core::{ApiKey, AuditEvent, NewUser, SigningKeyRow};
 use swarmgate_store::testing::{fresh_postgres_database, fresh_sqlite_url, test_database_url};
 use swarmgate_store::{
@@ -59,7 +68,7 @@ on_both!(
 
 fn new_user(name: &str, email: &str) -> NewUser {
     NewUser {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: swarmgate_core::random::uuid_string(),
         username: name.into(),
         email: email.into(),
         full_name: Some("Test User".into()),
@@ -143,7 +152,7 @@ async fn password_history_keeps_newest_first(store: Store) {
 
 async fn session_for(store: &Store, user_id: &str, refresh_hash: &str) -> Session {
     let session = Session {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: swarmgate_core::random::uuid_string(),
         user_id: user_id.into(),
         created_at: 1_000,
         expires_at: 10_000,
@@ -384,7 +393,7 @@ async fn api_keys_are_found_by_hash_and_revoked(store: Store) {
         "hashes are unique"
     );
     let listed: Vec<String> = store
-        .list_api_keys(&user.id)
+        .list_api_keys(&user.id, None, 1000)
         .await
         .unwrap()
         .into_iter()
@@ -642,7 +651,7 @@ async fn usage_is_summed_by_group_and_caller(store: Store) {
         .await
         .unwrap();
     let by_model = store
-        .usage_summary(None, 0, 100, UsageGroup::Model)
+        .usage_summary(None, 0, 100, UsageGroup::Model, None, 1000)
         .await
         .unwrap();
     assert_eq!(by_model.len(), 2);
@@ -657,14 +666,14 @@ async fn usage_is_summed_by_group_and_caller(store: Store) {
         (3, 6, 7, 13)
     );
     let own = store
-        .usage_summary(Some("u1"), 15, 100, UsageGroup::Key)
+        .usage_summary(Some("u1"), 15, 100, UsageGroup::Key, None, 1000)
         .await
         .unwrap();
     assert_eq!(own.len(), 1);
     assert_eq!(own[0].group.as_deref(), Some("k1"));
     assert_eq!(own[0].requests, 2);
     let users = store
-        .usage_summary(None, 0, 35, UsageGroup::User)
+        .usage_summary(None, 0, 35, UsageGroup::User, None, 1000)
         .await
         .unwrap();
     assert_eq!(users.iter().map(|r| r.requests).collect::<Vec<_>>(), [2, 1]);

@@ -2,14 +2,20 @@
 //! mirror of the admin API, against the configured database. Readable
 //! tables or sentences by default, JSON with `--json`.
 
+use std::future::Future;
+use std::sync::Arc;
+
 use anyhow::anyhow;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use serde_json::{json, Value};
 use swarmgate_core::{ApiKey, User};
-use swarmgate_server::clock::rfc3339;
-use swarmgate_server::http::client_json;
-use swarmgate_server::identity::{Actor, Identity, NewApiKey, NewClient, RequestMeta, UserPatch};
+use swarmgate_server::http::page::{ListBody, PageQuery};
+use swarmgate_server::http::time::rfc3339;
+use swarmgate_server::http::ClientBody;
+use swarmgate_service::authz::Actor;
+use swarmgate_service::clients::NewClient;
+use swarmgate_service::identity::{Identity, NewApiKey, UserPatch};
+use swarmgate_service::page::{Page, PageRequest, MAX_PAGE};
+use swarmgate_service::{Credential, RequestMeta};
 
 use crate::{ClientCommand, KeyCommand, UserCommand};
 
@@ -26,6 +32,10 @@ fn key_json(k: &ApiKey) -> Value {
         "models": k.models, "created_at": rfc3339(k.created_at), "expires_at": rfc3339(k.expires_at),
         "last_used_at": k.last_used_at.map(rfc3339), "revoked": k.revoked_at.is_some(),
     })
+}
+
+fn client_json(c: &swarmgate_core::OAuthClient) -> Value {
+    serde_json::to_value(ClientBody::from(c)).unwrap_or_default()
 }
 
 /// Prints JSON, or the sentence for people.
@@ -96,6 +106,37 @@ fn cli_err(e: swarmgate_server::Error) -> anyhow::Error {
     anyhow!("{e}")
 }
 
+/// Sets `field` of a JSON object.
+fn with(mut body: Value, field: &str, value: Value) -> Value {
+    if let Some(object) = body.as_object_mut() {
+        object.insert(field.to_string(), value);
+    }
+    body
+}
+
+/// Every page of a list, one after the other.
+async fn every_page<T, F, Fut>(mut page: F) -> anyhow::Result<Vec<T>>
+where
+    F: FnMut(PageRequest) -> Fut,
+    Fut: Future<Output = swarmgate_service::Result<Page<T>>>,
+{
+    let mut all = Vec::new();
+    let mut request = PageRequest::first(MAX_PAGE);
+    loop {
+        let next = page(request).await.map_err(cli_err)?;
+        all.extend(next.items);
+        match next.next {
+            Some(after) => {
+                request = PageRequest {
+                    after: Some(after),
+                    limit: Some(MAX_PAGE),
+                }
+            }
+            None => return Ok(all),
+        }
+    }
+}
+
 async fn apply(identity: &Identity, user: &str, patch: UserPatch) -> anyhow::Result<User> {
     let u = find(identity, user).await?;
     identity
@@ -104,50 +145,11 @@ async fn apply(identity: &Identity, user: &str, patch: UserPatch) -> anyhow::Res
         .map_err(cli_err)
 }
 
-pub async fn user(identity: Identity, command: UserCommand, json: bool) -> anyhow::Result<()> {
+pub async fn user(identity: Arc<Identity>, command: UserCommand, json: bool) -> anyhow::Result<()> {
     let meta = RequestMeta::default();
     match command {
         UserCommand::List { q, limit, cursor } => {
-            let after = cursor
-                .map(|c| {
-                    URL_SAFE_NO_PAD
-                        .decode(&c)
-                        .ok()
-                        .and_then(|b| String::from_utf8(b).ok())
-                        .ok_or_else(|| anyhow!("--cursor: not a cursor this command printed"))
-                })
-                .transpose()?;
-            let (users, more) = identity
-                .admin_list_users(Actor::Operator, q.as_deref(), after.as_deref(), limit)
-                .await
-                .map_err(cli_err)?;
-            let next = more
-                .then(|| {
-                    users
-                        .last()
-                        .map(|u| URL_SAFE_NO_PAD.encode(u.username.to_lowercase()))
-                })
-                .flatten();
-            listing(
-                json,
-                &users,
-                json!({ "next_cursor": next }),
-                user_json,
-                &["username", "email", "role", "status", "id"],
-                |u| {
-                    vec![
-                        u.username.clone(),
-                        u.email.clone(),
-                        u.role.clone(),
-                        if u.disabled { "disabled" } else { "active" }.to_string(),
-                        u.id.clone(),
-                    ]
-                },
-            )?;
-            if let (false, Some(next)) = (json, next) {
-                println!("(more: --cursor {next})");
-            }
-            Ok(())
+            list_users(&identity, q, limit, cursor, json).await
         }
         UserCommand::SetRole { user, role } => {
             let patch = UserPatch {
@@ -218,7 +220,7 @@ pub async fn user(identity: Identity, command: UserCommand, json: bool) -> anyho
     }
 }
 
-pub async fn key(identity: Identity, command: KeyCommand, json: bool) -> anyhow::Result<()> {
+pub async fn key(identity: Arc<Identity>, command: KeyCommand, json: bool) -> anyhow::Result<()> {
     let meta = RequestMeta::default();
     match command {
         KeyCommand::Create {
@@ -236,12 +238,17 @@ pub async fn key(identity: Identity, command: KeyCommand, json: bool) -> anyhow:
                 models: (!models.is_empty()).then_some(models),
                 limits: None,
             };
+            // The key is the owner's as if they had made it in a session:
+            // never more than their role grants.
+            let session = Credential::Session {
+                session_id: String::new(),
+            };
+            let principal = identity.principal_of(&owner, session);
             let created = identity
-                .create_api_key_for(&owner, request, &meta)
+                .create_api_key_for(&principal, request, &meta)
                 .await
                 .map_err(cli_err)?;
-            let mut body = key_json(&created.key);
-            body["key"] = json!(created.secret);
+            let body = with(key_json(&created.key), "key", json!(created.secret));
             report(
                 json,
                 body,
@@ -253,7 +260,10 @@ pub async fn key(identity: Identity, command: KeyCommand, json: bool) -> anyhow:
         }
         KeyCommand::List { user } => {
             let owner = find(&identity, &user).await?;
-            let keys = identity.list_api_keys(&owner.id).await.map_err(cli_err)?;
+            let (identity, owner_id) = (&identity, owner.id.as_str());
+            let keys =
+                every_page(|page| async move { identity.list_api_keys(owner_id, &page).await })
+                    .await?;
             listing(
                 json,
                 &keys,
@@ -287,7 +297,11 @@ pub async fn key(identity: Identity, command: KeyCommand, json: bool) -> anyhow:
     }
 }
 
-pub async fn client(identity: Identity, command: ClientCommand, json: bool) -> anyhow::Result<()> {
+pub async fn client(
+    identity: Arc<Identity>,
+    command: ClientCommand,
+    json: bool,
+) -> anyhow::Result<()> {
     let meta = RequestMeta::default();
     match command {
         ClientCommand::Create {
@@ -321,19 +335,21 @@ pub async fn client(identity: Identity, command: ClientCommand, json: bool) -> a
                 .create_client(Actor::Operator, new, &meta)
                 .await
                 .map_err(cli_err)?;
-            let mut body = client_json(&created.client);
+            let mut body = ClientBody::from(&created.client);
             let mut sentence = format!("client {} ({})", created.client.id, created.client.name);
-            if let Some(secret) = created.secret {
-                body["client_secret"] = json!(secret);
+            if let Some(secret) = &created.secret {
                 sentence.push_str(&format!(", secret (shown only now):\n{secret}"));
             }
-            report(json, body, sentence)
+            body.client_secret = created.secret;
+            report(json, serde_json::to_value(body)?, sentence)
         }
         ClientCommand::List => {
-            let clients = identity
-                .list_clients(Actor::Operator)
-                .await
-                .map_err(cli_err)?;
+            let identity = &identity;
+            let clients =
+                every_page(
+                    |page| async move { identity.list_clients(Actor::Operator, &page).await },
+                )
+                .await?;
             listing(
                 json,
                 &clients,
@@ -363,4 +379,46 @@ pub async fn client(identity: Identity, command: ClientCommand, json: bool) -> a
             )
         }
     }
+}
+
+/// `admin user list`: a page of users, and the cursor of the next.
+async fn list_users(
+    identity: &Identity,
+    q: Option<String>,
+    limit: i64,
+    cursor: Option<String>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let page = PageQuery {
+        limit: Some(limit),
+        cursor,
+    }
+    .request()
+    .map_err(|_| anyhow!("--cursor: not a cursor this command printed"))?;
+    let users = identity
+        .admin_list_users(Actor::Operator, q.as_deref(), &page)
+        .await
+        .map_err(cli_err)?;
+    let body = ListBody::of(users, |u| u);
+    let next = body.next_cursor.clone();
+    listing(
+        json,
+        &body.items,
+        json!({ "next_cursor": next }),
+        user_json,
+        &["username", "email", "role", "status", "id"],
+        |u| {
+            vec![
+                u.username.clone(),
+                u.email.clone(),
+                u.role.clone(),
+                if u.disabled { "disabled" } else { "active" }.to_string(),
+                u.id.clone(),
+            ]
+        },
+    )?;
+    if let (false, Some(next)) = (json, next) {
+        println!("(more: --cursor {next})");
+    }
+    Ok(())
 }

@@ -18,10 +18,10 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use serde_json::json;
-use swarmgate_server::identity::audit::{Audit, Subject};
-use swarmgate_server::identity::{Identity, NewAccount, RequestMeta};
 use swarmgate_server::{telemetry, App, Config, Settings};
-use swarmgate_state::SharedState;
+use swarmgate_service::audit::{Audit, Subject};
+use swarmgate_service::identity::{Identity, NewAccount};
+use swarmgate_service::{RequestMeta, Services, SystemClock};
 use swarmgate_store::Store;
 
 #[derive(Parser)]
@@ -380,31 +380,14 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                     password_stdin,
                 },
         } => {
-            let password = read_password(password_stdin)?;
-            let identity = open_identity(settings).await?;
             let account = NewAccount {
+                password: read_password(password_stdin)?,
                 username,
                 email,
-                password,
                 full_name,
                 role,
             };
-            let user = identity
-                .create_user(account, &RequestMeta::default())
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&admin::user_json(&user))?
-                );
-            } else {
-                println!(
-                    "created user {} ({}) with role {}",
-                    user.username, user.id, user.role
-                );
-            }
-            Ok(())
+            create_user(settings, account, json).await
         }
         Command::Keys {
             command: KeysCommand::Rotate,
@@ -434,17 +417,39 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     }
 }
 
+/// `admin create-user`: an account of any role.
+async fn create_user(settings: Settings, account: NewAccount, json: bool) -> anyhow::Result<()> {
+    let identity = open_identity(settings).await?;
+    let user = identity
+        .create_user(account, &RequestMeta::default())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&admin::user_json(&user))?
+        );
+    } else {
+        println!(
+            "created user {} ({}) with role {}",
+            user.username, user.id, user.role
+        );
+    }
+    Ok(())
+}
+
 /// The identity service against the configured database, and the
 /// configured Redis when there is one (so changes reach running instances
 /// at once; without Redis they pick changes up from the database within
 /// seconds).
-async fn open_identity(settings: Settings) -> anyhow::Result<Identity> {
-    let store = Store::connect(&settings.database_url).await?;
-    let state = match &settings.redis_url {
-        Some(url) => SharedState::redis(url, &settings.redis_namespace).await?,
-        None => SharedState::memory(),
-    };
-    Ok(Identity::new(store, state, settings.into()).await?)
+async fn open_identity(settings: Settings) -> anyhow::Result<std::sync::Arc<Identity>> {
+    let services = Services::start(
+        settings.service.clone(),
+        SystemClock::shared(),
+        std::sync::Arc::new(swarmgate_service::fetch::NoFetch),
+    )
+    .await?;
+    Ok(services.identity)
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
@@ -457,7 +462,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     app.bootstrap().await?;
     let listeners = swarmgate_server::listen_per_thread(listen, threads)
         .with_context(|| format!("cannot listen on {listen}"))?;
-    tracing::info!(address = %listeners[0].local_addr()?, threads = listeners.len(), "swarmgate listening");
+    if let Some(first) = listeners.first() {
+        tracing::info!(address = %first.local_addr()?, threads = listeners.len(), "swarmgate listening");
+    }
     app.serve_per_thread(listeners, swarmgate_server::shutdown_signal())
         .await?;
     tracing::info!("swarmgate stopped");
@@ -487,10 +494,10 @@ async fn rotate_keys(settings: Settings) -> anyhow::Result<()> {
         bail!("keys rotate applies to EdDSA keys; with HS256 change JWT_SECRET_KEY instead");
     }
     let store = Store::connect(&settings.database_url).await?;
-    let now = swarmgate_server::clock::now_secs();
-    let key = swarmgate_tokens::generate_ed25519(now)?;
+    let clock = SystemClock::shared();
+    let key = swarmgate_tokens::generate_ed25519(clock.now_secs())?;
     store.add_signing_key(&key).await?;
-    Audit::new(store)
+    Audit::new(store, clock)
         .record(
             "key_rotated",
             "success",

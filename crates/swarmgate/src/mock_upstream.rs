@@ -7,6 +7,12 @@
 //! are real counts of the prompt and the reply under a simple tokenizer
 //! (words and punctuation), so accounting can be checked exactly.
 
+// A stand-in for an LLM server in tests and demos, not part of the
+// gateway: it reads request JSON by indexing, which serde_json answers
+// with `null` for anything missing (it never panics), and its one array
+// index is taken modulo the array's length.
+#![allow(clippy::indexing_slicing, reason = "see the comment above")]
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -433,6 +439,12 @@ async fn messages(State(mock): State<Shared>, headers: HeaderMap, body: Bytes) -
         }))
         .into_response();
     }
+    stream_message(id, model, reply, input, output)
+}
+
+/// Anthropic's events for `reply`: the message, one delta per word (20 ms
+/// apart), and the end with the usage.
+fn stream_message(id: String, model: String, reply: String, input: u64, output: u64) -> Response {
     let words: Vec<String> = reply.split_inclusive(' ').map(str::to_string).collect();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     tokio::spawn(async move {

@@ -4,9 +4,10 @@
 
 use anyhow::{anyhow, bail, Context};
 use serde_json::{json, Value};
-use swarmgate_server::quota::agents::InfoSubject;
-use swarmgate_server::quota::ScopeStatus;
+use swarmgate_server::http::quota::StandingBody;
 use swarmgate_server::{App, Settings};
+use swarmgate_service::agents::InfoSubject;
+use swarmgate_service::quota::ScopeStatus;
 
 use crate::QuotaCommand;
 
@@ -24,8 +25,13 @@ fn require_shared_state(settings: &Settings, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn scopes_json(scopes: &[ScopeStatus]) -> Value {
-    scopes.iter().map(ScopeStatus::to_json).collect()
+/// What the JSON `v` holds at `pointer` (RFC 6901); `null` when nothing.
+fn at<'a>(v: &'a Value, pointer: &str) -> &'a Value {
+    v.pointer(pointer).unwrap_or(&Value::Null)
+}
+
+fn scopes_json(scopes: &[ScopeStatus]) -> Vec<StandingBody> {
+    scopes.iter().map(StandingBody::from).collect()
 }
 
 fn print_scopes(scopes: &[ScopeStatus]) {
@@ -43,54 +49,8 @@ fn print_scopes(scopes: &[ScopeStatus]) {
 }
 
 pub async fn run(settings: Settings, command: QuotaCommand, json: bool) -> anyhow::Result<()> {
-    let shared = settings.redis_url.is_some();
     match command {
-        QuotaCommand::Status => {
-            let role_limits = settings.quota.role_limits.clone();
-            // Seed 003's status names how the provider key is paid for.
-            let profiles: Vec<Value> = settings
-                .anthropic
-                .iter()
-                .map(|p| json!({ "name": p.name, "mode": p.mode, "limits": p.limits }))
-                .collect();
-            let app = App::build(settings).await?;
-            let sessions = app
-                .agents
-                .live_sessions()
-                .await
-                .map_err(|e| anyhow!("{e}"))?;
-            let health = app.identity.health().await;
-            let body = json!({
-                "healthy": health.healthy(),
-                "shared_state": if shared { "redis" } else { "in-process" },
-                "active_agents": sessions,
-                "role_limits": role_limits,
-                "profiles": profiles,
-            });
-            if json {
-                println!("{}", serde_json::to_string_pretty(&body)?);
-            } else {
-                println!(
-                    "healthy: {}\nshared state: {}\nactive agent sessions: {sessions}",
-                    body["healthy"], body["shared_state"]
-                );
-                if role_limits.is_empty() {
-                    println!("role limits: none configured");
-                }
-                for (role, limits) in &role_limits {
-                    println!("role limits {role}: {}", serde_json::to_string(limits)?);
-                }
-                for p in &profiles {
-                    println!(
-                        "profile {} ({}): limits {}",
-                        p["name"].as_str().unwrap_or("?"),
-                        p["mode"].as_str().unwrap_or("?"),
-                        p["limits"]
-                    );
-                }
-            }
-            Ok(())
-        }
+        QuotaCommand::Status => status(settings, json).await,
         QuotaCommand::Info { user, key, agent } => {
             let subject = match (user, key, agent) {
                 (Some(u), None, None) => InfoSubject::User(u),
@@ -100,7 +60,12 @@ pub async fn run(settings: Settings, command: QuotaCommand, json: bool) -> anyho
             };
             require_shared_state(&settings, "quota info")?;
             let app = App::build(settings).await?;
-            let (who, scopes) = app.agents.info(subject).await.map_err(|e| anyhow!("{e}"))?;
+            let (who, scopes) = app
+                .services()
+                .agents
+                .info(subject)
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
             if json {
                 let body = json!({ "subject": who, "limits": scopes_json(&scopes) });
                 println!("{}", serde_json::to_string_pretty(&body)?);
@@ -113,7 +78,12 @@ pub async fn run(settings: Settings, command: QuotaCommand, json: bool) -> anyho
         QuotaCommand::Cleanup => {
             require_shared_state(&settings, "quota cleanup")?;
             let app = App::build(settings).await?;
-            let released = app.agents.sweep().await.map_err(|e| anyhow!("{e}"))?;
+            let released = app
+                .services()
+                .agents
+                .sweep()
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
             if json {
                 println!("{}", json!({ "released": released }));
             } else {
@@ -122,6 +92,58 @@ pub async fn run(settings: Settings, command: QuotaCommand, json: bool) -> anyho
             Ok(())
         }
     }
+}
+
+/// `swarmgate quota status`: the shared state, live agent sessions, role
+/// limits and provider profiles.
+async fn status(settings: Settings, json: bool) -> anyhow::Result<()> {
+    let shared = settings.redis_url.is_some();
+    let role_limits = settings.quota.role_limits.clone();
+    // Seed 003's status names how the provider key is paid for.
+    let profiles: Vec<Value> = settings
+        .anthropic
+        .iter()
+        .map(|p| json!({ "name": p.name, "mode": p.mode, "limits": p.limits }))
+        .collect();
+    let app = App::build(settings).await?;
+    let sessions = app
+        .services()
+        .agents
+        .live_sessions()
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    let health = app.services().identity.health().await;
+    let body = json!({
+        "healthy": health.healthy(),
+        "shared_state": if shared { "redis" } else { "in-process" },
+        "active_agents": sessions,
+        "role_limits": role_limits,
+        "profiles": profiles,
+    });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(());
+    }
+    println!(
+        "healthy: {}\nshared state: {}\nactive agent sessions: {sessions}",
+        at(&body, "/healthy"),
+        at(&body, "/shared_state")
+    );
+    if role_limits.is_empty() {
+        println!("role limits: none configured");
+    }
+    for (role, limits) in &role_limits {
+        println!("role limits {role}: {}", serde_json::to_string(limits)?);
+    }
+    for p in &profiles {
+        println!(
+            "profile {} ({}): limits {}",
+            at(p, "/name").as_str().unwrap_or("?"),
+            at(p, "/mode").as_str().unwrap_or("?"),
+            at(p, "/limits")
+        );
+    }
+    Ok(())
 }
 
 /// `swarmgate auth test`: who a credential is at a running gateway, what
@@ -140,7 +162,7 @@ pub async fn auth_test(url: &str, token: &str, json: bool) -> anyhow::Result<()>
     let status = me.status();
     let me: Value = me.json().await.unwrap_or(Value::Null);
     if !status.is_success() {
-        let message = me["error"]["message"]
+        let message = at(&me, "/error/message")
             .as_str()
             .unwrap_or("no error message");
         bail!("the gateway refused the credential: {status}: {message}");
@@ -158,25 +180,34 @@ pub async fn auth_test(url: &str, token: &str, json: bool) -> anyhow::Result<()>
         println!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(());
     }
-    let user = if me["user"].is_object() {
-        &me["user"]
+    print_who(&me);
+    print_limits(&quota);
+    Ok(())
+}
+
+/// Who `/auth/me` says the credential is, and what it may do.
+fn print_who(me: &Value) {
+    let user = if at(me, "/user").is_object() {
+        at(me, "/user")
     } else {
-        &me
+        me
     };
-    if let Some(agent) = me["agent_id"].as_str() {
+    let text = |v: &Value, pointer: &str| at(v, pointer).as_str().unwrap_or("?").to_string();
+    if let Some(agent) = at(me, "/agent_id").as_str() {
         println!(
             "ok: agent {agent} (session {}) acting for {} ({})",
-            me["session_id"].as_str().unwrap_or("?"),
-            user["username"].as_str().unwrap_or("?"),
-            user["id"].as_str().unwrap_or("?"),
+            text(me, "/session_id"),
+            text(user, "/username"),
+            text(user, "/id"),
         );
     } else {
+        let role = at(user, "/role").as_str().or(at(me, "/role").as_str());
         println!(
             "ok: {} ({}), role {}, by {}",
-            user["username"].as_str().unwrap_or("?"),
-            user["id"].as_str().unwrap_or("?"),
-            user["role"].as_str().or(me["role"].as_str()).unwrap_or("?"),
-            me["auth_method"].as_str().unwrap_or("?"),
+            text(user, "/username"),
+            text(user, "/id"),
+            role.unwrap_or("?"),
+            text(me, "/auth_method"),
         );
     }
     let list = |v: &Value| {
@@ -189,13 +220,18 @@ pub async fn auth_test(url: &str, token: &str, json: bool) -> anyhow::Result<()>
             })
             .unwrap_or_default()
     };
-    println!("role permissions: {}", list(&me["permissions"]));
+    println!("role permissions: {}", list(at(me, "/permissions")));
     for narrowing in ["key_permissions", "agent_permissions"] {
-        if me[narrowing].is_array() {
-            println!("{}: {}", narrowing.replace('_', " "), list(&me[narrowing]));
+        let granted = at(me, &format!("/{narrowing}"));
+        if granted.is_array() {
+            println!("{}: {}", narrowing.replace('_', " "), list(granted));
         }
     }
-    let limits = quota["limits"].as_array().cloned().unwrap_or_default();
+}
+
+/// The limits `/quota` says apply.
+fn print_limits(quota: &Value) {
+    let limits = at(quota, "/limits").as_array().cloned().unwrap_or_default();
     if limits.is_empty() {
         println!("limits: none apply");
     }
@@ -205,13 +241,12 @@ pub async fn auth_test(url: &str, token: &str, json: bool) -> anyhow::Result<()>
             .into_iter()
             .flatten()
             .filter(|(k, _)| k.as_str() != "scope")
-            .map(|(k, v)| format!("{k} {}/{}", v["used"], v["limit"]))
+            .map(|(k, v)| format!("{k} {}/{}", at(v, "/used"), at(v, "/limit")))
             .collect();
         println!(
             "limits {}: {}",
-            l["scope"].as_str().unwrap_or("?"),
+            at(&l, "/scope").as_str().unwrap_or("?"),
             parts.join("  ")
         );
     }
-    Ok(())
 }

@@ -3,18 +3,19 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::{json, Value};
-use swarmgate_core::User;
+use serde_json::Value;
+use swarmgate_core::{AuditEvent, User};
+use swarmgate_service::authz::Actor;
+use swarmgate_service::identity::UserPatch;
+use swarmgate_service::{Error, Principal, RequestMeta};
 use swarmgate_store::AuditFilter;
 
-use crate::clock::rfc3339;
-use crate::error::{Error, Result};
+use crate::http::error::ApiResult as Result;
 use crate::http::extract::{ApiJson, ApiQuery};
+use crate::http::page::{ListBody, PageQuery};
+use crate::http::time::rfc3339;
 use crate::http::IdentityState;
-use crate::identity::{Actor, Principal, RequestMeta, UserPatch};
 
 #[derive(Serialize)]
 pub struct AdminUserBody {
@@ -46,23 +47,6 @@ impl From<User> for AdminUserBody {
     }
 }
 
-fn encode_cursor(text: &str) -> String {
-    URL_SAFE_NO_PAD.encode(text)
-}
-
-fn decode_cursor(cursor: Option<&str>) -> Result<Option<String>> {
-    cursor
-        .filter(|c| !c.is_empty())
-        .map(|c| {
-            URL_SAFE_NO_PAD
-                .decode(c)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| Error::BadRequest("cursor is not one this server issued".into()))
-        })
-        .transpose()
-}
-
 #[derive(Deserialize)]
 pub struct ListQuery {
     limit: Option<i64>,
@@ -74,25 +58,20 @@ pub async fn list_users(
     State(identity): State<IdentityState>,
     principal: Principal,
     ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<Json<Value>> {
-    let after = decode_cursor(query.cursor.as_deref())?;
-    let (users, more) = identity
+) -> Result<Json<ListBody<AdminUserBody>>> {
+    let page = PageQuery {
+        limit: query.limit,
+        cursor: query.cursor,
+    }
+    .request()?;
+    let users = identity
         .admin_list_users(
             Actor::Caller(&principal),
             query.q.as_deref().filter(|q| !q.is_empty()),
-            after.as_deref(),
-            query.limit.unwrap_or(50),
+            &page,
         )
         .await?;
-    let next = more
-        .then(|| {
-            users
-                .last()
-                .map(|u| encode_cursor(&u.username.to_lowercase()))
-        })
-        .flatten();
-    let items: Vec<AdminUserBody> = users.into_iter().map(AdminUserBody::from).collect();
-    Ok(Json(json!({ "items": items, "next_cursor": next })))
+    Ok(Json(ListBody::of(users, AdminUserBody::from)))
 }
 
 pub async fn get_user(
@@ -190,7 +169,7 @@ pub struct AuditQuery {
     cursor: Option<String>,
 }
 
-fn parse_since(text: &str) -> Result<i64> {
+fn parse_since(text: &str) -> std::result::Result<i64, Error> {
     if let Ok(secs) = text.parse::<i64>() {
         return Ok(secs);
     }
@@ -199,48 +178,54 @@ fn parse_since(text: &str) -> Result<i64> {
         .map_err(|_| Error::BadRequest("since: give unix seconds or an RFC 3339 time".into()))
 }
 
+/// One event of the audit trail.
+#[derive(Serialize)]
+pub struct AuditBody {
+    id: i64,
+    at: String,
+    event: String,
+    user_id: Option<String>,
+    username: Option<String>,
+    ip: Option<String>,
+    outcome: String,
+    request_id: Option<String>,
+    detail: Value,
+}
+
+impl From<(i64, AuditEvent)> for AuditBody {
+    fn from((id, e): (i64, AuditEvent)) -> Self {
+        Self {
+            id,
+            at: rfc3339(e.at),
+            event: e.event,
+            user_id: e.user_id,
+            username: e.username,
+            ip: e.client_ip,
+            outcome: e.outcome,
+            request_id: e.request_id,
+            detail: e.detail,
+        }
+    }
+}
+
 pub async fn audit(
     State(identity): State<IdentityState>,
     principal: Principal,
     ApiQuery(query): ApiQuery<AuditQuery>,
-) -> Result<Json<Value>> {
-    let before_id = decode_cursor(query.cursor.as_deref())?
-        .map(|c| {
-            c.parse::<i64>()
-                .map_err(|_| Error::BadRequest("cursor is not one this server issued".into()))
-        })
-        .transpose()?;
+) -> Result<Json<ListBody<AuditBody>>> {
+    let page = PageQuery {
+        limit: query.limit,
+        cursor: query.cursor,
+    }
+    .request()?;
     let filter = AuditFilter {
         event: query.event.filter(|e| !e.is_empty()),
         user_id: query.user_id.filter(|u| !u.is_empty()),
         since: query.since.as_deref().map(parse_since).transpose()?,
-        before_id,
+        before_id: None,
     };
-    let (rows, more) = identity
-        .admin_audit(
-            Actor::Caller(&principal),
-            filter,
-            query.limit.unwrap_or(100),
-        )
+    let rows = identity
+        .admin_audit(Actor::Caller(&principal), filter, &page)
         .await?;
-    let next = more
-        .then(|| rows.last().map(|(id, _)| encode_cursor(&id.to_string())))
-        .flatten();
-    let items: Vec<Value> = rows
-        .into_iter()
-        .map(|(id, e)| {
-            json!({
-                "id": id,
-                "at": rfc3339(e.at),
-                "event": e.event,
-                "user_id": e.user_id,
-                "username": e.username,
-                "ip": e.client_ip,
-                "outcome": e.outcome,
-                "request_id": e.request_id,
-                "detail": e.detail,
-            })
-        })
-        .collect();
-    Ok(Json(json!({ "items": items, "next_cursor": next })))
+    Ok(Json(ListBody::of(rows, AuditBody::from)))
 }

@@ -1,19 +1,21 @@
 //! `/agents/sessions`: spawning, listing, keeping alive and releasing
 //! agent sessions.
 
+use std::collections::BTreeMap;
+
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use swarmgate_core::limits::AgentBudget;
+use swarmgate_service::agents::{SessionView, SpawnRequest};
+use swarmgate_service::{Principal, RequestMeta};
 
-use crate::clock::rfc3339;
-use crate::error::{Error, Result};
+use crate::http::error::ApiResult as Result;
 use crate::http::extract::{ApiJson, ApiQuery};
+use crate::http::page::{ListBody, PageQuery};
+use crate::http::time::rfc3339;
 use crate::http::AppState;
-use crate::identity::{Principal, RequestMeta};
-use crate::quota::agents::{SessionView, SpawnRequest};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,25 +31,70 @@ pub struct SpawnBody {
     permissions: Option<Vec<String>>,
 }
 
-fn view_json(v: &SessionView) -> Value {
-    let s = &v.session;
-    let remaining = s.budget.tokens.map(|t| t.saturating_sub(v.tokens_used));
-    json!({
-        "session_id": s.id,
-        "agent_id": s.agent_id,
-        "parent_id": s.parent_id,
-        "name": s.name,
-        "model": s.model,
-        "allocation": s.budget,
-        "permissions": s.permissions,
-        "created_at": rfc3339(s.created_at),
-        "expires_at": rfc3339(s.expires_at),
-        "live": v.live,
-        "released_at": s.released_at.map(rfc3339),
-        "release_reason": s.release_reason,
-        "usage": { "tokens": v.tokens_used },
-        "remaining": { "tokens": remaining },
-    })
+/// A session as every endpoint shows it.
+#[derive(Serialize)]
+pub struct SessionBody {
+    session_id: String,
+    agent_id: String,
+    parent_id: String,
+    name: String,
+    model: Option<String>,
+    allocation: AgentBudget,
+    permissions: Vec<String>,
+    created_at: String,
+    expires_at: String,
+    live: bool,
+    released_at: Option<String>,
+    release_reason: Option<String>,
+    usage: Tokens,
+    remaining: RemainingTokens,
+}
+
+#[derive(Serialize)]
+pub struct Tokens {
+    tokens: u64,
+}
+
+#[derive(Serialize)]
+pub struct RemainingTokens {
+    tokens: Option<u64>,
+}
+
+impl From<SessionView> for SessionBody {
+    fn from(v: SessionView) -> Self {
+        let s = v.session;
+        let remaining = s.budget.tokens.map(|t| t.saturating_sub(v.tokens_used));
+        Self {
+            session_id: s.id,
+            agent_id: s.agent_id,
+            parent_id: s.parent_id,
+            name: s.name,
+            model: s.model,
+            allocation: s.budget,
+            permissions: s.permissions,
+            created_at: rfc3339(s.created_at),
+            expires_at: rfc3339(s.expires_at),
+            live: v.live,
+            released_at: s.released_at.map(rfc3339),
+            release_reason: s.release_reason,
+            usage: Tokens {
+                tokens: v.tokens_used,
+            },
+            remaining: RemainingTokens { tokens: remaining },
+        }
+    }
+}
+
+/// A spawned session: its token, shown only here, and its environment.
+#[derive(Serialize)]
+pub struct SpawnedBody {
+    session_id: String,
+    agent_id: String,
+    token: String,
+    expires_at: String,
+    allocation: AgentBudget,
+    permissions: Vec<String>,
+    env: BTreeMap<&'static str, String>,
 }
 
 pub async fn spawn(
@@ -55,23 +102,20 @@ pub async fn spawn(
     principal: Principal,
     meta: RequestMeta,
     ApiJson(body): ApiJson<SpawnBody>,
-) -> Result<(StatusCode, Json<Value>)> {
+) -> Result<(StatusCode, Json<SpawnedBody>)> {
     if let Some(name) = &body.model {
-        match state.gateway.models().get(name) {
-            None => {
-                return Err(swarmgate_core::ValidationError::new(
-                    "model",
-                    format!("there is no model {name:?}"),
-                )
-                .into())
-            }
-            Some(model) if !state.gateway.may_use(&principal, model) => {
-                return Err(Error::Forbidden(format!(
-                    "you may not use the model {name}"
-                )))
-            }
-            Some(_) => {}
-        }
+        let Some(model) = state.gateway.models().get(name) else {
+            return Err(swarmgate_core::ValidationError::new(
+                "model",
+                format!("there is no model {name:?}"),
+            )
+            .into());
+        };
+        state
+            .gateway
+            .may_invoke(&principal, &model.name, model.permission())
+            .await
+            .require()?;
     }
     let request = SpawnRequest {
         name: body.name,
@@ -80,19 +124,23 @@ pub async fn spawn(
         ttl_seconds: body.ttl_seconds,
         permissions: body.permissions,
     };
-    let spawned = state.agents.spawn(&principal, request, &meta).await?;
-    let s = &spawned.session;
+    let spawned = state
+        .services
+        .agents
+        .spawn(&principal, request, &meta)
+        .await?;
+    let s = spawned.session;
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "session_id": s.id,
-            "agent_id": s.agent_id,
-            "token": spawned.token,
-            "expires_at": rfc3339(s.expires_at),
-            "allocation": s.budget,
-            "permissions": s.permissions,
-            "env": spawned.env,
-        })),
+        Json(SpawnedBody {
+            session_id: s.id,
+            agent_id: s.agent_id,
+            token: spawned.token,
+            expires_at: rfc3339(s.expires_at),
+            allocation: s.budget,
+            permissions: s.permissions,
+            env: spawned.env,
+        }),
     ))
 }
 
@@ -107,65 +155,43 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
-/// The cursor is `CREATED_AT.ID` of the last session of the page.
-fn parse_cursor(cursor: &str) -> Result<(i64, &str)> {
-    cursor
-        .split_once('.')
-        .and_then(|(at, id)| Some((at.parse().ok()?, id)))
-        .filter(|(_, id)| !id.is_empty())
-        .ok_or_else(|| Error::BadRequest("cursor is not one this server issued".into()))
-}
-
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
     ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<Json<Value>> {
-    let before = query
-        .cursor
-        .as_deref()
-        .filter(|c| !c.is_empty())
-        .map(parse_cursor)
-        .transpose()?;
-    let (views, more) = state
-        .agents
-        .list(
-            &principal,
-            query
-                .all
-                .unwrap_or_else(|| principal.allows("agents.manage", None)),
-            query.include_released,
-            before,
-            query.limit.unwrap_or(50),
-        )
+) -> Result<Json<ListBody<SessionBody>>> {
+    let page = PageQuery {
+        limit: query.limit,
+        cursor: query.cursor,
+    }
+    .request()?;
+    let agents = &state.services.agents;
+    let all = match query.all {
+        Some(all) => all,
+        None => agents.may_see_all(&principal).await,
+    };
+    let views = agents
+        .list(&principal, all, query.include_released, &page)
         .await?;
-    let next = more
-        .then(|| {
-            views
-                .last()
-                .map(|v| format!("{}.{}", v.session.created_at, v.session.id))
-        })
-        .flatten();
-    let items: Vec<Value> = views.iter().map(view_json).collect();
-    Ok(Json(json!({ "items": items, "next_cursor": next })))
+    Ok(Json(ListBody::of(views, SessionBody::from)))
 }
 
 pub async fn get(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-) -> Result<Json<Value>> {
-    Ok(Json(view_json(&state.agents.get(&principal, &id).await?)))
+) -> Result<Json<SessionBody>> {
+    let view = state.services.agents.get(&principal, &id).await?;
+    Ok(Json(view.into()))
 }
 
 pub async fn heartbeat(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-) -> Result<Json<Value>> {
-    Ok(Json(view_json(
-        &state.agents.heartbeat(&principal, &id).await?,
-    )))
+) -> Result<Json<SessionBody>> {
+    let view = state.services.agents.heartbeat(&principal, &id).await?;
+    Ok(Json(view.into()))
 }
 
 pub async fn release(
@@ -173,8 +199,11 @@ pub async fn release(
     principal: Principal,
     meta: RequestMeta,
     Path(id): Path<String>,
-) -> Result<Json<Value>> {
-    Ok(Json(view_json(
-        &state.agents.release(&principal, &id, &meta).await?,
-    )))
+) -> Result<Json<SessionBody>> {
+    let view = state
+        .services
+        .agents
+        .release(&principal, &id, &meta)
+        .await?;
+    Ok(Json(view.into()))
 }

@@ -10,11 +10,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
+use swarmgate_gateway::{Dialect, LlmCall};
+use swarmgate_service::Principal;
+
 use super::openai::{incoming_of, read_body};
-use crate::error::Result;
-use crate::gateway::{Dialect, LlmCall};
+use crate::http::error::ApiResult as Result;
 use crate::http::AppState;
-use crate::identity::Principal;
 
 /// Longer names are refused before they reach the permission check, the
 /// denial log or a reply.
@@ -76,7 +77,11 @@ async fn handle(
             "the body is not valid JSON".into(),
         ));
     };
-    let Some(name) = body["model"].as_str().filter(|m| !m.is_empty()) else {
+    let Some(name) = body
+        .get("model")
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty())
+    else {
         return Ok(anthropic_error(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
@@ -93,8 +98,12 @@ async fn handle(
             format!("model: not a model name (at most {MAX_MODEL_NAME} bytes, letters or digits)"),
         ));
     }
-    if !state.gateway.may_use_named(&principal, name, &permission) {
-        state.identity.note_denial(&principal, &permission);
+    if !state
+        .gateway
+        .may_invoke(&principal, name, &permission)
+        .await
+        .allowed
+    {
         return Ok(anthropic_error(
             StatusCode::FORBIDDEN,
             "permission_error",
@@ -103,11 +112,12 @@ async fn handle(
     }
     let (mut incoming, started) = incoming_of(parts);
     if endpoint == Endpoint::CountTokens {
-        incoming.body = axum::body::Body::from(bytes);
-        return state
+        incoming.body = swarmgate_gateway::Body::from(bytes);
+        let response = state
             .gateway
             .call_provider_plain(&principal, profile, incoming, started)
-            .await;
+            .await?;
+        return Ok(response.map(axum::body::Body::new));
     }
     let call = LlmCall {
         model: &profile.upstream,
@@ -116,8 +126,6 @@ async fn handle(
         body,
         started,
     };
-    state
-        .gateway
-        .call_model(&state.identity, &principal, call)
-        .await
+    let response = state.gateway.call_model(&principal, call).await?;
+    Ok(response.map(axum::body::Body::new))
 }

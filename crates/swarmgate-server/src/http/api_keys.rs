@@ -2,17 +2,18 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use swarmgate_core::ApiKey;
+use swarmgate_service::authz::Actor;
+use swarmgate_service::identity::NewApiKey;
+use swarmgate_service::{Principal, RequestMeta};
 
-use crate::clock::rfc3339;
-use crate::error::Result;
-use crate::http::extract::ApiJson;
+use crate::http::error::ApiResult as Result;
+use crate::http::extract::{ApiJson, ApiQuery};
+use crate::http::page::{ListBody, PageQuery};
+use crate::http::time::rfc3339;
 use crate::http::IdentityState;
-use crate::identity::{Actor, NewApiKey, Principal, RequestMeta};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,12 +59,26 @@ impl From<ApiKey> for KeyBody {
     }
 }
 
+/// A created key: the record and, only here, the key itself.
+#[derive(Serialize)]
+pub struct CreatedBody {
+    id: String,
+    name: String,
+    key: String,
+    prefix: String,
+    permissions: Vec<String>,
+    models: Option<Vec<String>>,
+    limits: Option<swarmgate_core::LimitSet>,
+    created_at: String,
+    expires_at: String,
+}
+
 pub async fn create(
     State(identity): State<IdentityState>,
     principal: Principal,
     meta: RequestMeta,
     ApiJson(body): ApiJson<CreateBody>,
-) -> Result<impl IntoResponse> {
+) -> Result<(StatusCode, Json<CreatedBody>)> {
     let request = NewApiKey {
         name: body.name,
         permissions: body.permissions,
@@ -75,27 +90,29 @@ pub async fn create(
     let k = created.key;
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "id": k.id,
-            "name": k.name,
-            "key": created.secret,
-            "prefix": k.prefix,
-            "permissions": k.permissions,
-            "models": k.models,
-            "limits": k.limits,
-            "created_at": rfc3339(k.created_at),
-            "expires_at": rfc3339(k.expires_at),
-        })),
+        Json(CreatedBody {
+            id: k.id,
+            name: k.name,
+            key: created.secret,
+            prefix: k.prefix,
+            permissions: k.permissions,
+            models: k.models,
+            limits: k.limits,
+            created_at: rfc3339(k.created_at),
+            expires_at: rfc3339(k.expires_at),
+        }),
     ))
 }
 
 pub async fn list(
     State(identity): State<IdentityState>,
     principal: Principal,
-) -> Result<Json<serde_json::Value>> {
-    let keys = identity.list_api_keys(&principal.user_id).await?;
-    let items: Vec<KeyBody> = keys.into_iter().map(KeyBody::from).collect();
-    Ok(Json(json!({ "items": items, "next_cursor": null })))
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<ListBody<KeyBody>>> {
+    let keys = identity
+        .list_api_keys(&principal.user_id, &query.request()?)
+        .await?;
+    Ok(Json(ListBody::of(keys, KeyBody::from)))
 }
 
 pub async fn revoke(

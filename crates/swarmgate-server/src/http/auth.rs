@@ -7,11 +7,14 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use swarmgate_core::User;
 
-use crate::clock::rfc3339;
-use crate::error::Result;
+use swarmgate_service::authz::{validate_question, Action, Resource};
+use swarmgate_service::identity::TokenPair;
+use swarmgate_service::{Credential, Principal, RequestMeta};
+
+use crate::http::error::ApiResult as Result;
 use crate::http::extract::ApiJson;
-use crate::http::IdentityState;
-use crate::identity::{Credential, Principal, RequestMeta, TokenPair};
+use crate::http::time::rfc3339;
+use crate::http::{AppState, IdentityState};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -159,34 +162,53 @@ pub async fn me(State(identity): State<IdentityState>, principal: Principal) -> 
     .into_response())
 }
 
-/// `/auth/me` of a client or node: who it is and what it may do.
-fn machine_me(principal: &Principal) -> serde_json::Value {
-    let mut body = serde_json::json!({
-        "id": principal.user_id,
-        "username": principal.username,
-        "role": principal.role.name,
-        "permissions": principal.role.permissions,
-        "auth_method": principal.auth_method().as_str(),
-    });
+/// `/auth/me` of a client, node or agent: who it is and what it may do.
+#[derive(Serialize)]
+pub struct MachineMeBody {
+    id: String,
+    username: String,
+    role: String,
+    permissions: Vec<String>,
+    auth_method: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_id: Option<String>,
+    /// An agent acts for its parent (`id`); it may do what both its own
+    /// grants and the parent's role allow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent_permissions: Option<Vec<String>>,
+}
+
+fn machine_me(principal: &Principal) -> MachineMeBody {
+    let mut body = MachineMeBody {
+        id: principal.user_id.clone(),
+        username: principal.username.clone(),
+        role: principal.role.name.clone(),
+        permissions: principal.role.permissions.clone(),
+        auth_method: principal.auth_method().as_str(),
+        client_id: None,
+        node_id: None,
+        agent_id: None,
+        session_id: None,
+        agent_permissions: None,
+    };
     match &principal.credential {
-        Credential::Client { client_id, .. } => body["client_id"] = client_id.as_str().into(),
-        Credential::Node { node_id, .. } => body["node_id"] = node_id.as_str().into(),
+        Credential::Client { client_id, .. } => body.client_id = Some(client_id.clone()),
+        Credential::Node { node_id, .. } => body.node_id = Some(node_id.clone()),
         Credential::Agent {
             agent_id,
             session_id,
             grants,
             ..
         } => {
-            // The agent acts for its parent (`id`); it may do what both its
-            // own grants and the parent's role allow.
-            body["agent_id"] = agent_id.as_str().into();
-            body["session_id"] = session_id.as_str().into();
-            body["agent_permissions"] = grants
-                .grants()
-                .iter()
-                .map(|g| g.to_string())
-                .collect::<Vec<_>>()
-                .into();
+            body.agent_id = Some(agent_id.clone());
+            body.session_id = Some(session_id.clone());
+            body.agent_permissions = Some(grants.grants().iter().map(|g| g.to_string()).collect());
         }
         _ => {}
     }
@@ -220,32 +242,64 @@ pub struct VerifyBody {
 }
 
 pub async fn verify_permission(
-    State(identity): State<IdentityState>,
+    State(state): State<AppState>,
     principal: Principal,
     ApiJson(body): ApiJson<VerifyBody>,
-) -> Result<Json<serde_json::Value>> {
-    let allowed =
-        identity.check_permission(&principal, &body.permission, body.resource.as_deref())?;
-    Ok(Json(serde_json::json!({
-        "allowed": allowed,
-        "permission": body.permission,
-        "resource": body.resource,
-        "subject": principal.user_id,
-        "role": principal.role.name,
-        "auth_method": principal.auth_method().as_str(),
-    })))
+) -> Result<Json<VerifyAnswer>> {
+    validate_question(&body.permission, body.resource.as_deref())?;
+    let resource = match body.resource.as_deref() {
+        Some(r) => Resource::Named(r),
+        None => Resource::Any,
+    };
+    let decision = state
+        .services
+        .authz
+        .authorize(&principal, Action::Permission(&body.permission), resource)
+        .await;
+    Ok(Json(VerifyAnswer {
+        allowed: decision.allowed,
+        permission: body.permission,
+        resource: body.resource,
+        auth_method: principal.auth_method().as_str(),
+        role: principal.role.name.clone(),
+        subject: principal.user_id,
+    }))
+}
+
+#[derive(Serialize)]
+pub struct VerifyAnswer {
+    allowed: bool,
+    permission: String,
+    resource: Option<String>,
+    subject: String,
+    role: String,
+    auth_method: &'static str,
+}
+
+#[derive(Serialize)]
+pub struct RoleBody {
+    name: String,
+    permissions: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct RolesBody {
+    roles: Vec<RoleBody>,
 }
 
 pub async fn roles(
     State(identity): State<IdentityState>,
     _principal: Principal,
-) -> Json<serde_json::Value> {
-    let roles: Vec<serde_json::Value> = identity
+) -> Json<RolesBody> {
+    let roles = identity
         .settings()
         .roles
         .sorted()
         .into_iter()
-        .map(|r| serde_json::json!({ "name": r.name, "permissions": r.permissions }))
+        .map(|r| RoleBody {
+            name: r.name.clone(),
+            permissions: r.permissions.clone(),
+        })
         .collect();
-    Json(serde_json::json!({ "roles": roles }))
+    Json(RolesBody { roles })
 }

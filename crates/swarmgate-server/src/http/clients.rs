@@ -4,15 +4,18 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use swarmgate_core::OAuthClient;
+use swarmgate_service::authz::Actor;
+use swarmgate_service::clients::NewClient;
+use swarmgate_service::{Principal, RequestMeta};
 
-use crate::clock::rfc3339;
-use crate::error::Result;
-use crate::http::extract::ApiJson;
+use crate::http::error::ApiResult as Result;
+use crate::http::extract::{ApiJson, ApiQuery};
+use crate::http::page::{ListBody, PageQuery};
+use crate::http::time::rfc3339;
 use crate::http::IdentityState;
-use crate::identity::{Actor, NewClient, Principal, RequestMeta};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,28 +30,43 @@ pub struct CreateBody {
     jwks_uri: Option<String>,
 }
 
-/// A client as every endpoint and the CLI show it (never its secret).
-pub fn client_json(c: &OAuthClient) -> Value {
-    let mut body = json!({
-        "client_id": c.id,
-        "name": c.name,
-        "owner": c.owner_id,
-        "grant_types": c.grant_types,
-        "scopes": c.scopes,
-        "token_endpoint_auth_method": c.auth_method,
-        "created_at": rfc3339(c.created_at),
-    });
-    if let Some(uri) = &c.jwks_uri {
-        body["jwks_uri"] = json!(uri);
+/// A client as every endpoint and the CLI show it; its secret only once,
+/// when it is created.
+#[derive(Debug, Serialize)]
+pub struct ClientBody {
+    client_id: String,
+    name: String,
+    owner: String,
+    grant_types: Vec<String>,
+    scopes: Vec<String>,
+    token_endpoint_auth_method: String,
+    created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jwks_uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jwks: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+}
+
+impl From<&OAuthClient> for ClientBody {
+    fn from(c: &OAuthClient) -> Self {
+        Self {
+            client_id: c.id.clone(),
+            name: c.name.clone(),
+            owner: c.owner_id.clone(),
+            grant_types: c.grant_types.clone(),
+            scopes: c.scopes.clone(),
+            token_endpoint_auth_method: c.auth_method.clone(),
+            created_at: rfc3339(c.created_at),
+            jwks_uri: c.jwks_uri.clone(),
+            jwks: c
+                .jwks
+                .as_deref()
+                .and_then(|j| serde_json::from_str::<Value>(j).ok()),
+            client_secret: None,
+        }
     }
-    if let Some(jwks) = c
-        .jwks
-        .as_deref()
-        .and_then(|j| serde_json::from_str::<Value>(j).ok())
-    {
-        body["jwks"] = jwks;
-    }
-    body
 }
 
 pub async fn create(
@@ -56,7 +74,7 @@ pub async fn create(
     principal: Principal,
     meta: RequestMeta,
     ApiJson(body): ApiJson<CreateBody>,
-) -> Result<(StatusCode, Json<Value>)> {
+) -> Result<(StatusCode, Json<ClientBody>)> {
     let new = NewClient {
         name: body.name,
         grant_types: body.grant_types,
@@ -68,20 +86,20 @@ pub async fn create(
     let created = identity
         .create_client(Actor::Caller(&principal), new, &meta)
         .await?;
-    let mut body = client_json(&created.client);
-    if let Some(secret) = created.secret {
-        body["client_secret"] = json!(secret);
-    }
+    let mut body = ClientBody::from(&created.client);
+    body.client_secret = created.secret;
     Ok((StatusCode::CREATED, Json(body)))
 }
 
 pub async fn list(
     State(identity): State<IdentityState>,
     principal: Principal,
-) -> Result<Json<Value>> {
-    let clients = identity.list_clients(Actor::Caller(&principal)).await?;
-    let items: Vec<Value> = clients.iter().map(client_json).collect();
-    Ok(Json(json!({ "items": items })))
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<ListBody<ClientBody>>> {
+    let clients = identity
+        .list_clients(Actor::Caller(&principal), &query.request()?)
+        .await?;
+    Ok(Json(ListBody::of(clients, |c| ClientBody::from(&c))))
 }
 
 pub async fn delete(

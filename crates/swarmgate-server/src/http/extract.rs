@@ -7,11 +7,12 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
-use crate::error::Error;
+use swarmgate_core::ValidationError;
+use swarmgate_service::{Error, Presented, Principal, RequestMeta};
+
+use crate::http::error::ApiError;
 use crate::http::middleware::RequestContext;
 use crate::http::AppState;
-use crate::identity::{Presented, Principal, RequestMeta};
-use swarmgate_core::ValidationError;
 
 /// JSON body whose failures map to 400 (not JSON), 413 (too large) or 422
 /// (wrong shape, naming the field).
@@ -22,12 +23,12 @@ where
     T: DeserializeOwned,
     S: Send + Sync,
 {
-    type Rejection = Error;
+    type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+            Err(rejection) => Err(json_rejection(rejection).into()),
         }
     }
 }
@@ -79,15 +80,14 @@ fn data_error_field(text: &str) -> (String, String) {
     ("body".to_string(), detail.to_string())
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
+impl FromRequestParts<AppState> for RequestMeta {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Self::Rejection> {
         let ctx = parts.extensions.get::<RequestContext>();
         Ok(RequestMeta {
             request_id: ctx.map(|c| c.request_id().to_string()),
             client_ip: ctx.and_then(RequestContext::client_ip),
-            started: ctx.map(|c| c.started),
         })
     }
 }
@@ -115,14 +115,14 @@ fn presented(parts: &Parts) -> Result<Presented<'_>, Error> {
 }
 
 impl FromRequestParts<AppState> for Principal {
-    type Rejection = Error;
+    type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let credential = presented(parts)?;
-        state.identity.authenticate(credential).await
+        Ok(state.services.identity.authenticate(credential).await?)
     }
 }
 
@@ -134,12 +134,12 @@ where
     T: DeserializeOwned,
     S: Send + Sync,
 {
-    type Rejection = Error;
+    type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Query(value)| ApiQuery(value))
-            .map_err(|e| Error::BadRequest(e.body_text()))
+            .map_err(|e| Error::BadRequest(e.body_text()).into())
     }
 }

@@ -14,6 +14,7 @@ use axum::extract::{ConnectInfo, Request};
 use axum::http::{header, HeaderName, HeaderValue, Version};
 use axum::middleware::Next;
 use axum::response::Response;
+use swarmgate_gateway::RouteLabel;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -47,11 +48,6 @@ impl RequestContext {
     }
 }
 
-/// Set on a response by the gateway: the route label for metrics, made
-/// once per route.
-#[derive(Debug, Clone)]
-pub struct RouteLabel(pub Arc<str>);
-
 fn is_sane_request_id(value: &HeaderValue) -> bool {
     (1..=128).contains(&value.len())
         && value
@@ -80,7 +76,8 @@ where
             .filter(|v| is_sane_request_id(v))
             .cloned()
             .unwrap_or_else(|| {
-                HeaderValue::from_bytes(&crate::ids::next()).expect("hex digits are a header value")
+                HeaderValue::from_bytes(&swarmgate_service::ids::next())
+                    .unwrap_or_else(|_| HeaderValue::from_static("-"))
             }),
         client_addr: request
             .extensions()
@@ -109,7 +106,7 @@ where
     }
     let elapsed = context.started.elapsed();
     let status = response.status().as_u16();
-    crate::monitoring::record_request(status, elapsed);
+    swarmgate_service::monitoring::record_request(status, elapsed);
     response
         .headers_mut()
         .insert(REQUEST_ID, context.request_id.clone());

@@ -1,5 +1,6 @@
-//! HTTP surface: routes, extractors, middleware, and the error mapping.
-//! Handlers are short: parse, call one `Identity` function, map the result.
+//! HTTP surface: routes, extractors, middleware, the typed bodies, and
+//! the error mapping. Handlers are short: parse into a typed body, call
+//! one service function (which asks the decision point), map the result.
 
 mod admin;
 mod agents;
@@ -14,8 +15,10 @@ mod middleware;
 mod monitoring;
 mod nodes;
 mod openai;
-mod quota;
+pub mod page;
+pub mod quota;
 pub(crate) mod system;
+pub mod time;
 mod token;
 mod usage;
 
@@ -24,49 +27,73 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::routing::{delete, get, post, put};
 use axum::Router;
+use swarmgate_gateway::Gateway;
+use swarmgate_service::identity::Identity;
+use swarmgate_service::Services;
 
-use crate::identity::Identity;
+use crate::config::Settings;
 
-pub use clients::client_json;
-pub use middleware::{RequestContext, RouteLabel};
+pub use clients::ClientBody;
+pub use middleware::RequestContext;
 pub use system::metrics_response;
 
 /// Bodies of the identity endpoints are small JSON documents.
 const MAX_JSON_BODY: usize = 64 * 1024;
+
+/// The path prefixes swarmgate answers itself; no configured route may
+/// shadow them, and every other path goes straight to the gateway. Every
+/// path of [`router`] is under one of these (a test checks it).
+pub const OWN_PREFIXES: &[&str] = &[
+    "/auth",
+    "/admin",
+    "/health",
+    "/.well-known",
+    "/api/auth",
+    "/api/metrics",
+    "/nodes",
+    "/v1",
+    "/usage",
+    "/agents",
+    "/quota",
+    "/metrics",
+];
 
 /// What handlers of the identity API need.
 pub type IdentityState = Arc<Identity>;
 
 /// Everything the router serves from. One shared allocation: axum clones
 /// the state for every request, and one reference count is cheaper to
-/// move between cores than four.
+/// move between cores than several.
 #[derive(Clone)]
-pub struct AppState(Arc<Services>);
+pub struct AppState(Arc<Inner>);
 
-pub struct Services {
-    pub identity: IdentityState,
-    pub gateway: Arc<crate::gateway::Gateway>,
-    pub nodes: Arc<crate::nodes::Nodes>,
-    pub agents: Arc<crate::quota::agents::Agents>,
+pub struct Inner {
+    pub services: Services,
+    pub gateway: Gateway,
+    pub settings: Settings,
 }
 
 impl AppState {
-    pub fn new(services: Services) -> Self {
-        Self(Arc::new(services))
+    pub fn new(services: Services, gateway: Gateway, settings: Settings) -> Self {
+        Self(Arc::new(Inner {
+            services,
+            gateway,
+            settings,
+        }))
     }
 }
 
 impl std::ops::Deref for AppState {
-    type Target = Services;
+    type Target = Inner;
 
-    fn deref(&self) -> &Services {
+    fn deref(&self) -> &Inner {
         &self.0
     }
 }
 
 impl FromRef<AppState> for IdentityState {
     fn from_ref(state: &AppState) -> Self {
-        state.identity.clone()
+        state.services.identity.clone()
     }
 }
 
@@ -105,7 +132,7 @@ impl tower::Service<axum::extract::Request> for Front {
     }
 
     fn call(&mut self, request: axum::extract::Request) -> Self::Future {
-        if swarmgate_gateway::routes::is_own_path(request.uri().path()) {
+        if swarmgate_gateway::routes::is_under(request.uri().path(), OWN_PREFIXES) {
             return Box::pin(tower::Service::call(&mut self.router, request));
         }
         let state = self.state.clone();
@@ -193,4 +220,24 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(axum::middleware::from_fn(middleware::request_context))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_path_of_the_api_is_under_an_own_prefix() {
+        let source = include_str!("mod.rs");
+        let paths: Vec<&str> = source
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix(".route(\""))
+            .filter_map(|rest| rest.split('"').next())
+            .collect();
+        assert!(paths.len() > 40, "{paths:?}");
+        for path in paths {
+            assert!(
+                swarmgate_gateway::routes::is_under(path, super::OWN_PREFIXES),
+                "{path} is not under OWN_PREFIXES"
+            );
+        }
+    }
 }

@@ -3,47 +3,235 @@
 
 use std::sync::Arc;
 
-use axum::response::{IntoResponse, Response};
+use axum::extract::State;
 use axum::Json;
-use serde_json::{json, Value};
+use serde::Serialize;
+use swarmgate_service::authz::{Action, Resource};
+use swarmgate_service::monitoring::{self, Snapshot};
+use swarmgate_service::{Error, Principal};
 
-use crate::error::{Error, Result};
-use crate::identity::Principal;
-use crate::monitoring::{self, Snapshot};
+use crate::http::error::ApiResult as Result;
+use crate::http::time::rfc3339;
+use crate::http::AppState;
+
+#[derive(Serialize)]
+pub struct LivenessBody {
+    status: &'static str,
+    uptime_seconds: u64,
+    version: &'static str,
+}
 
 /// Liveness only: cheap enough for a load balancer to poll, unlike
 /// `/health`, which pings the database.
-pub async fn health() -> Json<Value> {
-    Json(json!({
-        "status": "ok",
-        "uptime_seconds": monitoring::uptime_seconds(),
-        "version": env!("CARGO_PKG_VERSION"),
+pub async fn health(State(state): State<AppState>) -> Json<LivenessBody> {
+    Json(LivenessBody {
+        status: "ok",
+        uptime_seconds: monitoring::uptime_seconds(&state.services.clock),
+        version: env!("CARGO_PKG_VERSION"),
+    })
+}
+
+pub async fn system(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<SystemBody>> {
+    let snapshot = readable_snapshot(&state, &principal).await?;
+    Ok(Json(SystemBody::from(&snapshot.system)))
+}
+
+pub async fn application(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<ApplicationBody>> {
+    let snapshot = readable_snapshot(&state, &principal).await?;
+    Ok(Json(ApplicationBody::from(&snapshot.application)))
+}
+
+pub async fn all(State(state): State<AppState>, principal: Principal) -> Result<Json<AllBody>> {
+    let snapshot = readable_snapshot(&state, &principal).await?;
+    Ok(Json(AllBody {
+        system: SystemBody::from(&snapshot.system),
+        application: ApplicationBody::from(&snapshot.application),
     }))
-}
-
-pub async fn system(principal: Principal) -> Result<Response> {
-    let snapshot = readable_snapshot(&principal)?;
-    Ok(Json(&snapshot.system).into_response())
-}
-
-pub async fn application(principal: Principal) -> Result<Response> {
-    let snapshot = readable_snapshot(&principal)?;
-    Ok(Json(&snapshot.application).into_response())
-}
-
-pub async fn all(principal: Principal) -> Result<Response> {
-    let snapshot = readable_snapshot(&principal)?;
-    Ok(Json(&*snapshot).into_response())
 }
 
 /// Admins and analysts read metrics; nodes, which only hold
 /// `metrics.report`, may read them too.
-fn readable_snapshot(principal: &Principal) -> Result<Arc<Snapshot>> {
-    if !(principal.allows("metrics.read", None) || principal.allows("metrics.report", None)) {
-        return Err(Error::Forbidden("missing permission metrics.read".into()));
+async fn readable_snapshot(state: &AppState, principal: &Principal) -> Result<Arc<Snapshot>> {
+    let authz = &state.services.authz;
+    let report = Action::Permission("metrics.report");
+    let reporter = authz
+        .authorize(principal, Action::View(&report), Resource::Any)
+        .await;
+    if !reporter.allowed {
+        authz
+            .authorize(principal, Action::Permission("metrics.read"), Resource::Any)
+            .await
+            .require()?;
     }
-    monitoring::latest().ok_or_else(|| Error::Unavailable {
+    Ok(monitoring::latest().ok_or_else(|| Error::Unavailable {
         component: "metrics collector",
         detail: "no snapshot collected yet".into(),
-    })
+    })?)
+}
+
+#[derive(Serialize)]
+pub struct AllBody {
+    system: SystemBody,
+    application: ApplicationBody,
+}
+
+#[derive(Serialize)]
+pub struct SystemBody {
+    cpu: CpuBody,
+    memory: MemoryBody,
+    disk: DiskBody,
+    network: NetworkBody,
+    platform: PlatformBody,
+    uptime_seconds: u64,
+    collected_at: String,
+}
+
+#[derive(Serialize)]
+pub struct CpuBody {
+    /// Mean over all cores since the previous pass; `null` on the first.
+    percent: Option<f64>,
+    count: usize,
+}
+
+#[derive(Serialize)]
+pub struct MemoryBody {
+    total: u64,
+    available: u64,
+    used: u64,
+    percent: f64,
+}
+
+#[derive(Serialize)]
+pub struct DiskBody {
+    mount_point: String,
+    total: u64,
+    free: u64,
+    used: u64,
+    percent: f64,
+}
+
+#[derive(Serialize)]
+pub struct NetworkBody {
+    connections: u64,
+    established: u64,
+}
+
+#[derive(Serialize)]
+pub struct PlatformBody {
+    system: &'static str,
+    release: Option<String>,
+    os: Option<String>,
+    hostname: Option<String>,
+    arch: &'static str,
+}
+
+impl From<&monitoring::SystemMetrics> for SystemBody {
+    fn from(s: &monitoring::SystemMetrics) -> Self {
+        Self {
+            cpu: CpuBody {
+                percent: s.cpu.percent,
+                count: s.cpu.count,
+            },
+            memory: MemoryBody {
+                total: s.memory.total,
+                available: s.memory.available,
+                used: s.memory.used,
+                percent: s.memory.percent,
+            },
+            disk: DiskBody {
+                mount_point: s.disk.mount_point.clone(),
+                total: s.disk.total,
+                free: s.disk.free,
+                used: s.disk.used,
+                percent: s.disk.percent,
+            },
+            network: NetworkBody {
+                connections: s.network.connections,
+                established: s.network.established,
+            },
+            platform: PlatformBody {
+                system: s.platform.system,
+                release: s.platform.release.clone(),
+                os: s.platform.os.clone(),
+                hostname: s.platform.hostname.clone(),
+                arch: s.platform.arch,
+            },
+            uptime_seconds: s.uptime_seconds,
+            collected_at: rfc3339(s.collected_at),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct ApplicationBody {
+    version: &'static str,
+    process: ProcessBody,
+    requests: RequestsBody,
+    response_time_ms: ResponseTimesBody,
+    uptime_seconds: u64,
+    collected_at: String,
+}
+
+#[derive(Serialize)]
+pub struct ProcessBody {
+    pid: u32,
+    cpu_percent: Option<f64>,
+    memory_rss_bytes: u64,
+    memory_virtual_bytes: u64,
+    threads: u64,
+    open_files: u64,
+}
+
+#[derive(Serialize)]
+pub struct RequestsBody {
+    total: u64,
+    errors: u64,
+    server_errors: u64,
+}
+
+#[derive(Serialize)]
+pub struct ResponseTimesBody {
+    p50: Option<f64>,
+    p90: Option<f64>,
+    p99: Option<f64>,
+    count: u64,
+    window_seconds: f64,
+}
+
+impl From<&monitoring::ApplicationMetrics> for ApplicationBody {
+    fn from(a: &monitoring::ApplicationMetrics) -> Self {
+        let p = &a.process;
+        let r = &a.response_time_ms;
+        Self {
+            version: a.version,
+            process: ProcessBody {
+                pid: p.pid,
+                cpu_percent: p.cpu_percent,
+                memory_rss_bytes: p.memory_rss_bytes,
+                memory_virtual_bytes: p.memory_virtual_bytes,
+                threads: p.threads,
+                open_files: p.open_files,
+            },
+            requests: RequestsBody {
+                total: a.requests.total,
+                errors: a.requests.errors,
+                server_errors: a.requests.server_errors,
+            },
+            response_time_ms: ResponseTimesBody {
+                p50: r.p50,
+                p90: r.p90,
+                p99: r.p99,
+                count: r.count,
+                window_seconds: r.window_seconds,
+            },
+            uptime_seconds: a.uptime_seconds,
+            collected_at: rfc3339(a.collected_at),
+        }
+    }
 }

@@ -9,13 +9,15 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http_body_util::{BodyExt, Limited};
+use serde::Serialize;
 use serde_json::{json, Value};
 use swarmgate_gateway::forward::Incoming;
 
-use crate::error::{Error, Result};
-use crate::gateway::{Dialect, LlmCall};
+use swarmgate_gateway::{Dialect, LlmCall};
+use swarmgate_service::{Error, Principal};
+
+use crate::http::error::ApiResult as Result;
 use crate::http::{AppState, RequestContext};
-use crate::identity::Principal;
 
 /// An error in OpenAI's shape, for the cases its SDKs look at closely.
 fn openai_error(status: StatusCode, message: String, kind: &str, code: &str) -> Response {
@@ -26,15 +28,38 @@ fn openai_error(status: StatusCode, message: String, kind: &str, code: &str) -> 
         .into_response()
 }
 
-pub async fn list_models(State(state): State<AppState>, principal: Principal) -> Json<Value> {
-    let data: Vec<Value> = state
+/// OpenAI's model list.
+#[derive(Serialize)]
+pub struct ModelList {
+    object: &'static str,
+    data: Vec<ModelEntry>,
+}
+
+#[derive(Serialize)]
+pub struct ModelEntry {
+    id: String,
+    object: &'static str,
+    created: u64,
+    owned_by: &'static str,
+}
+
+pub async fn list_models(State(state): State<AppState>, principal: Principal) -> Json<ModelList> {
+    let data = state
         .gateway
-        .models()
-        .iter()
-        .filter(|m| state.gateway.may_use(&principal, m))
-        .map(|m| json!({ "id": m.name, "object": "model", "created": 0, "owned_by": "swarmgate" }))
+        .visible_models(&principal)
+        .await
+        .into_iter()
+        .map(|m| ModelEntry {
+            id: m.name.clone(),
+            object: "model",
+            created: 0,
+            owned_by: "swarmgate",
+        })
         .collect();
-    Json(json!({ "object": "list", "data": data }))
+    Json(ModelList {
+        object: "list",
+        data,
+    })
 }
 
 /// An LLM call's body, which the gateway must read (for its model and
@@ -58,7 +83,7 @@ pub(super) fn incoming_of(
         method: parts.method,
         uri: parts.uri,
         headers: parts.headers,
-        body: axum::body::Body::empty(),
+        body: swarmgate_gateway::Body::empty(),
         peer,
     };
     (incoming, started)
@@ -73,7 +98,7 @@ pub async fn call(
     let bytes = read_body(&state, body).await?;
     let body: Value = serde_json::from_slice(&bytes)
         .map_err(|_| Error::BadRequest("request body is not valid JSON".into()))?;
-    let Some(name) = body["model"].as_str() else {
+    let Some(name) = body.get("model").and_then(Value::as_str) else {
         return Err(
             swarmgate_core::ValidationError::new("model", "the body must name a model").into(),
         );
@@ -86,8 +111,11 @@ pub async fn call(
             "model_not_found",
         ));
     };
-    if !state.gateway.may_use(&principal, model) {
-        state.identity.note_denial(&principal, model.permission());
+    let decision = state
+        .gateway
+        .may_invoke(&principal, &model.name, model.permission())
+        .await;
+    if !decision.allowed {
         return Ok(openai_error(
             StatusCode::FORBIDDEN,
             format!("You may not use the model `{name}`"),
@@ -103,8 +131,6 @@ pub async fn call(
         body,
         started,
     };
-    state
-        .gateway
-        .call_model(&state.identity, &principal, call)
-        .await
+    let response = state.gateway.call_model(&principal, call).await?;
+    Ok(response.map(axum::body::Body::new))
 }

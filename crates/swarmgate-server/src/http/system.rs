@@ -3,11 +3,27 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
+use swarmgate_service::authz::{Action, Resource};
+use swarmgate_service::Principal;
 
-use crate::http::IdentityState;
+use crate::http::error::{ApiResult, ErrorBody, ErrorDetail};
+use crate::http::{AppState, IdentityState};
 
-pub async fn health(State(identity): State<IdentityState>) -> (StatusCode, Json<Value>) {
+/// `GET /health`.
+#[derive(Serialize)]
+pub struct HealthBody {
+    status: &'static str,
+    version: &'static str,
+    database: String,
+    redis: String,
+    /// The failing parts, when there are any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    failing: Vec<&'static str>,
+}
+
+pub async fn health(State(identity): State<IdentityState>) -> (StatusCode, Json<HealthBody>) {
     let h = identity.health().await;
     let database = match &h.database {
         Ok(()) => "ok".to_string(),
@@ -18,27 +34,25 @@ pub async fn health(State(identity): State<IdentityState>) -> (StatusCode, Json<
         Some(Ok(())) => "ok".to_string(),
         Some(Err(e)) => format!("error: {e}"),
     };
-    let healthy = h.database.is_ok() && !matches!(h.redis, Some(Err(_)));
-    let mut body = json!({
-        "status": if healthy { "ok" } else { "unavailable" },
-        "version": env!("CARGO_PKG_VERSION"),
-        "database": database,
-        "redis": redis,
-    });
-    if !healthy {
-        let failing: Vec<&str> = [
-            h.database.is_err().then_some("database"),
-            matches!(h.redis, Some(Err(_))).then_some("redis"),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        body["failing"] = json!(failing);
-    }
+    let failing: Vec<&'static str> = [
+        h.database.is_err().then_some("database"),
+        matches!(h.redis, Some(Err(_))).then_some("redis"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let healthy = failing.is_empty();
     let status = if healthy {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = HealthBody {
+        status: if healthy { "ok" } else { "unavailable" },
+        version: env!("CARGO_PKG_VERSION"),
+        database,
+        redis,
+        failing,
     };
     (status, Json(body))
 }
@@ -47,89 +61,139 @@ pub async fn jwks(State(identity): State<IdentityState>) -> Json<Value> {
     Json(identity.jwks())
 }
 
-/// What both discovery documents say about the OAuth2 endpoints.
-fn oauth_endpoints(identity: &IdentityState) -> Value {
+const CLIENT_AUTH: [&str; 3] = [
+    "client_secret_basic",
+    "client_secret_post",
+    "private_key_jwt",
+];
+/// "none": the password and refresh_token grants need no client.
+const CLIENT_AUTH_OR_NONE: [&str; 4] = [
+    "client_secret_basic",
+    "client_secret_post",
+    "private_key_jwt",
+    "none",
+];
+const ASSERTION_ALGS: [&str; 3] = ["ES256", "EdDSA", "RS256"];
+
+/// RFC 8414 authorization server metadata, and the OpenID configuration
+/// built on it: exactly the endpoints, grants and client authentication
+/// methods served.
+#[derive(Serialize)]
+pub struct DiscoveryBody {
+    issuer: String,
+    jwks_uri: String,
+    token_endpoint: String,
+    introspection_endpoint: String,
+    revocation_endpoint: String,
+    grant_types_supported: [&'static str; 3],
+    token_endpoint_auth_methods_supported: [&'static str; 4],
+    token_endpoint_auth_signing_alg_values_supported: [&'static str; 3],
+    introspection_endpoint_auth_methods_supported: [&'static str; 3],
+    introspection_endpoint_auth_signing_alg_values_supported: [&'static str; 3],
+    revocation_endpoint_auth_methods_supported: [&'static str; 4],
+    revocation_endpoint_auth_signing_alg_values_supported: [&'static str; 3],
+    /// No authorization endpoint: no browser flows are offered.
+    response_types_supported: Vec<&'static str>,
+    #[serde(flatten)]
+    openid: Option<OpenIdFields>,
+}
+
+/// What the OpenID configuration adds.
+#[derive(Serialize)]
+pub struct OpenIdFields {
+    subject_types_supported: [&'static str; 1],
+    id_token_signing_alg_values_supported: [&'static str; 1],
+    access_token_signing_alg_values_supported: [&'static str; 1],
+    claims_supported: [&'static str; 13],
+}
+
+fn discovery(identity: &IdentityState) -> DiscoveryBody {
     let base = &identity.settings().public_url;
-    let auth_methods = [
-        "client_secret_basic",
-        "client_secret_post",
-        "private_key_jwt",
-    ];
-    json!({
-        "issuer": base,
-        "jwks_uri": format!("{base}/.well-known/jwks.json"),
-        "token_endpoint": format!("{base}/auth/token"),
-        "introspection_endpoint": format!("{base}/auth/introspect"),
-        "revocation_endpoint": format!("{base}/auth/revoke"),
-        "grant_types_supported": ["password", "refresh_token", "client_credentials"],
-        // "none": the password and refresh_token grants need no client.
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
-        "token_endpoint_auth_signing_alg_values_supported": ["ES256", "EdDSA", "RS256"],
-        "introspection_endpoint_auth_methods_supported": auth_methods,
-        "introspection_endpoint_auth_signing_alg_values_supported": ["ES256", "EdDSA", "RS256"],
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
-        "revocation_endpoint_auth_signing_alg_values_supported": ["ES256", "EdDSA", "RS256"],
-        // No authorization endpoint: no browser flows are offered.
-        "response_types_supported": [],
-    })
+    DiscoveryBody {
+        issuer: base.clone(),
+        jwks_uri: format!("{base}/.well-known/jwks.json"),
+        token_endpoint: format!("{base}/auth/token"),
+        introspection_endpoint: format!("{base}/auth/introspect"),
+        revocation_endpoint: format!("{base}/auth/revoke"),
+        grant_types_supported: ["password", "refresh_token", "client_credentials"],
+        token_endpoint_auth_methods_supported: CLIENT_AUTH_OR_NONE,
+        token_endpoint_auth_signing_alg_values_supported: ASSERTION_ALGS,
+        introspection_endpoint_auth_methods_supported: CLIENT_AUTH,
+        introspection_endpoint_auth_signing_alg_values_supported: ASSERTION_ALGS,
+        revocation_endpoint_auth_methods_supported: CLIENT_AUTH_OR_NONE,
+        revocation_endpoint_auth_signing_alg_values_supported: ASSERTION_ALGS,
+        response_types_supported: Vec::new(),
+        openid: None,
+    }
 }
 
-/// RFC 8414 metadata: exactly the endpoints, grants and client
-/// authentication methods served.
-pub async fn authorization_server_metadata(State(identity): State<IdentityState>) -> Json<Value> {
-    Json(oauth_endpoints(&identity))
+pub async fn authorization_server_metadata(
+    State(identity): State<IdentityState>,
+) -> Json<DiscoveryBody> {
+    Json(discovery(&identity))
 }
 
-pub async fn openid_configuration(State(identity): State<IdentityState>) -> Json<Value> {
+pub async fn openid_configuration(State(identity): State<IdentityState>) -> Json<DiscoveryBody> {
     let alg = identity.settings().algorithm.as_str();
-    let mut body = oauth_endpoints(&identity);
-    body["response_types_supported"] = json!(["token"]);
-    body["subject_types_supported"] = json!(["public"]);
-    body["id_token_signing_alg_values_supported"] = json!([alg]);
-    body["access_token_signing_alg_values_supported"] = json!([alg]);
-    body["claims_supported"] = json!([
-        "iss",
-        "aud",
-        "sub",
-        "exp",
-        "iat",
-        "nbf",
-        "jti",
-        "sid",
-        "role",
-        "username",
-        "client_id",
-        "scope",
-        "node_id"
-    ]);
+    let mut body = discovery(&identity);
+    body.response_types_supported = vec!["token"];
+    body.openid = Some(OpenIdFields {
+        subject_types_supported: ["public"],
+        id_token_signing_alg_values_supported: [alg],
+        access_token_signing_alg_values_supported: [alg],
+        claims_supported: [
+            "iss",
+            "aud",
+            "sub",
+            "exp",
+            "iat",
+            "nbf",
+            "jti",
+            "sid",
+            "role",
+            "username",
+            "client_id",
+            "scope",
+            "node_id",
+        ],
+    });
     Json(body)
 }
 
-pub async fn method_not_allowed() -> (StatusCode, Json<Value>) {
-    (
-        StatusCode::METHOD_NOT_ALLOWED,
-        Json(
-            json!({"error": {"code": "method_not_allowed", "message": "method not allowed on this path"}}),
-        ),
-    )
+pub async fn method_not_allowed() -> (StatusCode, Json<ErrorBody>) {
+    let error = ErrorDetail::new(
+        "method_not_allowed",
+        "method not allowed on this path".into(),
+    );
+    (StatusCode::METHOD_NOT_ALLOWED, Json(ErrorBody { error }))
 }
 
 /// Prometheus text exposition; needs `metrics.read` here (an unauthenticated
 /// copy can be served on `[metrics] listen`).
 pub async fn metrics(
-    State(state): State<crate::http::AppState>,
-    principal: crate::identity::Principal,
-) -> crate::error::Result<impl axum::response::IntoResponse> {
-    principal.require("metrics.read")?;
+    State(state): State<AppState>,
+    principal: Principal,
+) -> ApiResult<impl axum::response::IntoResponse> {
+    state
+        .services
+        .authz
+        .authorize(
+            &principal,
+            Action::Permission("metrics.read"),
+            Resource::Any,
+        )
+        .await
+        .require()?;
     Ok(metrics_response(&state.gateway))
 }
 
-pub fn metrics_response(gateway: &crate::gateway::Gateway) -> impl axum::response::IntoResponse {
+pub fn metrics_response(gateway: &swarmgate_gateway::Gateway) -> impl axum::response::IntoResponse {
+    let now = gateway.clock().now_ms();
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        crate::metrics::render(gateway),
+        crate::metrics::render(gateway, now),
     )
 }

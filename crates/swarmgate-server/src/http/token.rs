@@ -13,14 +13,16 @@ use axum::response::{IntoResponse, Response};
 use axum::{Form, Json};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use swarmgate_core::OAuthClient;
 
-use crate::error::Error;
+use swarmgate_service::clients::{
+    ActiveToken, ClientAuth, Introspection, SECRET_BASIC, SECRET_POST,
+};
+use swarmgate_service::{Error, RequestMeta};
+
 use crate::http::IdentityState;
-use crate::identity::clients::{SECRET_BASIC, SECRET_POST};
-use crate::identity::{ClientAuth, RequestMeta};
 
 #[derive(Deserialize)]
 pub struct TokenForm {
@@ -145,6 +147,10 @@ impl IntoResponse for OAuthError {
 
 /// A successful token response (RFC 6749 section 5.1), never cached.
 fn no_store(body: Value) -> Response {
+    no_store_body(body)
+}
+
+fn no_store_body(body: impl Serialize) -> Response {
     let mut response = Json(body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -170,24 +176,20 @@ fn parse_form<T>(form: Result<Form<T>, FormRejection>) -> Result<T, OAuthError> 
 /// Percent-decodes a Basic credential part (RFC 6749 section 2.3.1 has
 /// clients form-encode id and secret before base64).
 fn form_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
+    let mut out = Vec::with_capacity(text.len());
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
             b'%' => {
-                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                let digits = [bytes.next()?, bytes.next()?];
+                if !digits.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
+                let hex = std::str::from_utf8(&digits).ok()?;
                 out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
             }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
         }
     }
     String::from_utf8(out).ok()
@@ -383,8 +385,77 @@ pub async fn introspect(
     }
     .await;
     match result {
-        Ok(body) => no_store(body),
+        Ok(Introspection::Inactive) => no_store(json!({ "active": false })),
+        Ok(Introspection::Active(token)) => no_store_body(IntrospectionBody::from(*token)),
         Err(e) => e.into_response(),
+    }
+}
+
+/// An active token, as RFC 7662 section 2.2 describes it.
+#[derive(Serialize)]
+pub struct IntrospectionBody {
+    active: bool,
+    token_type: &'static str,
+    sub: String,
+    username: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth_method: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exp: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iat: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nbf: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aud: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jti: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_id: Option<String>,
+    /// An agent: the user it acts for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    act: Option<Act>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sid: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct Act {
+    sub: String,
+}
+
+impl From<ActiveToken> for IntrospectionBody {
+    fn from(t: ActiveToken) -> Self {
+        Self {
+            active: true,
+            token_type: t.token_type,
+            sub: t.sub,
+            username: t.username,
+            role: t.role,
+            scope: t.scope,
+            auth_method: t.auth_method,
+            key_id: t.key_id,
+            exp: t.exp,
+            iat: t.iat,
+            nbf: t.nbf,
+            iss: t.iss,
+            aud: t.aud,
+            jti: t.jti,
+            client_id: t.client_id,
+            node_id: t.node_id,
+            act: t.act_sub.map(|sub| Act { sub }),
+            sid: t.sid,
+        }
     }
 }
 

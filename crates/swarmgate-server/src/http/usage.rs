@@ -3,81 +3,79 @@
 
 use axum::extract::State;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
-use swarmgate_store::UsageGroup;
+use serde::{Deserialize, Serialize};
+use swarmgate_service::usage::UsageQuery;
+use swarmgate_service::{Error, Principal};
+use swarmgate_store::{UsageGroup, UsageRow};
 
-use crate::clock::now_secs;
-use crate::error::{Error, Result};
+use crate::http::error::ApiResult as Result;
 use crate::http::extract::ApiQuery;
+use crate::http::page::{ListBody, PageQuery};
+use crate::http::time::parse_rfc3339;
 use crate::http::AppState;
-use crate::identity::Principal;
 
 #[derive(Deserialize)]
-pub struct UsageQuery {
+pub struct UsageParams {
     since: Option<String>,
     until: Option<String>,
     group_by: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
 }
 
-fn rfc3339(name: &str, text: &str) -> Result<i64> {
-    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .map(|t| t.unix_timestamp())
-        .map_err(|_| Error::BadRequest(format!("{name}: give an RFC 3339 time")))
+/// One group's sums.
+#[derive(Serialize)]
+pub struct UsageBody {
+    group: Option<String>,
+    requests: i64,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    total_tokens: i64,
+}
+
+impl From<UsageRow> for UsageBody {
+    fn from(r: UsageRow) -> Self {
+        Self {
+            group: r.group,
+            requests: r.requests,
+            prompt_tokens: r.prompt_tokens,
+            completion_tokens: r.completion_tokens,
+            total_tokens: r.total_tokens,
+        }
+    }
 }
 
 pub async fn usage(
     State(state): State<AppState>,
     principal: Principal,
-    ApiQuery(query): ApiQuery<UsageQuery>,
-) -> Result<Json<Value>> {
-    let group = match query.group_by.as_deref().unwrap_or("model") {
+    ApiQuery(params): ApiQuery<UsageParams>,
+) -> Result<Json<ListBody<UsageBody>>> {
+    let group = match params.group_by.as_deref().unwrap_or("model") {
         "model" => UsageGroup::Model,
         "key" => UsageGroup::Key,
         "user" => UsageGroup::User,
         other => {
-            return Err(Error::BadRequest(format!(
-                "group_by: {other:?} is not model, key or user"
-            )))
+            return Err(
+                Error::BadRequest(format!("group_by: {other:?} is not model, key or user")).into(),
+            )
         }
     };
-    let since = query
-        .since
-        .as_deref()
-        .map(|t| rfc3339("since", t))
-        .transpose()?
-        .unwrap_or(0);
-    let until = query
-        .until
-        .as_deref()
-        .map(|t| rfc3339("until", t))
-        .transpose()?
-        .unwrap_or(now_secs() + 1);
-    let everyone = principal.allows("usage.read.all", None);
-    // What this instance still holds in memory counts too.
-    state.gateway.usage.flush().await;
+    let time =
+        |name, text: &Option<String>| text.as_deref().map(|t| parse_rfc3339(name, t)).transpose();
+    let query = UsageQuery {
+        since: time("since", &params.since)?,
+        until: time("until", &params.until)?,
+        group,
+    };
+    let page = PageQuery {
+        limit: params.limit,
+        cursor: params.cursor,
+    }
+    .request()?;
     let rows = state
-        .gateway
+        .services
         .usage
-        .store()
-        .usage_summary(
-            (!everyone).then_some(principal.user_id.as_str()),
-            since,
-            until,
-            group,
-        )
+        .summary(&principal, &query, &page)
         .await?;
-    let items: Vec<Value> = rows
-        .into_iter()
-        .map(|r| {
-            json!({
-                "group": r.group,
-                "requests": r.requests,
-                "prompt_tokens": r.prompt_tokens,
-                "completion_tokens": r.completion_tokens,
-                "total_tokens": r.total_tokens,
-            })
-        })
-        .collect();
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(ListBody::of(rows, UsageBody::from)))
 }

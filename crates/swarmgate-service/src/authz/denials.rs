@@ -1,19 +1,22 @@
-//! Denied permission checks: counted, and written to the audit trail
+//! Refusals of the decision point: counted, and written to the audit trail
 //! aggregated per minute, so a flood of denials cannot fill the disk. Each
-//! minute yields at most one row per (subject, permission) with its count,
-//! for at most `MAX_DISTINCT` pairs; denials beyond that are summed into a
-//! single overflow row.
+//! minute yields at most one row per (subject, kind, what was asked) with
+//! its count, for at most `MAX_DISTINCT` triples; denials beyond that are
+//! summed into a single overflow row.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use serde_json::json;
 
-use super::audit::Subject;
-use super::{Identity, RequestMeta};
+use crate::audit::{Audit, Subject};
+use crate::principal::RequestMeta;
 
 pub const MAX_DISTINCT: usize = 1000;
 pub const WINDOW_SECS: u64 = 60;
+
+/// (subject, kind of action, what was asked)
+type Key = (String, &'static str, String);
 
 #[derive(Default)]
 pub(super) struct Denials {
@@ -22,15 +25,15 @@ pub(super) struct Denials {
 
 #[derive(Default)]
 struct Window {
-    counts: HashMap<(String, String), u64>,
+    counts: HashMap<Key, u64>,
     overflow: u64,
 }
 
 impl Denials {
-    pub(super) fn record(&self, subject: &str, permission: &str) {
-        metrics::counter!("swarmgate_permission_denied_total").increment(1);
+    pub(super) fn record(&self, subject: &str, kind: &'static str, what: &str) {
+        metrics::counter!("swarmgate_permission_denied_total", "action" => kind).increment(1);
         let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (subject.to_string(), permission.to_string());
+        let key = (subject.to_string(), kind, what.to_string());
         if let Some(n) = window.counts.get_mut(&key) {
             *n += 1;
         } else if window.counts.len() < MAX_DISTINCT {
@@ -40,36 +43,23 @@ impl Denials {
         }
     }
 
-    fn take(&self) -> Window {
-        std::mem::take(&mut *self.window.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-}
-
-impl Identity {
-    pub(super) fn record_denial(&self, subject: &str, permission: &str) {
-        self.denials.record(subject, permission);
-    }
-
     /// Writes the aggregated rows of the window that just ended.
-    pub async fn flush_denials(&self) {
-        let window = self.denials.take();
+    pub(super) async fn flush(&self, audit: &Audit) {
+        let window = std::mem::take(&mut *self.window.lock().unwrap_or_else(|p| p.into_inner()));
         let meta = RequestMeta::default();
-        for ((subject, permission), count) in window.counts {
-            self.audit
+        for ((subject, kind, what), count) in window.counts {
+            audit
                 .record(
                     "permission_denied",
                     "denied",
-                    Subject {
-                        user_id: Some(&subject),
-                        username: None,
-                    },
+                    Subject::id(&subject),
                     &meta,
-                    json!({ "permission": permission, "count": count, "window_seconds": WINDOW_SECS }),
+                    json!({ "action": kind, "permission": what, "count": count, "window_seconds": WINDOW_SECS }),
                 )
                 .await;
         }
         if window.overflow > 0 {
-            self.audit
+            audit
                 .record(
                     "permission_denied_overflow",
                     "denied",

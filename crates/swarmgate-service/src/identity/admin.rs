@@ -7,16 +7,16 @@
 //! touch a user whose role, is covered by the caller's own grants.
 
 use serde_json::json;
-use swarmgate_core::roles::Role;
 use swarmgate_core::{AuditEvent, User, ValidationError};
 use swarmgate_store::{AuditFilter, UserUpdate};
 
-use super::api_keys::Actor;
-use super::audit::Subject;
 use super::sync::Changed;
-use super::{Identity, RequestMeta};
-use crate::clock::now_secs;
+use super::Identity;
+use crate::audit::Subject;
+use crate::authz::{Action, Actor, Resource};
 use crate::error::{Error, Result};
+use crate::page::{not_ours, Page, PageRequest};
+use crate::principal::RequestMeta;
 
 /// A change asked of `PATCH /admin/users/{id}`.
 #[derive(Debug, Default, Clone)]
@@ -26,45 +26,49 @@ pub struct UserPatch {
     pub full_name: Option<Option<String>>,
 }
 
-pub const MAX_PAGE: i64 = 200;
-
-/// One page of `rows` fetched as `limit + 1`, and whether there are more.
-pub(crate) fn page<T>(mut rows: Vec<T>, limit: i64) -> (Vec<T>, bool) {
-    let more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
-    (rows, more)
-}
+const MANAGE: Action<'static> = Action::Permission("users.manage");
 
 impl Identity {
-    /// Refuses when the actor's grants do not cover `target`'s.
-    pub(super) fn require_covers(&self, actor: Actor<'_>, target: &Role) -> Result<()> {
-        match actor {
-            Actor::Operator => Ok(()),
-            Actor::Caller(p) if p.covers_role(target) => Ok(()),
-            Actor::Caller(_) => Err(Error::Forbidden(format!(
-                "role {} has grants beyond your own",
-                target.name
-            ))),
-        }
+    /// The preamble of every change to a user: the actor holds
+    /// `users.manage` (asked before the user is looked up, so an id reveals
+    /// nothing), and its grants cover the user's role.
+    async fn managed_user(&self, actor: Actor<'_>, id: &str) -> Result<User> {
+        self.authz
+            .authorize(actor, MANAGE, Resource::Any)
+            .await
+            .require()?;
+        let user = self.store.get_user(id).await?;
+        let role = self.role_of(&user);
+        self.authz
+            .authorize(actor, MANAGE, Resource::Role(&role))
+            .await
+            .require()?;
+        Ok(user)
     }
 
     pub async fn admin_list_users(
         &self,
         actor: Actor<'_>,
         q: Option<&str>,
-        after: Option<&str>,
-        limit: i64,
-    ) -> Result<(Vec<User>, bool)> {
-        actor.require("users.manage")?;
-        let limit = limit.clamp(1, MAX_PAGE);
-        Ok(page(
-            self.store.list_users(q, after, limit + 1).await?,
-            limit,
-        ))
+        page: &PageRequest,
+    ) -> Result<Page<User>> {
+        self.authz
+            .authorize(actor, MANAGE, Resource::Any)
+            .await
+            .require()?;
+        let size = page.size(50);
+        let rows = self
+            .store
+            .list_users(q, page.after.as_deref(), size + 1)
+            .await?;
+        Ok(Page::of(rows, size, |u| u.username.to_lowercase()))
     }
 
     pub async fn admin_get_user(&self, actor: Actor<'_>, id: &str) -> Result<User> {
-        actor.require("users.manage")?;
+        self.authz
+            .authorize(actor, MANAGE, Resource::Any)
+            .await
+            .require()?;
         Ok(self.store.get_user(id).await?)
     }
 
@@ -85,14 +89,15 @@ impl Identity {
         patch: UserPatch,
         meta: &RequestMeta,
     ) -> Result<User> {
-        actor.require("users.manage")?;
-        let before = self.store.get_user(id).await?;
-        self.require_covers(actor, &self.role_of(&before))?;
+        let before = self.managed_user(actor, id).await?;
         if let Some(role) = &patch.role {
             let Some(target) = self.settings.roles.get(role) else {
                 return Err(ValidationError::new("role", format!("unknown role {role:?}")).into());
             };
-            self.require_covers(actor, target)?;
+            self.authz
+                .authorize(actor, MANAGE, Resource::Role(target))
+                .await
+                .require()?;
         }
         if let Some(Some(name)) = &patch.full_name {
             swarmgate_core::validate::full_name(name)?;
@@ -107,7 +112,7 @@ impl Identity {
         if patch.role.as_ref().is_some_and(|r| *r != before.role) && actor.user_id() == Some(id) {
             return Err(Error::Forbidden("you cannot change your own role".into()));
         }
-        let now = now_secs();
+        let now = self.clock.now_secs();
         let update = UserUpdate {
             role: patch.role.clone(),
             disabled: patch.disabled,
@@ -147,15 +152,20 @@ impl Identity {
         limits: swarmgate_core::LimitSet,
         meta: &RequestMeta,
     ) -> Result<User> {
-        actor.require("users.manage")?;
+        self.authz
+            .authorize(actor, MANAGE, Resource::Any)
+            .await
+            .require()?;
         limits.validate("limits")?;
-        let before = self.store.get_user(id).await?;
-        self.require_covers(actor, &self.role_of(&before))?;
+        self.managed_user(actor, id).await?;
         let update = UserUpdate {
             limits: Some((!limits.is_empty()).then_some(limits)),
             ..Default::default()
         };
-        let user = self.store.update_user(id, &update, now_secs()).await?;
+        let user = self
+            .store
+            .update_user(id, &update, self.clock.now_secs())
+            .await?;
         self.publish_change_soon(Changed::User(id)).await;
         self.audit
             .record(
@@ -198,13 +208,11 @@ impl Identity {
         id: &str,
         meta: &RequestMeta,
     ) -> Result<()> {
-        actor.require("users.manage")?;
-        let user = self.store.get_user(id).await?;
-        self.require_covers(actor, &self.role_of(&user))?;
+        let user = self.managed_user(actor, id).await?;
         // Recorded in the database too, so instances without a shared Redis
         // (and so the CLI) clear the lockout through the poller.
         self.store
-            .record_user_change(id, "unlocked", now_secs())
+            .record_user_change(id, "unlocked", self.clock.now_secs())
             .await?;
         self.clear_lockout(&user).await?;
         self.audit
@@ -221,7 +229,7 @@ impl Identity {
 
     /// Clears the lockout counters of a user's name, email and password
     /// change on the shared state this instance uses.
-    pub(super) async fn clear_lockout(&self, user: &User) -> Result<()> {
+    pub(crate) async fn clear_lockout(&self, user: &User) -> Result<()> {
         for key in [
             format!("login:{}", user.username.to_lowercase()),
             format!("login:{}", user.email.to_lowercase()),
@@ -239,15 +247,13 @@ impl Identity {
         id: &str,
         meta: &RequestMeta,
     ) -> Result<()> {
-        actor.require("users.manage")?;
-        let user = self.store.get_user(id).await?;
-        self.require_covers(actor, &self.role_of(&user))?;
+        let user = self.managed_user(actor, id).await?;
         if actor.user_id() == Some(id) {
             return Err(Error::Forbidden(
                 "you cannot delete your own account".into(),
             ));
         }
-        let now = now_secs();
+        let now = self.clock.now_secs();
         self.revoke_everything_of(id, "user_deleted", now).await?;
         self.store.delete_user(id, now).await?;
         self.publish_change_soon(Changed::User(id)).await;
@@ -263,17 +269,25 @@ impl Identity {
         Ok(())
     }
 
+    /// Audit events, newest first; a page continues below the id of the
+    /// last event of the one before.
     pub async fn admin_audit(
         &self,
         actor: Actor<'_>,
-        filter: AuditFilter,
-        limit: i64,
-    ) -> Result<(Vec<(i64, AuditEvent)>, bool)> {
-        actor.require("audit.read")?;
-        let limit = limit.clamp(1, MAX_PAGE);
-        Ok(page(
-            self.store.query_audit(&filter, limit + 1).await?,
-            limit,
-        ))
+        mut filter: AuditFilter,
+        page: &PageRequest,
+    ) -> Result<Page<(i64, AuditEvent)>> {
+        self.authz
+            .authorize(actor, Action::Permission("audit.read"), Resource::Any)
+            .await
+            .require()?;
+        filter.before_id = page
+            .after
+            .as_deref()
+            .map(|id| id.parse::<i64>().map_err(|_| not_ours()))
+            .transpose()?;
+        let size = page.size(100);
+        let rows = self.store.query_audit(&filter, size + 1).await?;
+        Ok(Page::of(rows, size, |(id, _)| id.to_string()))
     }
 }

@@ -2,15 +2,17 @@
 //! revocation.
 
 use serde_json::json;
-use swarmgate_core::permission::Grant;
-use swarmgate_core::{ApiKey, User, ValidationError};
+use swarmgate_core::permission::GrantSet;
+use swarmgate_core::{ApiKey, LimitSet, ValidationError};
 use swarmgate_state::Revocable;
 use swarmgate_tokens::new_opaque;
 
-use super::audit::Subject;
-use super::{Identity, Principal, RequestMeta};
-use crate::clock::{now_ms, now_secs};
+use super::Identity;
+use crate::audit::Subject;
+use crate::authz::{Action, Actor, Delegate, Resource};
 use crate::error::{Error, Result};
+use crate::page::{at_id, Page, PageRequest};
+use crate::principal::{Principal, RequestMeta};
 
 /// What a caller asks for.
 #[derive(Debug, Clone)]
@@ -27,38 +29,6 @@ pub struct NewApiKey {
 pub struct CreatedApiKey {
     pub key: ApiKey,
     pub secret: String,
-}
-
-/// Who acts: a caller of the API, or the operator at the command line.
-#[derive(Clone, Copy)]
-pub enum Actor<'a> {
-    Caller(&'a Principal),
-    Operator,
-}
-
-impl Actor<'_> {
-    /// Fails with 403 unless the actor may do `permission` (the operator at
-    /// the command line always may).
-    pub(super) fn require(&self, permission: &str) -> Result<()> {
-        match self {
-            Actor::Caller(p) => p.require(permission),
-            Actor::Operator => Ok(()),
-        }
-    }
-
-    fn may_manage_users(&self) -> bool {
-        match self {
-            Actor::Caller(p) => p.allows("users.manage", None),
-            Actor::Operator => true,
-        }
-    }
-
-    pub(super) fn user_id(&self) -> Option<&str> {
-        match self {
-            Actor::Caller(p) => Some(&p.user_id),
-            Actor::Operator => None,
-        }
-    }
 }
 
 fn check_text(field: &'static str, value: &str, max: usize) -> Result<()> {
@@ -83,17 +53,18 @@ impl Identity {
         request: NewApiKey,
         meta: &RequestMeta,
     ) -> Result<CreatedApiKey> {
-        if principal.session_id().is_err() {
-            return Err(Error::Forbidden("an API key cannot create API keys".into()));
-        }
-        let owner = self.store.get_user(&principal.user_id).await?;
-        self.create_api_key_for(&owner, request, meta).await
+        self.authz
+            .authorize(principal, Action::Delegate(Delegate::ApiKey), Resource::Any)
+            .await
+            .require()?;
+        self.create_api_key_for(principal, request, meta).await
     }
 
-    /// Creates a key for `owner` (the CLI names the user directly).
+    /// Creates a key for `owner` (a login session of theirs, or, from the
+    /// CLI, the user as if logged in): never more than the owner holds.
     pub async fn create_api_key_for(
         &self,
-        owner: &User,
+        owner: &Principal,
         request: NewApiKey,
         meta: &RequestMeta,
     ) -> Result<CreatedApiKey> {
@@ -101,15 +72,16 @@ impl Identity {
         if request.permissions.is_empty() || request.permissions.len() > 100 {
             return Err(ValidationError::new("permissions", "give 1 to 100 grants").into());
         }
-        let role = self.role_of(owner);
-        for text in &request.permissions {
-            let grant = Grant::parse(text).map_err(|e| ValidationError::new("permissions", e.0))?;
-            if !role.grants.covers(&grant) {
-                return Err(Error::Forbidden(format!(
-                    "permission {text} is not covered by your own grants"
-                )));
-            }
-        }
+        let grants = GrantSet::parse(&request.permissions)
+            .map_err(|e| ValidationError::new("permissions", e.0))?;
+        self.authz
+            .authorize(
+                owner,
+                Action::Delegate(Delegate::ApiKey),
+                Resource::Grants(&grants),
+            )
+            .await
+            .require()?;
         if let Some(models) = &request.models {
             if models.len() > 100 {
                 return Err(ValidationError::new("models", "at most 100 models").into());
@@ -119,21 +91,7 @@ impl Identity {
             }
         }
         if let Some(limits) = &request.limits {
-            limits.validate("limits")?;
-            let role_limits = self.settings.quota.role_limits.get(&owner.role);
-            let owner_limits = match (role_limits, &owner.limits) {
-                (Some(a), Some(b)) => Some(a.tightest(b)),
-                (a, b) => a.or(b.as_ref()).copied(),
-            };
-            if let Some(bound) = owner_limits {
-                if let Some((name, value)) = limits.exceeds(&bound) {
-                    return Err(ValidationError::new(
-                        format!("limits.{name}"),
-                        format!("may not exceed the owner's limit of {value}"),
-                    )
-                    .into());
-                }
-            }
+            self.within_owner_limits(owner, limits)?;
         }
         let days = request
             .expires_in_days
@@ -146,10 +104,10 @@ impl Identity {
             .into());
         }
         let secret = new_opaque(&self.settings.api_key_prefix);
-        let now = now_secs();
+        let now = self.clock.now_secs();
         let key = ApiKey {
-            id: uuid::Uuid::new_v4().to_string(),
-            user_id: owner.id.clone(),
+            id: swarmgate_core::random::uuid_string(),
+            user_id: owner.user_id.clone(),
             name: request.name,
             prefix: secret.token.chars().take(12).collect(),
             key_hash: secret.hash.clone(),
@@ -166,7 +124,7 @@ impl Identity {
             .record(
                 "api_key_created",
                 "success",
-                Subject::of(owner),
+                Subject::principal(owner),
                 meta,
                 json!({ "key_id": key.id, "prefix": key.prefix, "permissions": key.permissions }),
             )
@@ -178,9 +136,14 @@ impl Identity {
     }
 
     /// Keys of `user_id`, newest first, with batched `last_used_at` applied.
-    pub async fn list_api_keys(&self, user_id: &str) -> Result<Vec<ApiKey>> {
+    pub async fn list_api_keys(&self, user_id: &str, page: &PageRequest) -> Result<Page<ApiKey>> {
         self.flush_last_used().await;
-        Ok(self.store.list_api_keys(user_id).await?)
+        let size = page.size(100);
+        let rows = self
+            .store
+            .list_api_keys(user_id, page.after_at_id()?, size + 1)
+            .await?;
+        Ok(Page::of(rows, size, |k| at_id(k.created_at, &k.id)))
     }
 
     /// Revokes a key of the caller's (or any key, for `users.manage`).
@@ -194,22 +157,32 @@ impl Identity {
         let key = self.store.api_key(key_id).await?.ok_or(Error::NotFound)?;
         let own = actor.user_id() == Some(key.user_id.as_str());
         if !own {
-            if !actor.may_manage_users() {
+            let manage = Action::Permission("users.manage");
+            let view = self
+                .authz
+                .authorize(actor, Action::View(&manage), Resource::Any)
+                .await;
+            if !view.allowed {
                 return Err(Error::NotFound);
             }
             let owner = self.store.get_user(&key.user_id).await?;
-            self.require_covers(actor, &self.role_of(&owner))?;
+            let role = self.role_of(&owner);
+            self.authz
+                .authorize(actor, manage, Resource::Role(&role))
+                .await
+                .require()?;
         }
-        if self.store.revoke_api_key(key_id, now_secs()).await? {
+        if self
+            .store
+            .revoke_api_key(key_id, self.clock.now_secs())
+            .await?
+        {
             self.publish_key_revocation(&key.id, key.expires_at).await;
             self.audit
                 .record(
                     "api_key_revoked",
                     "success",
-                    Subject {
-                        user_id: Some(&key.user_id),
-                        username: None,
-                    },
+                    Subject::id(&key.user_id),
                     meta,
                     json!({ "key_id": key.id, "by": actor.user_id() }),
                 )
@@ -220,8 +193,8 @@ impl Identity {
 
     /// Tells every instance a key is revoked (best effort: the database is
     /// the truth and the poller republishes it).
-    pub(super) async fn publish_key_revocation(&self, key_id: &str, expires_at: i64) {
-        let now = now_ms();
+    pub(crate) async fn publish_key_revocation(&self, key_id: &str, expires_at: i64) {
+        let now = self.clock.now_ms();
         if let Err(e) = self
             .state
             .revoke(Revocable::ApiKey, key_id, expires_at * 1000, now)
@@ -237,6 +210,30 @@ impl Identity {
         if let Err(e) = self.store.touch_api_keys(&used).await {
             tracing::warn!(error = %e, keys = used.len(), "could not record last_used_at; will retry");
             self.last_used.restore(used);
+        }
+    }
+}
+
+impl Identity {
+    /// A key's limits: valid, and none looser than its owner's (their
+    /// role's and their own, the tighter of each).
+    fn within_owner_limits(&self, owner: &Principal, limits: &LimitSet) -> Result<()> {
+        limits.validate("limits")?;
+        let role_limits = self.settings.quota.role_limits.get(&owner.role.name);
+        let owner_limits = match (role_limits, &owner.user_limits) {
+            (Some(a), Some(b)) => Some(a.tightest(b)),
+            (a, b) => a.or(b.as_ref()).copied(),
+        };
+        let Some(bound) = owner_limits else {
+            return Ok(());
+        };
+        match limits.exceeds(&bound) {
+            Some((name, value)) => Err(ValidationError::new(
+                format!("limits.{name}"),
+                format!("may not exceed the owner's limit of {value}"),
+            )
+            .into()),
+            None => Ok(()),
         }
     }
 }

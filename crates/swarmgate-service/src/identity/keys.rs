@@ -2,19 +2,19 @@
 //! database so that a key rotated by any instance (or by `swarmgate keys
 //! rotate`) is picked up by all of them.
 
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use swarmgate_store::Store;
 use swarmgate_tokens::{generate_ed25519, AccessTokens, Algorithm, KeyRing, LEEWAY_SECS};
 
-use crate::clock::now_secs;
-use crate::config::Settings;
+use crate::clock::SharedClock;
 use crate::error::Result;
+use crate::settings::Settings;
 
 /// An unknown `kid` triggers a reload at most this often, so garbage tokens
 /// cannot turn into a flood of database reads.
-const MIN_RELOAD_GAP: Duration = Duration::from_secs(5);
+const MIN_RELOAD_GAP_MS: i64 = 5_000;
 
 pub struct KeyCache {
     store: Store,
@@ -23,13 +23,15 @@ pub struct KeyCache {
     keep_retired_secs: i64,
     activation_delay_secs: i64,
     current: RwLock<Arc<AccessTokens>>,
-    last_reload: Mutex<Instant>,
+    /// Unix ms of the last reload.
+    last_reload: AtomicI64,
+    clock: SharedClock,
 }
 
 impl KeyCache {
     /// Loads (or, on an empty database, creates) the signing keys.
-    pub async fn load(store: Store, settings: &Settings) -> Result<Self> {
-        let reload = settings.key_reload.as_secs() as i64;
+    pub async fn load(store: Store, settings: &Settings, clock: SharedClock) -> Result<Self> {
+        let reload = i64::try_from(settings.key_reload.as_secs()).unwrap_or(i64::MAX);
         let activation_delay_secs = 2 * reload;
         let keep_retired_secs =
             settings.access_ttl_secs + LEEWAY_SECS as i64 + activation_delay_secs + 2 * reload;
@@ -41,12 +43,18 @@ impl KeyCache {
                     .await?
                     .is_empty()
                 {
-                    let key = generate_ed25519(now_secs())?;
+                    let key = generate_ed25519(clock.now_secs())?;
                     if store.add_first_signing_key(&key).await? {
                         tracing::info!(kid = %key.kid, "generated the first Ed25519 signing key");
                     }
                 }
-                Self::read_ring(&store, keep_retired_secs, activation_delay_secs).await?
+                Self::read_ring(
+                    &store,
+                    clock.now_secs(),
+                    keep_retired_secs,
+                    activation_delay_secs,
+                )
+                .await?
             }
         };
         let tokens =
@@ -58,19 +66,21 @@ impl KeyCache {
             keep_retired_secs,
             activation_delay_secs,
             current: RwLock::new(Arc::new(tokens)),
-            last_reload: Mutex::new(Instant::now()),
+            last_reload: AtomicI64::new(clock.now_ms()),
+            clock,
         })
     }
 
     async fn read_ring(
         store: &Store,
+        now_secs: i64,
         keep_retired_secs: i64,
         activation_delay_secs: i64,
     ) -> Result<KeyRing> {
         let rows = store.signing_keys(Algorithm::EdDSA.as_str()).await?;
         Ok(KeyRing::ed25519(
             &rows,
-            now_secs(),
+            now_secs,
             keep_retired_secs,
             activation_delay_secs,
         )?)
@@ -88,9 +98,11 @@ impl KeyCache {
         if self.current().keys().algorithm() != Algorithm::EdDSA {
             return Ok(());
         }
-        *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        self.last_reload
+            .store(self.clock.now_ms(), Ordering::Relaxed);
         let ring = Self::read_ring(
             &self.store,
+            self.clock.now_secs(),
             self.keep_retired_secs,
             self.activation_delay_secs,
         )
@@ -103,12 +115,8 @@ impl KeyCache {
     /// Reloads when a token names a key we do not know, unless we reloaded
     /// very recently. Returns whether it reloaded.
     pub async fn reload_for_unknown_kid(&self) -> bool {
-        let due = self
-            .last_reload
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .elapsed()
-            >= MIN_RELOAD_GAP;
+        let since = self.clock.now_ms() - self.last_reload.load(Ordering::Relaxed);
+        let due = since >= MIN_RELOAD_GAP_MS;
         due && self.reload().await.is_ok()
     }
 }

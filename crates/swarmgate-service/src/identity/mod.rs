@@ -1,39 +1,40 @@
 //! The identity service: registration, login, refresh-token rotation,
-//! logout, password change, and turning a bearer token into a [`Principal`].
+//! logout, password change, API keys, user administration, and turning a
+//! presented credential into a [`Principal`].
 //!
-//! No HTTP here: the handlers in `crate::http` parse a request, call one of
-//! these functions and map the result. This module decides; the store keeps;
-//! the shared state coordinates instances.
+//! This module decides; the store keeps; the shared state coordinates
+//! instances; the decision point (`crate::authz`) says who may.
 
 pub mod admin;
 mod api_keys;
-pub mod audit;
 mod authn;
-pub mod clients;
-mod denials;
+mod caches;
 pub mod keys;
+mod password_change;
 mod session;
 mod sync;
 
 pub use admin::UserPatch;
-pub use api_keys::{Actor, CreatedApiKey, NewApiKey};
-pub use authn::Presented;
-pub use clients::{ClientAuth, CreatedClient, NewClient};
+pub use api_keys::{CreatedApiKey, NewApiKey};
+pub(crate) use caches::USER_CACHE_TTL;
+pub(crate) use sync::Changed;
 
 use std::sync::Arc;
 
 use serde_json::json;
 use swarmgate_core::password::{self, HashParams};
-use swarmgate_core::permission::GrantSet;
-use swarmgate_core::roles::Role;
 use swarmgate_state::{RateDecision, SharedState};
 use swarmgate_store::Store;
 use swarmgate_tokens::LEEWAY_SECS;
 
-use crate::clock::now_ms;
-use crate::config::Settings;
+use crate::audit::{Audit, Subject};
+use crate::authz::Authz;
+use crate::clients::ClientCache;
+use crate::clock::SharedClock;
 use crate::error::{retry_after_secs, Error, Result};
-use audit::{Audit, Subject};
+use crate::fetch::Fetch;
+use crate::principal::RequestMeta;
+use crate::settings::Settings;
 use keys::KeyCache;
 
 /// Prefix of refresh tokens, so a leaked one is recognisable in a scan.
@@ -41,179 +42,9 @@ pub const REFRESH_TOKEN_PREFIX: &str = "sgr_";
 /// How often revocations in the database are re-published to the shared
 /// state (they are published at once when made; this is the safety net).
 pub const REVOCATION_POLL: std::time::Duration = std::time::Duration::from_secs(2);
-const FULL_RESYNC: std::time::Duration = std::time::Duration::from_secs(300);
+const FULL_RESYNC_MS: i64 = 300_000;
 /// How many previous passwords a new one must differ from.
 pub const PASSWORD_HISTORY: i64 = 5;
-
-/// Facts about the request that go into the audit trail.
-#[derive(Debug, Clone, Default)]
-pub struct RequestMeta {
-    pub request_id: Option<String>,
-    pub client_ip: Option<String>,
-    /// When the request arrived (for the gateway's overhead metric).
-    pub started: Option<std::time::Instant>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthMethod {
-    Jwt,
-    ApiKey,
-    /// An OAuth2 client's token (`client_credentials`).
-    Client,
-    /// An agent session's token.
-    Agent,
-}
-
-impl AuthMethod {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthMethod::Jwt => "jwt",
-            AuthMethod::ApiKey => "api_key",
-            AuthMethod::Client => "client",
-            AuthMethod::Agent => "agent",
-        }
-    }
-}
-
-/// How a principal proved who it is.
-#[derive(Debug, Clone)]
-pub enum Credential {
-    Session {
-        session_id: String,
-    },
-    ApiKey {
-        key_id: String,
-        /// The key's own grants; what it may do is these intersected with
-        /// its owner's current role.
-        grants: Arc<GrantSet>,
-        models: Option<Arc<[String]>>,
-        limits: Option<swarmgate_core::LimitSet>,
-        /// Unix seconds.
-        expires_at: i64,
-    },
-    /// An OAuth2 client's access token. The principal's role holds the
-    /// token's `scope`; `grants` are the client's scopes now, so narrowing
-    /// or deleting the client takes effect on the next request.
-    Client {
-        client_id: String,
-        jti: String,
-        grants: Arc<GrantSet>,
-    },
-    /// A node token (role `node`), minted by an operator for one node.
-    Node {
-        node_id: String,
-        jti: String,
-    },
-    /// An agent session's token. The principal is its parent user (with
-    /// the parent's current role); `grants` are what the agent was given,
-    /// so it may do only what both allow.
-    Agent {
-        session_id: String,
-        agent_id: String,
-        grants: Arc<GrantSet>,
-        /// Unix ms.
-        expires_at: i64,
-        claims: Arc<swarmgate_tokens::AgentClaims>,
-    },
-}
-
-/// A verified caller, with its user's *current* role (not the one in a
-/// token), so a demotion takes effect on the next request.
-#[derive(Debug, Clone)]
-pub struct Principal {
-    pub user_id: String,
-    pub username: String,
-    pub role: Arc<Role>,
-    pub credential: Credential,
-    /// The user's own limits (on top of the role's).
-    pub user_limits: Option<swarmgate_core::LimitSet>,
-}
-
-impl Principal {
-    pub fn auth_method(&self) -> AuthMethod {
-        match self.credential {
-            Credential::Session { .. } | Credential::Node { .. } => AuthMethod::Jwt,
-            Credential::ApiKey { .. } => AuthMethod::ApiKey,
-            Credential::Client { .. } => AuthMethod::Client,
-            Credential::Agent { .. } => AuthMethod::Agent,
-        }
-    }
-
-    /// The grants that narrow the role, if the credential has its own.
-    fn credential_grants(&self) -> Option<&GrantSet> {
-        match &self.credential {
-            Credential::ApiKey { grants, .. }
-            | Credential::Client { grants, .. }
-            | Credential::Agent { grants, .. } => Some(grants),
-            Credential::Session { .. } | Credential::Node { .. } => None,
-        }
-    }
-
-    /// The node this caller speaks for: a node token's node, or an OAuth2
-    /// client's id (a node may authenticate as a client with private key
-    /// JWT, so no long-lived secret lives on it).
-    pub fn node_id(&self) -> Option<&str> {
-        match &self.credential {
-            Credential::Node { node_id, .. } => Some(node_id),
-            Credential::Client { client_id, .. } => Some(client_id),
-            Credential::Session { .. } | Credential::ApiKey { .. } | Credential::Agent { .. } => {
-                None
-            }
-        }
-    }
-
-    /// Whether the caller is a user (a session or an API key), not a
-    /// machine identity.
-    pub fn is_user(&self) -> bool {
-        matches!(
-            self.credential,
-            Credential::Session { .. } | Credential::ApiKey { .. }
-        )
-    }
-
-    /// The whole decision: the role allows it, and so does the key if the
-    /// caller came with one.
-    pub fn allows(&self, permission: &str, resource: Option<&str>) -> bool {
-        self.role.grants.allows(permission, resource, &self.user_id)
-            && self
-                .credential_grants()
-                .is_none_or(|grants| grants.allows(permission, resource, &self.user_id))
-    }
-
-    /// Whether everything `target` grants is also granted to this caller,
-    /// through its role and, for a key, through the key too (so a key
-    /// holding only `users.manage` cannot hand out more than itself).
-    pub fn covers_role(&self, target: &Role) -> bool {
-        target.grants.grants().iter().all(|g| {
-            self.role.grants.covers(g) && self.credential_grants().is_none_or(|c| c.covers(g))
-        })
-    }
-
-    /// Fails with 403 unless the caller may do `permission`.
-    pub fn require(&self, permission: &str) -> Result<()> {
-        if self.allows(permission, None) {
-            Ok(())
-        } else {
-            Err(Error::Forbidden(format!("missing permission {permission}")))
-        }
-    }
-
-    /// The session of a password login; API keys have none.
-    pub fn session_id(&self) -> Result<&str> {
-        match &self.credential {
-            Credential::Session { session_id } => Ok(session_id),
-            Credential::ApiKey { .. } => Err(Error::Forbidden(
-                "this needs a login session; API keys cannot do it".into(),
-            )),
-            Credential::Client { .. } | Credential::Node { .. } | Credential::Agent { .. } => {
-                Err(Error::Forbidden(
-                    "this needs a user's login session; clients, nodes and agents cannot do it"
-                        .into(),
-                ))
-            }
-        }
-    }
-}
 
 /// What login and refresh return.
 #[derive(Debug)]
@@ -247,22 +78,31 @@ impl Health {
     }
 }
 
+/// What the identity service is built from.
+pub struct Parts {
+    pub store: Store,
+    pub state: SharedState,
+    pub settings: Arc<Settings>,
+    pub clock: SharedClock,
+    pub authz: Arc<Authz>,
+    pub audit: Audit,
+    /// Fetches client key sets from their `jwks_uri`.
+    pub fetch: Arc<dyn Fetch>,
+}
+
 pub struct Identity {
-    /// Signed gateway assertions, reused for half their 60 s life. Keyed by
-    /// ids swarmgate issued and configured names (user, credential, role,
-    /// route), never by what a caller sends, so hashed with Fx rather than
-    /// SipHash: it is looked up on every proxied request.
-    assertions: moka::sync::Cache<String, axum::http::HeaderValue, rustc_hash::FxBuildHasher>,
-    creds: authn::CredentialCache,
-    clients: clients::ClientCache,
-    users: authn::UserCache,
-    last_used: authn::LastUsed,
-    denials: denials::Denials,
-    store: Store,
-    state: SharedState,
-    keys: KeyCache,
-    audit: Audit,
-    settings: Arc<Settings>,
+    pub(crate) creds: caches::CredentialCache,
+    pub(crate) clients: ClientCache,
+    pub(crate) users: caches::UserCache,
+    pub(crate) last_used: caches::LastUsed,
+    pub(crate) store: Store,
+    pub(crate) state: SharedState,
+    pub(crate) keys: KeyCache,
+    pub(crate) audit: Audit,
+    pub(crate) authz: Arc<Authz>,
+    pub(crate) settings: Arc<Settings>,
+    pub(crate) clock: SharedClock,
+    pub(crate) fetch: Arc<dyn Fetch>,
     /// Verified against when the user does not exist, so that an unknown
     /// user costs exactly as much time as a wrong password.
     dummy_hash: String,
@@ -285,30 +125,35 @@ async fn verify_blocking(password: String, hashes: Vec<String>) -> Result<bool> 
 }
 
 impl Identity {
-    pub async fn new(store: Store, state: SharedState, settings: Arc<Settings>) -> Result<Self> {
-        let keys = KeyCache::load(store.clone(), &settings).await?;
+    pub async fn new(parts: Parts) -> Result<Self> {
+        let Parts {
+            store,
+            state,
+            settings,
+            clock,
+            authz,
+            audit,
+            fetch,
+        } = parts;
+        let keys = KeyCache::load(store.clone(), &settings, clock.clone()).await?;
         let dummy_hash = hash_blocking(
             "not a real password: timing equaliser".into(),
             settings.hash_params,
         )
         .await?;
         let identity = Self {
-            assertions: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(std::time::Duration::from_secs(
-                    swarmgate_tokens::ASSERTION_TTL_SECS as u64 / 2,
-                ))
-                .build_with_hasher(rustc_hash::FxBuildHasher),
-            creds: authn::CredentialCache::new(),
-            clients: clients::ClientCache::new(),
-            users: authn::UserCache::new(),
-            last_used: authn::LastUsed::default(),
-            denials: denials::Denials::default(),
-            audit: Audit::new(store.clone()),
+            creds: caches::CredentialCache::new(clock.clone()),
+            clients: ClientCache::new(),
+            users: caches::UserCache::new(),
+            last_used: caches::LastUsed::default(),
+            audit,
+            authz,
             store,
             state,
             keys,
             settings,
+            clock,
+            fetch,
             dummy_hash,
             hashing: Arc::new(tokio::sync::Semaphore::new(
                 2 * std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -329,7 +174,7 @@ impl Identity {
         Ok(identity)
     }
 
-    pub(super) async fn hash(&self, password: String) -> Result<String> {
+    pub(crate) async fn hash(&self, password: String) -> Result<String> {
         let _permit = self
             .hashing
             .acquire()
@@ -338,7 +183,7 @@ impl Identity {
         hash_blocking(password, self.settings.hash_params).await
     }
 
-    pub(super) async fn verify(&self, password: String, hashes: Vec<String>) -> Result<bool> {
+    pub(crate) async fn verify(&self, password: String, hashes: Vec<String>) -> Result<bool> {
         let _permit = self
             .hashing
             .acquire()
@@ -363,26 +208,40 @@ impl Identity {
         &self.keys
     }
 
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
     /// How long after revocation a session's access tokens could still be
     /// presented: their lifetime plus the verifier's leeway.
-    pub(super) fn token_lifetime_ms(&self) -> i64 {
+    pub(crate) fn token_lifetime_ms(&self) -> i64 {
         (self.settings.access_ttl_secs + LEEWAY_SECS as i64) * 1000
     }
 
-    /// Audits a refusal by a rate limit at most once a minute per client and
-    /// endpoint, so a flood of refused requests cannot flood the audit table.
-    pub(super) async fn audit_rate_limited(&self, endpoint: &str, meta: &RequestMeta) {
+    /// The rate limit in front of an unauthenticated endpoint (`register`,
+    /// `login`), per client address. A refusal is audited at most once a
+    /// minute per client and endpoint, so a flood of refused requests
+    /// cannot flood the audit table.
+    pub(crate) async fn limit_per_client(
+        &self,
+        endpoint: &str,
+        rate: swarmgate_state::Rate,
+        meta: &RequestMeta,
+    ) -> Result<()> {
         let ip = meta.client_ip.as_deref().unwrap_or("unknown");
+        let Err(refused) = self.rate_limit(&format!("{endpoint}:{ip}"), rate).await else {
+            return Ok(());
+        };
         let key = format!("audit-limited:{endpoint}:{ip}");
-        if let Ok(RateDecision::Allowed) = self
+        let now = self.clock.now_ms();
+        let first = self
             .state
-            .rate_limit(&key, swarmgate_state::Rate::per_minute(1), now_ms())
-            .await
-        {
-            let event = format!("{endpoint}_failed");
+            .rate_limit(&key, swarmgate_state::Rate::per_minute(1), now)
+            .await;
+        if let Ok(RateDecision::Allowed) = first {
             self.audit
                 .record(
-                    &event,
+                    &format!("{endpoint}_failed"),
                     "denied",
                     Subject::default(),
                     meta,
@@ -390,10 +249,15 @@ impl Identity {
                 )
                 .await;
         }
+        Err(refused)
     }
 
-    pub(super) async fn rate_limit(&self, key: &str, rate: swarmgate_state::Rate) -> Result<()> {
-        match self.state.rate_limit(key, rate, now_ms()).await? {
+    async fn rate_limit(&self, key: &str, rate: swarmgate_state::Rate) -> Result<()> {
+        match self
+            .state
+            .rate_limit(key, rate, self.clock.now_ms())
+            .await?
+        {
             RateDecision::Allowed => Ok(()),
             RateDecision::Limited { retry_after_ms } => Err(Error::RateLimited {
                 retry_after_secs: retry_after_secs(retry_after_ms),
@@ -419,9 +283,7 @@ impl Identity {
 /// character of each required class.
 pub fn generate_password() -> String {
     use base64::Engine;
-    use rand::RngCore;
-    let mut bytes = [0u8; 18];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let bytes: [u8; 18] = swarmgate_core::random::bytes();
     format!(
         "{}aZ7!",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)

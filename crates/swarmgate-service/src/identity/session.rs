@@ -1,5 +1,4 @@
-//! Password sessions: accounts, login, refresh-token rotation, logout and
-//! password change.
+//! Password sessions: accounts, login, refresh-token rotation and logout.
 
 use serde_json::json;
 use swarmgate_core::password;
@@ -8,13 +7,27 @@ use swarmgate_state::LoginGate;
 use swarmgate_store::{RefreshOutcome, Session};
 use swarmgate_tokens::{hash_opaque, new_opaque, AccessClaims};
 
-use super::audit::Subject;
-use super::{
-    generate_password, Identity, NewAccount, Principal, RequestMeta, TokenPair, PASSWORD_HISTORY,
-    REFRESH_TOKEN_PREFIX,
-};
-use crate::clock::{now_ms, now_secs};
+use super::{generate_password, Identity, NewAccount, TokenPair, REFRESH_TOKEN_PREFIX};
+use crate::audit::Subject;
 use crate::error::{retry_after_secs, Error, Result};
+use crate::principal::{Principal, RequestMeta};
+
+/// Whom a login names: the account, if there is one, and the name the
+/// audit trail gives it.
+struct LoginSubject {
+    user: Option<User>,
+    name: Option<String>,
+    lock_key: String,
+}
+
+impl LoginSubject {
+    fn subject(&self) -> Subject<'_> {
+        Subject {
+            user_id: self.user.as_ref().map(|u| u.id.as_str()),
+            username: self.name.as_deref(),
+        }
+    }
+}
 
 impl Identity {
     /// Creates `admin` when there is no user at all. Returns the generated
@@ -62,13 +75,13 @@ impl Identity {
         let user = self
             .store
             .create_user(&NewUser {
-                id: uuid::Uuid::new_v4().to_string(),
+                id: swarmgate_core::random::uuid_string(),
                 username: account.username,
                 email: account.email,
                 full_name: account.full_name,
                 role: account.role,
                 password_hash,
-                created_at: now_secs(),
+                created_at: self.clock.now_secs(),
             })
             .await?;
         self.audit
@@ -92,14 +105,8 @@ impl Identity {
         full_name: Option<String>,
         meta: &RequestMeta,
     ) -> Result<User> {
-        let ip = meta.client_ip.as_deref().unwrap_or("unknown");
-        if let Err(e) = self
-            .rate_limit(&format!("register:{ip}"), self.settings.register_rate)
-            .await
-        {
-            self.audit_rate_limited("register", meta).await;
-            return Err(e);
-        }
+        self.limit_per_client("register", self.settings.register_rate, meta)
+            .await?;
         self.create_user(
             NewAccount {
                 username,
@@ -126,15 +133,38 @@ impl Identity {
         password: String,
         meta: &RequestMeta,
     ) -> Result<TokenPair> {
-        let ip = meta.client_ip.as_deref().unwrap_or("unknown");
-        if let Err(e) = self
-            .rate_limit(&format!("login:{ip}"), self.settings.login_rate)
-            .await
+        self.limit_per_client("login", self.settings.login_rate, meta)
+            .await?;
+        let who = self.login_subject(login).await?;
+        let policy = self.settings.lockout;
+        if let LoginGate::Locked { retry_after_ms } = self
+            .state
+            .login_attempt(&who.lock_key, policy, self.clock.now_ms())
+            .await?
         {
-            self.audit_rate_limited("login", meta).await;
-            return Err(e);
+            self.login_failed(who.subject(), meta, "locked").await;
+            return Err(Error::Locked {
+                retry_after_secs: retry_after_secs(retry_after_ms),
+            });
         }
+        let hash = who
+            .user
+            .as_ref()
+            .map_or(self.dummy_hash.clone(), |u| u.password_hash.clone());
+        let valid = self.verify(password, vec![hash]).await? && who.user.is_some();
+        let Some(user) = who.user.as_ref().filter(|_| valid) else {
+            return Err(self.wrong_password(&who, meta).await?);
+        };
+        self.state.login_succeeded(&who.lock_key).await?;
+        if user.disabled {
+            self.login_failed(Subject::of(user), meta, "disabled").await;
+            return Err(Error::AccountDisabled);
+        }
+        self.start_session(user, meta).await
+    }
 
+    /// Whom a login names, looked up only when it could be an account.
+    async fn login_subject(&self, login: &str) -> Result<LoginSubject> {
         // Text no account can have (too long, control characters) never
         // reaches the database, and is never written to the audit trail
         // (it may be a password typed into the wrong box).
@@ -144,90 +174,65 @@ impl Identity {
         } else {
             self.store.find_user_by_login(login).await?
         };
-        // Lockout is per login name as typed (case-insensitive), for real and
-        // unknown names alike, so a lock reveals nothing about which names
-        // or emails belong to an account.
-        let lock_key = format!("login:{}", login.to_lowercase());
-        let subject_id = user.as_ref().map(|u| u.id.clone());
-        let subject_name = match &user {
+        let name = match &user {
             Some(u) => Some(u.username.clone()),
             None => plausible.then(|| login.to_string()),
         };
-        let subject = || Subject {
-            user_id: subject_id.as_deref(),
-            username: subject_name.as_deref(),
+        Ok(LoginSubject {
+            // Lockout is per login name as typed (case-insensitive), for
+            // real and unknown names alike, so a lock reveals nothing about
+            // which names or emails belong to an account.
+            lock_key: format!("login:{}", login.to_lowercase()),
+            name,
+            user,
+        })
+    }
+
+    /// Counts a wrong password (or unknown name) towards the lockout and
+    /// audits it; the error to answer with.
+    async fn wrong_password(&self, who: &LoginSubject, meta: &RequestMeta) -> Result<Error> {
+        let reason = if who.user.is_some() {
+            "wrong_password"
+        } else {
+            "unknown_user"
         };
         let policy = self.settings.lockout;
-        if let LoginGate::Locked { retry_after_ms } = self
+        let engaged = self
             .state
-            .login_attempt(&lock_key, policy, now_ms())
-            .await?
-        {
+            .login_failed(&who.lock_key, policy, self.clock.now_ms())
+            .await?;
+        self.login_failed(who.subject(), meta, reason).await;
+        if engaged {
             self.audit
                 .record(
-                    "login_failed",
-                    "denied",
-                    subject(),
+                    "account_locked",
+                    "locked",
+                    who.subject(),
                     meta,
-                    json!({ "reason": "locked" }),
+                    json!({ "minutes": policy.lock_for.as_secs() / 60 }),
                 )
                 .await;
-            return Err(Error::Locked {
-                retry_after_secs: retry_after_secs(retry_after_ms),
-            });
         }
+        Ok(Error::InvalidCredentials)
+    }
 
-        let hash = user
-            .as_ref()
-            .map_or(self.dummy_hash.clone(), |u| u.password_hash.clone());
-        let valid = self.verify(password, vec![hash]).await? && user.is_some();
-        let Some(user) = user.filter(|_| valid) else {
-            let reason = if subject_id.is_some() {
-                "wrong_password"
-            } else {
-                "unknown_user"
-            };
-            let engaged = self.state.login_failed(&lock_key, policy, now_ms()).await?;
-            self.audit
-                .record(
-                    "login_failed",
-                    "denied",
-                    subject(),
-                    meta,
-                    json!({ "reason": reason }),
-                )
-                .await;
-            if engaged {
-                self.audit
-                    .record(
-                        "account_locked",
-                        "locked",
-                        subject(),
-                        meta,
-                        json!({ "minutes": policy.lock_for.as_secs() / 60 }),
-                    )
-                    .await;
-            }
-            return Err(Error::InvalidCredentials);
-        };
-        self.state.login_succeeded(&lock_key).await?;
-        let subject = Subject::of(&user);
-        if user.disabled {
-            self.audit
-                .record(
-                    "login_failed",
-                    "denied",
-                    subject,
-                    meta,
-                    json!({ "reason": "disabled" }),
-                )
-                .await;
-            return Err(Error::AccountDisabled);
-        }
+    async fn login_failed(&self, subject: Subject<'_>, meta: &RequestMeta, reason: &str) {
+        self.audit
+            .record(
+                "login_failed",
+                "denied",
+                subject,
+                meta,
+                json!({ "reason": reason }),
+            )
+            .await;
+    }
 
-        let now = now_secs();
+    /// A new session for `user`, its refresh token stored as a hash.
+    async fn start_session(&self, user: &User, meta: &RequestMeta) -> Result<TokenPair> {
+        let now = self.clock.now_secs();
         let session = Session {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: swarmgate_core::random::uuid_string(),
             user_id: user.id.clone(),
             created_at: now,
             expires_at: now + self.settings.refresh_ttl_secs,
@@ -241,12 +246,12 @@ impl Identity {
                 now + self.settings.refresh_ttl_secs,
             )
             .await?;
-        let pair = self.token_pair(&user, &session.id, refresh.token)?;
+        let pair = self.token_pair(user, &session.id, refresh.token)?;
         self.audit
             .record(
                 "login_succeeded",
                 "success",
-                subject,
+                Subject::of(user),
                 meta,
                 json!({ "session_id": session.id }),
             )
@@ -254,13 +259,13 @@ impl Identity {
         Ok(pair)
     }
 
-    pub(super) fn token_pair(
+    fn token_pair(
         &self,
         user: &User,
         session_id: &str,
         refresh_token: String,
     ) -> Result<TokenPair> {
-        let now = now_secs();
+        let now = self.clock.now_secs();
         let claims = AccessClaims {
             iss: self.settings.public_url.clone(),
             aud: self.settings.audience.clone(),
@@ -268,7 +273,7 @@ impl Identity {
             exp: now + self.settings.access_ttl_secs,
             iat: now,
             nbf: now,
-            jti: uuid::Uuid::new_v4().to_string(),
+            jti: swarmgate_core::random::uuid_string(),
             sid: session_id.to_string(),
             role: user.role.clone(),
             username: user.username.clone(),
@@ -290,7 +295,7 @@ impl Identity {
         if !refresh_token.starts_with(REFRESH_TOKEN_PREFIX) || refresh_token.len() > 128 {
             return Err(Error::InvalidRefreshToken);
         }
-        let now = now_secs();
+        let now = self.clock.now_secs();
         let next = new_opaque(REFRESH_TOKEN_PREFIX);
         let outcome = self
             .store
@@ -339,17 +344,14 @@ impl Identity {
     pub async fn logout(&self, principal: &Principal, meta: &RequestMeta) -> Result<()> {
         let session_id = principal.session_id()?;
         self.store
-            .revoke_session(session_id, "logout", now_secs())
+            .revoke_session(session_id, "logout", self.clock.now_secs())
             .await?;
         self.publish_revocation(session_id).await;
         self.audit
             .record(
                 "logout",
                 "success",
-                Subject {
-                    user_id: Some(&principal.user_id),
-                    username: Some(&principal.username),
-                },
+                Subject::principal(principal),
                 meta,
                 json!({ "session_id": session_id }),
             )
@@ -362,87 +364,5 @@ impl Identity {
             Err(swarmgate_store::StoreError::NotFound) => Err(Error::SessionRevoked),
             other => Ok(other?),
         }
-    }
-
-    /// Changes the caller's password and revokes every other session.
-    ///
-    /// Wrong current passwords count towards a lockout of their own (per
-    /// user), so a stolen access token cannot be used to guess the password.
-    pub async fn change_password(
-        &self,
-        principal: &Principal,
-        current: String,
-        new: String,
-        meta: &RequestMeta,
-    ) -> Result<()> {
-        let session_id = principal.session_id()?;
-        let user = self.me(principal).await?;
-        let subject = || Subject::of(&user);
-        let refused = |reason: &'static str| {
-            self.audit.record(
-                "password_change_failed",
-                "denied",
-                subject(),
-                meta,
-                json!({ "reason": reason }),
-            )
-        };
-        let lock_key = format!("password-change:{}", user.id);
-        let policy = self.settings.lockout;
-        if let LoginGate::Locked { retry_after_ms } = self
-            .state
-            .login_attempt(&lock_key, policy, now_ms())
-            .await?
-        {
-            refused("locked").await;
-            return Err(Error::Locked {
-                retry_after_secs: retry_after_secs(retry_after_ms),
-            });
-        }
-        if !self
-            .verify(current, vec![user.password_hash.clone()])
-            .await?
-        {
-            self.state.login_failed(&lock_key, policy, now_ms()).await?;
-            refused("wrong_current_password").await;
-            return Err(Error::Forbidden("current password is wrong".into()));
-        }
-        self.state.login_succeeded(&lock_key).await?;
-        if let Err(e) = password::check_policy("new_password", &new) {
-            refused("policy").await;
-            return Err(e.into());
-        }
-        let history = self
-            .store
-            .recent_password_hashes(&user.id, PASSWORD_HISTORY)
-            .await?;
-        if self.verify(new.clone(), history).await? {
-            refused("reused").await;
-            return Err(ValidationError::new(
-                "new_password",
-                format!("must differ from your last {PASSWORD_HISTORY} passwords"),
-            )
-            .into());
-        }
-        let hash = self.hash(new).await?;
-        let now = now_secs();
-        self.store.set_password(&user.id, &hash, now).await?;
-        let revoked = self
-            .store
-            .revoke_user_sessions(&user.id, Some(session_id), "password_changed", now)
-            .await?;
-        for sid in &revoked {
-            self.publish_revocation(sid).await;
-        }
-        self.audit
-            .record(
-                "password_changed",
-                "success",
-                subject(),
-                meta,
-                json!({ "sessions_revoked": revoked.len() }),
-            )
-            .await;
-        Ok(())
     }
 }

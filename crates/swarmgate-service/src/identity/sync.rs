@@ -5,15 +5,14 @@ use std::sync::Arc;
 
 use swarmgate_state::Revocable;
 
-use super::clients::{client_subject, node_subject};
-use super::{Identity, FULL_RESYNC, REVOCATION_POLL};
-use crate::clock::{now_ms, now_secs};
+use super::{Identity, FULL_RESYNC_MS, REVOCATION_POLL};
+use crate::clients::{client_subject, node_subject};
 use crate::error::Result;
 
 /// Something each instance caches and the shared state versions: a user, a
 /// client, or a node's token cutoff.
 #[derive(Clone, Copy)]
-pub(super) enum Changed<'a> {
+pub(crate) enum Changed<'a> {
     User(&'a str),
     Client(&'a str),
     Node(&'a str),
@@ -22,7 +21,7 @@ pub(super) enum Changed<'a> {
 impl Identity {
     /// Drops this instance's copy of `what` and bumps its version in the
     /// shared state, so every instance reads it again on its next use.
-    pub(super) async fn publish_change(&self, what: Changed<'_>) -> Result<()> {
+    pub(crate) async fn publish_change(&self, what: Changed<'_>) -> Result<()> {
         let subject = match what {
             Changed::User(id) => {
                 self.users.forget(id);
@@ -44,7 +43,7 @@ impl Identity {
     /// [`publish_change`](Self::publish_change) after a change already in
     /// the database: if the shared state is unreachable, the poller
     /// publishes it later.
-    pub(super) async fn publish_change_soon(&self, what: Changed<'_>) {
+    pub(crate) async fn publish_change_soon(&self, what: Changed<'_>) {
         if let Err(e) = self.publish_change(what).await {
             tracing::warn!(error = %e, "change not published yet; the poller will retry");
         }
@@ -56,7 +55,7 @@ impl Identity {
     /// one token lifetime, every revoked key not yet expired, and every user
     /// changed within the user cache's lifetime.
     pub(super) async fn restore_revocations(&self) -> Result<()> {
-        let now = now_secs();
+        let now = self.clock.now_secs();
         self.republish(now - self.token_lifetime_ms() / 1000, true)
             .await?;
         self.state.mark_complete().await?;
@@ -71,7 +70,7 @@ impl Identity {
     /// CLI. Returns how many items it published.
     pub async fn republish(&self, since: i64, full: bool) -> Result<usize> {
         let lifetime = self.token_lifetime_ms();
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let sessions = self.store.sessions_revoked_since(since).await?;
         for (sid, revoked_at) in &sessions {
             self.state
@@ -89,7 +88,7 @@ impl Identity {
                 .await?;
         }
         let users_since = if full {
-            now / 1000 - super::authn::USER_CACHE_TTL.as_secs() as i64 - 60
+            now / 1000 - super::USER_CACHE_TTL.as_secs() as i64 - 60
         } else {
             since
         };
@@ -115,20 +114,20 @@ impl Identity {
     }
 
     /// Runs forever: every `REVOCATION_POLL` publishes what changed since
-    /// the last round (with overlap), every `FULL_RESYNC` (or at once when
+    /// the last round (with overlap), every `FULL_RESYNC_MS` (or at once when
     /// the shared state lost its data) everything still relevant; flushes
     /// batched `last_used_at` every fifth round and denial counts every
     /// minute.
     pub async fn revocation_poller(self: Arc<Self>) {
         let mut tick = tokio::time::interval(REVOCATION_POLL);
-        let mut last_full = std::time::Instant::now();
-        let mut last_denials = std::time::Instant::now();
-        let mut since = now_secs();
+        let mut last_full = self.clock.now_ms();
+        let mut last_denials = last_full;
+        let mut since = self.clock.now_secs();
         let mut round: u64 = 0;
         loop {
             tick.tick().await;
             round += 1;
-            let started = now_secs();
+            let started = self.clock.now_secs();
             let lost = match self.state.lost_state().await {
                 Ok(lost) => lost,
                 Err(e) => {
@@ -136,12 +135,12 @@ impl Identity {
                     continue;
                 }
             };
-            let result = if lost || last_full.elapsed() >= FULL_RESYNC {
+            let result = if lost || self.clock.now_ms() - last_full >= FULL_RESYNC_MS {
                 if lost {
                     tracing::warn!("shared state lost its data; rebuilding it from the database");
                 }
                 self.restore_revocations().await.map(|_| {
-                    last_full = std::time::Instant::now();
+                    last_full = self.clock.now_ms();
                 })
             } else {
                 self.republish(since - 2, false).await.map(|_| ())
@@ -153,9 +152,10 @@ impl Identity {
             if round.is_multiple_of(5) {
                 self.flush_last_used().await;
             }
-            if last_denials.elapsed().as_secs() >= super::denials::WINDOW_SECS {
-                last_denials = std::time::Instant::now();
-                self.flush_denials().await;
+            let window_ms = i64::try_from(crate::authz::WINDOW_SECS * 1000).unwrap_or(i64::MAX);
+            if self.clock.now_ms() - last_denials >= window_ms {
+                last_denials = self.clock.now_ms();
+                self.authz.flush().await;
             }
         }
     }
@@ -163,11 +163,11 @@ impl Identity {
     /// Writes what is batched in memory; called at shutdown.
     pub async fn flush(&self) {
         self.flush_last_used().await;
-        self.flush_denials().await;
+        self.authz.flush().await;
     }
 
-    pub(super) async fn publish_revocation(&self, session_id: &str) {
-        let now = now_ms();
+    pub(crate) async fn publish_revocation(&self, session_id: &str) {
+        let now = self.clock.now_ms();
         if let Err(e) = self
             .state
             .revoke_session(session_id, now + self.token_lifetime_ms(), now)

@@ -2,6 +2,15 @@
 //! file would be another slow link), each test booting its own server on an
 //! ephemeral port with its own SQLite file, or starting the real binary.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::too_many_lines,
+    reason = "tests: a failed unwrap or index is the failure report"
+)]
+
 mod admin;
 mod anthropic;
 mod common;
