@@ -3,11 +3,14 @@
 
 use std::net::SocketAddr;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{json, Value};
+use swarmgate_server::http::AppState;
 use swarmgate_server::{App, Config};
+use swarmgate_service::{ManualClock, SharedClock, SystemClock};
 use swarmgate_store::testing::fresh_sqlite_url;
 use swarmgate_store::Store;
 use tokio::net::TcpListener;
@@ -20,6 +23,9 @@ pub struct TestServer {
     pub base: String,
     pub client: Client,
     pub database_url: String,
+    /// The server's clock when the test asked for one it can move.
+    clock: Option<Arc<ManualClock>>,
+    state: AppState,
     shutdown: Option<oneshot::Sender<()>>,
     served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -48,6 +54,19 @@ impl TestServer {
     }
 
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::start_with_clock(adjust, None).await
+    }
+
+    /// A server whose services read `clock`: the test moves time forward
+    /// ([`advance`](Self::advance)) instead of sleeping through a window.
+    pub async fn start_with_manual_clock(adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::start_with_clock(adjust, Some(ManualClock::starting_now())).await
+    }
+
+    async fn start_with_clock(
+        adjust: impl FnOnce(&mut Config),
+        clock: Option<Arc<ManualClock>>,
+    ) -> Self {
         let mut config = test_config();
         let default_database = config.database.url.clone();
         adjust(&mut config);
@@ -69,8 +88,13 @@ impl TestServer {
         }
         let database_url = config.database.url.clone();
         let settings = config.resolve().unwrap();
-        let app = App::build(settings).await.unwrap();
+        let shared: SharedClock = match &clock {
+            Some(manual) => manual.clone(),
+            None => SystemClock::shared(),
+        };
+        let app = App::build_with_clock(settings, shared).await.unwrap();
         app.bootstrap().await.unwrap();
+        let state = app.state();
         let (tx, rx) = oneshot::channel::<()>();
         let served = tokio::spawn(app.serve(listener, async {
             let _ = rx.await;
@@ -79,6 +103,8 @@ impl TestServer {
             base: format!("http://{addr}"),
             client: Client::new(),
             database_url,
+            clock,
+            state,
             shutdown: Some(tx),
             served: Some(served),
         }
@@ -92,6 +118,20 @@ impl TestServer {
         if let Some(served) = self.served.take() {
             served.await.unwrap().unwrap();
         }
+    }
+
+    /// Moves the server's manual clock forward.
+    pub fn advance(&self, by: Duration) {
+        self.clock
+            .as_ref()
+            .expect("started with start_with_manual_clock")
+            .advance(by);
+    }
+
+    /// Runs the agent sweep now, as the background task would on its next
+    /// tick; returns how many sessions it released.
+    pub async fn sweep_agents(&self) -> usize {
+        self.state.services.agents.sweep().await.unwrap()
     }
 
     /// Logs in as the bootstrap admin; returns the access token.

@@ -13,6 +13,7 @@
 
 mod admin;
 mod anthropic;
+mod authz;
 mod common;
 mod flow;
 mod gateway;

@@ -687,7 +687,7 @@ async fn metadata_lists_what_is_served_and_the_seed_aliases_work() {
 
 #[tokio::test]
 async fn the_node_flow_end_to_end() {
-    let s = TestServer::start_with(|c| c.nodes.stale_after_seconds = 1).await;
+    let s = TestServer::start_with_manual_clock(|c| c.nodes.stale_after_seconds = 1).await;
     let admin = s.admin_token().await;
 
     // Admin mints a node token (also at the seed-004 path).
@@ -831,7 +831,7 @@ async fn the_node_flow_end_to_end() {
     assert_eq!(item["metrics"], json!({"cpu_percent": 12.5, "tasks": 3}));
     assert_eq!(item["stale"], false);
     assert!(item["last_report_at"].is_string());
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    s.advance(std::time::Duration::from_millis(2100));
     let nodes: Value = s
         .get_auth("/api/metrics/nodes", &admin)
         .await

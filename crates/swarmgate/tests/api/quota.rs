@@ -36,10 +36,29 @@ async fn server(
     ns: &str,
     adjust: impl FnOnce(&mut swarmgate_server::Config),
 ) -> TestServer {
+    TestServer::start_with(configured(mock, redis, ns, adjust)).await
+}
+
+/// [`server`] on a manual clock the test moves.
+async fn server_on_manual_clock(
+    mock: &Mock,
+    redis: &Option<String>,
+    ns: &str,
+    adjust: impl FnOnce(&mut swarmgate_server::Config),
+) -> TestServer {
+    TestServer::start_with_manual_clock(configured(mock, redis, ns, adjust)).await
+}
+
+fn configured(
+    mock: &Mock,
+    redis: &Option<String>,
+    ns: &str,
+    adjust: impl FnOnce(&mut swarmgate_server::Config),
+) -> impl FnOnce(&mut swarmgate_server::Config) {
     let base = mock.base.clone();
     let redis = redis.clone();
     let ns = ns.to_string();
-    TestServer::start_with(move |c| {
+    move |c| {
         c.models = vec![ModelConfig {
             name: "phi-3.5-mini".into(),
             upstreams: vec![base.clone()],
@@ -62,8 +81,7 @@ async fn server(
         c.redis.url = redis;
         c.redis.namespace = ns;
         adjust(c);
-    })
-    .await
+    }
 }
 
 /// A user of role `agent-owner` with `limits`; returns (user id, token).
@@ -441,8 +459,8 @@ async fn an_agent_allocation_comes_out_of_the_parent_budget_and_back_on_release(
 async fn an_agent_stops_when_idle_and_never_exceeds_its_parent() {
     let m = Mock::start(&["--models", "phi-3.5-mini"]).await;
     for redis in backends() {
-        let s = server(&m, &redis, &namespace(), |c| {
-            // 1.2 s: long enough for the first calls, short for the test.
+        let s = server_on_manual_clock(&m, &redis, &namespace(), |c| {
+            // 1.2 s of the test's clock.
             c.agents.idle_minutes = 0.02;
         })
         .await;
@@ -487,7 +505,7 @@ async fn an_agent_stops_when_idle_and_never_exceeds_its_parent() {
 
         // Heartbeats keep it alive past the idle time...
         for _ in 0..3 {
-            tokio::time::sleep(Duration::from_millis(600)).await;
+            s.advance(Duration::from_millis(600));
             let r = s
                 .post_auth(
                     &format!("/agents/sessions/{sid}/heartbeat"),
@@ -499,9 +517,10 @@ async fn an_agent_stops_when_idle_and_never_exceeds_its_parent() {
         }
         assert!(allowed(s.verify(bearer(&agent_token), "tasks.read", None).await).await);
         // ...and without them it is released.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        s.advance(Duration::from_millis(1500));
         let r = s.get_auth("/tasks/1", &agent_token).await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        s.sweep_agents().await;
         released_as(&s, &token, &sid, "idle").await;
         let r = s
             .post_auth(
