@@ -1,0 +1,44 @@
+//! Tests that start the real `swarmgate` binary: configuration from the
+//! environment, the admin CLI, key rotation, secrets in logs and database,
+//! two instances sharing PostgreSQL and Redis, Redis failing, shutdown.
+
+mod cli;
+mod outage;
+mod quickstart;
+mod secrets;
+mod shutdown;
+mod startup;
+
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+
+pub(super) async fn login(client: &Client, base: &str, username: &str, password: &str) -> Value {
+    let r = client
+        .post(format!("{base}/auth/login"))
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    r.json().await.unwrap()
+}
+
+pub(super) async fn me_status(client: &Client, base: &str, token: &str) -> StatusCode {
+    client
+        .get(format!("{base}/auth/me"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+pub(super) fn redis_url() -> Option<String> {
+    match std::env::var("TEST_REDIS_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("SWARMGATE_REQUIRE_SERVICES").is_some() => {
+            panic!("TEST_REDIS_URL must be set when SWARMGATE_REQUIRE_SERVICES is set")
+        }
+        _ => None,
+    }
+}
