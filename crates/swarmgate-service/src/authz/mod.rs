@@ -419,12 +419,20 @@ mod tests {
             &["memory.*:own", "tasks.read"],
             key(&["memory.read:own"], None),
         );
-        let ok = decide(&p, Action::Permission("memory.read"), Resource::Named("u1"));
+        let ok = decide(
+            &p,
+            Action::Permission("memory.read"),
+            Resource::Named("memory:u1"),
+        );
         assert!(ok.allowed);
-        let other = decide(&p, Action::Permission("memory.read"), Resource::Named("u2"));
+        let other = decide(
+            &p,
+            Action::Permission("memory.read"),
+            Resource::Named("memory:u2"),
+        );
         assert_eq!(
             other.reason.to_string(),
-            "missing permission memory.read on u2"
+            "missing permission memory.read on memory:u2"
         );
         assert!(!decide(&p, Action::Permission("tasks.read"), Resource::Any).allowed);
     }

@@ -29,6 +29,8 @@ use serde_json::{json, Value};
 // estimate of a mock stream is exact.
 use swarmgate_gateway::usage::estimate_tokens as count_tokens;
 
+mod anthropic;
+
 #[derive(Clone)]
 pub struct MockConfig {
     pub models: Vec<String>,
@@ -342,152 +344,6 @@ async fn embeddings(State(mock): State<Shared>, body: Bytes) -> Response {
     .into_response()
 }
 
-fn anthropic_error(status: StatusCode, kind: &str, message: &str) -> Response {
-    (
-        status,
-        Json(json!({ "type": "error", "error": { "type": kind, "message": message } })),
-    )
-        .into_response()
-}
-
-/// Whether the request carries the `x-api-key` this mock insists on.
-fn anthropic_key_accepted(mock: &Mock, headers: &HeaderMap) -> bool {
-    let key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
-    match (&mock.config.anthropic_key, key) {
-        (_, None) => false,
-        (Some(expected), Some(given)) => expected == given,
-        (None, Some(_)) => true,
-    }
-}
-
-/// The prompt of an Anthropic request: system and every turn.
-fn anthropic_prompt(body: &Value) -> String {
-    let turns = body["messages"].as_array().cloned().unwrap_or_default();
-    let mut prompt = vec![message_text(&body["system"])];
-    prompt.extend(turns.iter().map(|m| message_text(&m["content"])));
-    prompt.join("\n")
-}
-
-/// Anthropic's token counting: the prompt's tokens, as `/v1/messages`
-/// would report them.
-async fn count_message_tokens(
-    State(mock): State<Shared>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if !anthropic_key_accepted(&mock, &headers) {
-        return anthropic_error(
-            StatusCode::UNAUTHORIZED,
-            "authentication_error",
-            "invalid x-api-key",
-        );
-    }
-    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
-        return anthropic_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "body is not JSON",
-        );
-    };
-    Json(json!({ "input_tokens": count_tokens(&anthropic_prompt(&body)) })).into_response()
-}
-
-/// Anthropic's Messages API: the reply says what the last user turn said.
-async fn messages(State(mock): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    if !anthropic_key_accepted(&mock, &headers) {
-        return anthropic_error(
-            StatusCode::UNAUTHORIZED,
-            "authentication_error",
-            "invalid x-api-key",
-        );
-    }
-    if let Some(failure) = mock.delay_and_maybe_fail().await {
-        return failure;
-    }
-    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
-        return anthropic_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "body is not JSON",
-        );
-    };
-    let model = body["model"].as_str().unwrap_or_default().to_string();
-    if !mock.config.models.contains(&model) {
-        return anthropic_error(
-            StatusCode::NOT_FOUND,
-            "not_found_error",
-            &format!("model: {model}"),
-        );
-    }
-    let turns = body["messages"].as_array().cloned().unwrap_or_default();
-    let prompt = anthropic_prompt(&body);
-    let last = turns
-        .iter()
-        .rev()
-        .find(|m| m["role"] == "user")
-        .map(|m| message_text(&m["content"]))
-        .unwrap_or_default();
-    let reply = at_most(reply_to(&last), body["max_tokens"].as_u64());
-    let (input, output) = (count_tokens(&prompt), count_tokens(&reply));
-    let id = format!("msg_mock_{}", mock.requests.load(Ordering::Relaxed));
-    if body["stream"] != json!(true) {
-        return Json(json!({
-            "id": id, "type": "message", "role": "assistant", "model": model,
-            "content": [{ "type": "text", "text": reply }],
-            "stop_reason": "end_turn", "stop_sequence": null,
-            "usage": { "input_tokens": input, "output_tokens": output },
-        }))
-        .into_response();
-    }
-    stream_message(id, model, reply, input, output)
-}
-
-/// Anthropic's events for `reply`: the message, one delta per word (20 ms
-/// apart), and the end with the usage.
-fn stream_message(id: String, model: String, reply: String, input: u64, output: u64) -> Response {
-    let words: Vec<String> = reply.split_inclusive(' ').map(str::to_string).collect();
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
-    tokio::spawn(async move {
-        let event = |name: &str, v: Value| Bytes::from(format!("event: {name}\ndata: {v}\n\n"));
-        let start = json!({ "type": "message_start", "message": {
-            "id": id, "type": "message", "role": "assistant", "model": model, "content": [],
-            "stop_reason": null, "stop_sequence": null,
-            "usage": { "input_tokens": input, "output_tokens": 1 } } });
-        let block = json!({ "type": "content_block_start", "index": 0, "content_block": { "type": "text", "text": "" } });
-        for (name, v) in [("message_start", start), ("content_block_start", block)] {
-            if tx.send(Ok(event(name, v))).await.is_err() {
-                return;
-            }
-        }
-        for word in &words {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            let delta = json!({ "type": "content_block_delta", "index": 0, "delta": { "type": "text_delta", "text": word } });
-            if tx
-                .send(Ok(event("content_block_delta", delta)))
-                .await
-                .is_err()
-            {
-                return; // the client went away
-            }
-        }
-        let end = [
-            (
-                "content_block_stop",
-                json!({ "type": "content_block_stop", "index": 0 }),
-            ),
-            (
-                "message_delta",
-                json!({ "type": "message_delta", "delta": { "stop_reason": "end_turn", "stop_sequence": null }, "usage": { "output_tokens": output } }),
-            ),
-            ("message_stop", json!({ "type": "message_stop" })),
-        ];
-        for (name, v) in end {
-            let _ = tx.send(Ok(event(name, v))).await;
-        }
-    });
-    sse_response(rx)
-}
-
 /// Any other path: the request as JSON, so tests can see what arrived.
 async fn echo(
     State(mock): State<Shared>,
@@ -550,8 +406,11 @@ pub fn router(config: MockConfig) -> Router {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(text))
         .route("/v1/embeddings", post(embeddings))
-        .route("/v1/messages", post(messages))
-        .route("/v1/messages/count_tokens", post(count_message_tokens))
+        .route("/v1/messages", post(anthropic::messages))
+        .route(
+            "/v1/messages/count_tokens",
+            post(anthropic::count_message_tokens),
+        )
         .fallback(echo)
         .with_state(mock)
 }
