@@ -64,10 +64,7 @@ async fn readable_snapshot(state: &AppState, principal: &Principal) -> Result<Ar
         .authorize(principal, Action::View(&report), Resource::Any)
         .await;
     if !reporter.allowed {
-        authz
-            .authorize(principal, Action::Permission("metrics.read"), Resource::Any)
-            .await
-            .require()?;
+        authz.require(principal, "metrics.read").await?;
     }
     Ok(monitoring::latest().ok_or_else(|| Error::Unavailable {
         component: "metrics collector",

@@ -5,7 +5,6 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Serialize;
 use serde_json::Value;
-use swarmgate_service::authz::{Action, Resource};
 use swarmgate_service::Principal;
 
 use crate::http::error::{ApiResult, ErrorBody, ErrorDetail};
@@ -177,13 +176,8 @@ pub async fn metrics(
     state
         .services
         .authz
-        .authorize(
-            &principal,
-            Action::Permission("metrics.read"),
-            Resource::Any,
-        )
-        .await
-        .require()?;
+        .require(&principal, "metrics.read")
+        .await?;
     Ok(metrics_response(&state.gateway))
 }
 

@@ -100,14 +100,7 @@ impl Agents {
         page: &PageRequest,
     ) -> Result<Page<SessionView>> {
         if all {
-            self.authz
-                .authorize(
-                    principal,
-                    Action::Permission("agents.manage"),
-                    Resource::Any,
-                )
-                .await
-                .require()?;
+            self.authz.require(principal, "agents.manage").await?;
         } else if matches!(principal.credential, Credential::Agent { .. }) {
             // An agent sees itself (GET /agents/sessions/ID), not its siblings.
             return Err(Error::Forbidden(

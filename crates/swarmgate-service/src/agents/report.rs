@@ -8,7 +8,6 @@ use swarmgate_core::permission::GrantSet;
 use swarmgate_tokens::AgentClaims;
 
 use super::{Agents, InfoSubject};
-use crate::authz::{Action, Resource};
 use crate::error::{Error, Result};
 use crate::principal::{Credential, Principal};
 use crate::quota::ScopeStatus;
@@ -131,14 +130,7 @@ impl Agents {
     /// For operators: live sessions, and how much of its allocation each
     /// has used.
     pub async fn health(&self, principal: &Principal) -> Result<QuotaHealth> {
-        self.authz
-            .authorize(
-                principal,
-                Action::Permission("agents.manage"),
-                Resource::Any,
-            )
-            .await
-            .require()?;
+        self.authz.require(principal, "agents.manage").await?;
         let live = self.store.live_agent_sessions().await?;
         let mut sets = Vec::new();
         let mut near = Vec::new();

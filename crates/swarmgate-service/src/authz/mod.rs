@@ -232,6 +232,14 @@ impl Authz {
         decision
     }
 
+    /// [`authorize`](Self::authorize) of a permission on nothing in
+    /// particular, a refusal answered as a 403.
+    pub async fn require<'a>(&self, actor: impl Into<Actor<'a>>, permission: &str) -> Result<()> {
+        self.authorize(actor, Action::Permission(permission), Resource::Any)
+            .await
+            .require()
+    }
+
     /// Writes the refusals counted so far to the audit trail.
     pub async fn flush(&self) {
         self.denials.flush(&self.audit).await;

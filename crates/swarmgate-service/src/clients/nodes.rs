@@ -7,7 +7,6 @@ use swarmgate_tokens::AccessClaims;
 
 use super::{invalid, node_subject, validate_node_id, IssuedToken, MAX_NODE_TTL_MINUTES};
 use crate::audit::Subject;
-use crate::authz::{Action, Resource};
 use crate::error::Result;
 use crate::identity::{Changed, Identity};
 use crate::principal::{Principal, RequestMeta};
@@ -40,10 +39,7 @@ impl Identity {
         node_id: &str,
         meta: &RequestMeta,
     ) -> Result<()> {
-        self.authz
-            .authorize(principal, Action::Permission("nodes.manage"), Resource::Any)
-            .await
-            .require()?;
+        self.authz.require(principal, "nodes.manage").await?;
         validate_node_id(node_id)?;
         self.store
             .revoke_node_tokens(node_id, self.clock.now_secs())
@@ -69,10 +65,7 @@ impl Identity {
         ttl_minutes: Option<u64>,
         meta: &RequestMeta,
     ) -> Result<IssuedToken> {
-        self.authz
-            .authorize(principal, Action::Permission("nodes.manage"), Resource::Any)
-            .await
-            .require()?;
+        self.authz.require(principal, "nodes.manage").await?;
         validate_node_id(node_id)?;
         let ttl_secs = match ttl_minutes {
             Some(m) if (1..=MAX_NODE_TTL_MINUTES).contains(&m) => m as i64 * 60,

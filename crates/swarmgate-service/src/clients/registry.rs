@@ -20,8 +20,6 @@ use crate::identity::{Changed, Identity};
 use crate::page::{at_id, Page, PageRequest};
 use crate::principal::RequestMeta;
 
-const MANAGE: Action<'static> = Action::Permission("clients.manage");
-
 impl Identity {
     /// Registers a client. Its scopes may not exceed what the registering
     /// caller holds.
@@ -31,10 +29,7 @@ impl Identity {
         new: NewClient,
         meta: &RequestMeta,
     ) -> Result<CreatedClient> {
-        self.authz
-            .authorize(actor, MANAGE, Resource::Any)
-            .await
-            .require()?;
+        self.authz.require(actor, "clients.manage").await?;
         let name = new.name.trim();
         if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
             return Err(invalid(
@@ -113,10 +108,7 @@ impl Identity {
         actor: Actor<'_>,
         page: &PageRequest,
     ) -> Result<Page<OAuthClient>> {
-        self.authz
-            .authorize(actor, MANAGE, Resource::Any)
-            .await
-            .require()?;
+        self.authz.require(actor, "clients.manage").await?;
         let size = page.size(100);
         let rows = self
             .store
@@ -132,10 +124,7 @@ impl Identity {
         id: &str,
         meta: &RequestMeta,
     ) -> Result<()> {
-        self.authz
-            .authorize(actor, MANAGE, Resource::Any)
-            .await
-            .require()?;
+        self.authz.require(actor, "clients.manage").await?;
         match self.store.delete_client(id, self.clock.now_secs()).await {
             Err(swarmgate_store::StoreError::NotFound) => return Err(Error::NotFound),
             other => other?,

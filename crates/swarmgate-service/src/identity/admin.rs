@@ -33,10 +33,7 @@ impl Identity {
     /// `users.manage` (asked before the user is looked up, so an id reveals
     /// nothing), and its grants cover the user's role.
     async fn managed_user(&self, actor: Actor<'_>, id: &str) -> Result<User> {
-        self.authz
-            .authorize(actor, MANAGE, Resource::Any)
-            .await
-            .require()?;
+        self.authz.require(actor, "users.manage").await?;
         let user = self.store.get_user(id).await?;
         let role = self.role_of(&user);
         self.authz
@@ -52,10 +49,7 @@ impl Identity {
         q: Option<&str>,
         page: &PageRequest,
     ) -> Result<Page<User>> {
-        self.authz
-            .authorize(actor, MANAGE, Resource::Any)
-            .await
-            .require()?;
+        self.authz.require(actor, "users.manage").await?;
         let size = page.size(50);
         let rows = self
             .store
@@ -65,10 +59,7 @@ impl Identity {
     }
 
     pub async fn admin_get_user(&self, actor: Actor<'_>, id: &str) -> Result<User> {
-        self.authz
-            .authorize(actor, MANAGE, Resource::Any)
-            .await
-            .require()?;
+        self.authz.require(actor, "users.manage").await?;
         Ok(self.store.get_user(id).await?)
     }
 
@@ -152,10 +143,7 @@ impl Identity {
         limits: swarmgate_core::LimitSet,
         meta: &RequestMeta,
     ) -> Result<User> {
-        self.authz
-            .authorize(actor, MANAGE, Resource::Any)
-            .await
-            .require()?;
+        self.authz.require(actor, "users.manage").await?;
         limits.validate("limits")?;
         self.managed_user(actor, id).await?;
         let update = UserUpdate {
@@ -277,10 +265,7 @@ impl Identity {
         mut filter: AuditFilter,
         page: &PageRequest,
     ) -> Result<Page<(i64, AuditEvent)>> {
-        self.authz
-            .authorize(actor, Action::Permission("audit.read"), Resource::Any)
-            .await
-            .require()?;
+        self.authz.require(actor, "audit.read").await?;
         filter.before_id = page
             .after
             .as_deref()
