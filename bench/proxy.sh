@@ -19,6 +19,10 @@
 # swarmgate and hyper_proxy answer on SG_THREADS threads (default: one per
 # core, swarmgate's own default).
 #
+# SG_BASELINE_BIN=PATH adds old_key and old_jwt: another swarmgate binary
+# (an earlier build, say) on the same route, measured in the same rounds,
+# so a change's cost per request is read against its own baseline.
+#
 # Installs wrk and nginx from Debian's packages when missing; builds the
 # release binary.
 set -euo pipefail
@@ -65,6 +69,20 @@ SG="http://127.0.0.1:$SG_PORT"
 wait_up "http://127.0.0.1:$MOCK_PORT/tasks" "http://127.0.0.1:$HYPER_PORT/tasks" "$SG/health"
 TOKEN="$(admin_token "$SG" "$PASSWORD")"
 KEY="$(api_key "$SG" "$TOKEN" '{"name":"bench","permissions":["tasks.read"]}')"
+TARGETS=(direct nginx nginx_id hyper sg_key sg_jwt sg_lim)
+if [ -n "${SG_BASELINE_BIN:-}" ]; then
+  OLD_PORT="$(free_port)"; mkdir -p "$WORK/old"
+  NEW_BIN="$BIN"; NEW_PID="$SG_PID"; BIN="$SG_BASELINE_BIN"
+  start_swarmgate "$WORK/old" "$OLD_PORT" "$PASSWORD" SWARMGATE_CONFIG="$WORK/swarmgate.toml" \
+    SWARMGATE_SERVER__WORKER_THREADS="$THREADS"
+  BIN="$NEW_BIN"; OLD_PID="$SG_PID"; SG_PID="$NEW_PID"
+  PIDS+=("$OLD_PID")
+  OLD="http://127.0.0.1:$OLD_PORT"
+  wait_up "$OLD/health"
+  OLD_TOKEN="$(admin_token "$OLD" "$PASSWORD")"
+  OLD_KEY="$(api_key "$OLD" "$OLD_TOKEN" '{"name":"bench","permissions":["tasks.read"]}')"
+  TARGETS+=(old_key old_jwt)
+fi
 LIMITED="$(api_key "$SG" "$TOKEN" \
   '{"name":"bench-limited","permissions":["tasks.read"],"limits":{"rpm":1000000000,"max_concurrent":100000}}')"
 
@@ -119,7 +137,7 @@ RESULTS="$WORK/results"
 NGINX_WORKER="$(awk -v master="$(cat "$WORK/nginx.pid")" '$4 == master {print $1; exit}' /proc/[0-9]*/stat 2>/dev/null || true)"
 [ -n "$NGINX_WORKER" ] || { echo "nginx's worker process was not found" >&2; exit 1; }
 declare -A PROXY_PID=([direct]="" [nginx]="$NGINX_WORKER" [nginx_id]="$NGINX_WORKER" [hyper]="$HYPER_PID"
-  [sg_key]="$SG_PID" [sg_jwt]="$SG_PID" [sg_lim]="$SG_PID")
+  [sg_key]="$SG_PID" [sg_jwt]="$SG_PID" [sg_lim]="$SG_PID" [old_key]="${OLD_PID:-}" [old_jwt]="${OLD_PID:-}")
 measure() { # name connections url [header]
   local name="$1" c="$2" url="$3"; shift 3
   local proxy_before mock_before proxy_after mock_after
@@ -140,18 +158,23 @@ for round in $(seq "$ROUNDS"); do
     measure sg_key "$c" "$SG/tasks/1" -H "X-API-Key: $KEY"
     measure sg_jwt "$c" "$SG/tasks/1" -H "Authorization: Bearer $TOKEN"
     measure sg_lim "$c" "$SG/tasks/1" -H "X-API-Key: $LIMITED"
+    if [ -n "${OLD:-}" ]; then
+      measure old_key "$c" "$OLD/tasks/1" -H "X-API-Key: $OLD_KEY"
+      measure old_jwt "$c" "$OLD/tasks/1" -H "Authorization: Bearer $OLD_TOKEN"
+    fi
   done
   echo "round $round done" >&2
 done
 
-PYTHONPATH=bench python3 - "$RESULTS" <<'PY'
+PYTHONPATH=bench python3 - "$RESULTS" "${TARGETS[@]}" <<'PY'
 import sys
 from results import load, median
 rows = load(sys.argv[1], 2)
+targets = sys.argv[2:]
 def med(name, c, i):
     return median(rows, (name, c), i)
 print(f"{'target':<8}{'req/s c=32':>12}{'p50 c=32':>10}{'p99 c=32':>10}{'p50 c=1':>10}{'p99 c=1':>10}{'vs nginx':>10}{'vs hyper':>10}{'added p50 c=1':>15}{'CPU/req proxy':>15}{'upstream':>10}")
-for name in ["direct", "nginx", "nginx_id", "hyper", "sg_key", "sg_jwt", "sg_lim"]:
+for name in targets:
     rps = med(name, 32, 0)
     print(f"{name:<8}{rps:>12.0f}{med(name,32,1):>9.2f}m{med(name,32,2):>9.2f}m"
           f"{med(name,1,1):>9.3f}m{med(name,1,2):>9.3f}m{rps/med('nginx',32,0):>10.0%}"
