@@ -20,6 +20,13 @@ pub trait Clock: Send + Sync + fmt::Debug {
 /// The clock every service holds.
 pub type SharedClock = Arc<dyn Clock>;
 
+/// Whether `every_ms` have passed between `since_ms` and `now_ms`. A wall
+/// clock stepped back (NTP) counts as due, so periodic work cannot stall
+/// until the clock catches up again.
+pub fn due(now_ms: i64, since_ms: i64, every_ms: i64) -> bool {
+    now_ms < since_ms || now_ms - since_ms >= every_ms
+}
+
 /// The system's wall clock.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
@@ -82,5 +89,8 @@ mod tests {
         clock.advance(Duration::from_millis(2_500));
         assert_eq!(clock.now_ms(), 3_500);
         assert!(SystemClock.now_ms() > 1_600_000_000_000);
+        assert!(!due(1_500, 1_000, 1_000));
+        assert!(due(2_000, 1_000, 1_000));
+        assert!(due(500, 1_000, 1_000), "a clock stepped back is due");
     }
 }

@@ -143,16 +143,36 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Admin {
-            json,
-            command:
-                AdminCommand::CreateUser {
-                    username,
-                    email,
-                    role,
-                    full_name,
-                    password_stdin,
-                },
+        Command::Admin { json, command } => admin_command(settings, command, json).await,
+        Command::Keys {
+            command: KeysCommand::Rotate,
+        } => rotate_keys(settings).await,
+        Command::MockUpstream { .. } => {
+            bail!("mock-upstream starts before the configuration is read")
+        }
+        Command::Quota { json, command } => quota::run(settings, command, json).await,
+        Command::Auth {
+            command: AuthCommand::Test { url, token, json },
+        } => {
+            let url = url.unwrap_or_else(|| settings.public_url.clone());
+            quota::auth_test(&url, &token, json).await
+        }
+    }
+}
+
+/// `swarmgate admin …` against the configured database.
+async fn admin_command(
+    settings: Settings,
+    command: AdminCommand,
+    json: bool,
+) -> anyhow::Result<()> {
+    match command {
+        AdminCommand::CreateUser {
+            username,
+            email,
+            role,
+            full_name,
+            password_stdin,
         } => {
             let account = NewAccount {
                 password: read_password(password_stdin)?,
@@ -163,32 +183,29 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             };
             create_user(settings, account, json).await
         }
-        Command::Keys {
-            command: KeysCommand::Rotate,
-        } => rotate_keys(settings).await,
-        Command::MockUpstream { .. } => {
-            bail!("mock-upstream starts before the configuration is read")
+        AdminCommand::User { command } => {
+            with_identity(settings, |id| admin::user(id, command, json)).await
         }
-        Command::Admin {
-            json,
-            command: AdminCommand::User { command },
-        } => admin::user(open_identity(settings).await?, command, json).await,
-        Command::Admin {
-            json,
-            command: AdminCommand::Key { command },
-        } => admin::key(open_identity(settings).await?, command, json).await,
-        Command::Admin {
-            json,
-            command: AdminCommand::Client { command },
-        } => admin::client(open_identity(settings).await?, command, json).await,
-        Command::Quota { json, command } => quota::run(settings, command, json).await,
-        Command::Auth {
-            command: AuthCommand::Test { url, token, json },
-        } => {
-            let url = url.unwrap_or_else(|| settings.public_url.clone());
-            quota::auth_test(&url, &token, json).await
+        AdminCommand::Key { command } => {
+            with_identity(settings, |id| admin::key(id, command, json)).await
+        }
+        AdminCommand::Client { command } => {
+            with_identity(settings, |id| admin::client(id, command, json)).await
         }
     }
+}
+
+/// Runs `work` on the identity service, then writes what it batched (a
+/// refusal counted, say) before the process exits.
+async fn with_identity<F, Fut>(settings: Settings, work: F) -> anyhow::Result<()>
+where
+    F: FnOnce(std::sync::Arc<Identity>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let identity = open_identity(settings).await?;
+    let done = work(identity.clone()).await;
+    identity.flush().await;
+    done
 }
 
 /// `admin create-user`: an account of any role.

@@ -132,6 +132,8 @@ impl Gateway {
             .owner
             .as_ref()
             .map(|owner| format!("{}:{owner}", route.name));
+        // An owner segment no resource could be named by is a 422.
+        swarmgate_service::authz::validate_question(permission, resource.as_deref())?;
         self.authz
             .authorize(
                 principal,

@@ -1,12 +1,16 @@
 //! One cursor format for every list: `{"items": [...], "next_cursor"}`,
-//! the cursor the base64url text of the key the page ended with, read
-//! back from `?cursor=` with `?limit=`.
+//! the cursor the base64url text of `1:` and the key the page ended with
+//! (so even an empty key, a usage group without a key, makes a cursor),
+//! read back from `?cursor=` with `?limit=`.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use swarmgate_service::page::{Page, PageRequest};
 use swarmgate_service::Error;
+
+/// What every cursor's text starts with.
+const VERSION: &str = "1:";
 
 /// `?limit=&cursor=` of a list.
 #[derive(Debug, Default, Deserialize)]
@@ -28,6 +32,7 @@ impl PageQuery {
                     .decode(c)
                     .ok()
                     .and_then(|b| String::from_utf8(b).ok())
+                    .and_then(|text| text.strip_prefix(VERSION).map(str::to_string))
                     .ok_or_else(not_ours)
             })
             .transpose()?;
@@ -48,8 +53,38 @@ pub struct ListBody<T> {
 impl<T> ListBody<T> {
     pub fn of<D>(page: Page<D>, body: impl FnMut(D) -> T) -> Self {
         Self {
-            next_cursor: page.next.as_deref().map(|key| URL_SAFE_NO_PAD.encode(key)),
+            next_cursor: page
+                .next
+                .as_deref()
+                .map(|key| URL_SAFE_NO_PAD.encode(format!("{VERSION}{key}"))),
             items: page.items.into_iter().map(body).collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_makes_a_cursor_that_reads_back() {
+        for key in ["", "alice", "17.abc", "grüße"] {
+            let page = Page {
+                items: vec![()],
+                next: Some(key.to_string()),
+            };
+            let cursor = ListBody::of(page, |()| ()).next_cursor.unwrap();
+            assert!(!cursor.is_empty());
+            let query = PageQuery {
+                limit: None,
+                cursor: Some(cursor),
+            };
+            assert_eq!(query.request().unwrap().after.as_deref(), Some(key));
+        }
+        let foreign = PageQuery {
+            limit: None,
+            cursor: Some(URL_SAFE_NO_PAD.encode("alice")),
+        };
+        assert!(foreign.request().is_err());
     }
 }

@@ -72,16 +72,20 @@ impl Identity {
         if request.permissions.is_empty() || request.permissions.len() > 100 {
             return Err(ValidationError::new("permissions", "give 1 to 100 grants").into());
         }
-        let grants = GrantSet::parse(&request.permissions)
-            .map_err(|e| ValidationError::new("permissions", e.0))?;
-        self.authz
-            .authorize(
-                owner,
-                Action::Delegate(Delegate::ApiKey),
-                Resource::Grants(&grants),
-            )
-            .await
-            .require()?;
+        // Each grant in turn, as given: a malformed one is a 422, one
+        // beyond the owner a 403, whichever comes first.
+        for text in &request.permissions {
+            let grant = GrantSet::parse(&[text.as_str()])
+                .map_err(|e| ValidationError::new("permissions", e.0))?;
+            self.authz
+                .authorize(
+                    owner,
+                    Action::Delegate(Delegate::ApiKey),
+                    Resource::Grants(&grant),
+                )
+                .await
+                .require()?;
+        }
         if let Some(models) = &request.models {
             if models.len() > 100 {
                 return Err(ValidationError::new("models", "at most 100 models").into());

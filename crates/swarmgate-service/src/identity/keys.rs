@@ -115,8 +115,8 @@ impl KeyCache {
     /// Reloads when a token names a key we do not know, unless we reloaded
     /// very recently. Returns whether it reloaded.
     pub async fn reload_for_unknown_kid(&self) -> bool {
-        let since = self.clock.now_ms() - self.last_reload.load(Ordering::Relaxed);
-        let due = since >= MIN_RELOAD_GAP_MS;
+        let last = self.last_reload.load(Ordering::Relaxed);
+        let due = crate::clock::due(self.clock.now_ms(), last, MIN_RELOAD_GAP_MS);
         due && self.reload().await.is_ok()
     }
 }

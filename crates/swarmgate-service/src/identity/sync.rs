@@ -135,7 +135,8 @@ impl Identity {
                     continue;
                 }
             };
-            let result = if lost || self.clock.now_ms() - last_full >= FULL_RESYNC_MS {
+            let full_due = crate::clock::due(self.clock.now_ms(), last_full, FULL_RESYNC_MS);
+            let result = if lost || full_due {
                 if lost {
                     tracing::warn!("shared state lost its data; rebuilding it from the database");
                 }
@@ -153,7 +154,7 @@ impl Identity {
                 self.flush_last_used().await;
             }
             let window_ms = i64::try_from(crate::authz::WINDOW_SECS * 1000).unwrap_or(i64::MAX);
-            if self.clock.now_ms() - last_denials >= window_ms {
+            if crate::clock::due(self.clock.now_ms(), last_denials, window_ms) {
                 last_denials = self.clock.now_ms();
                 self.authz.flush().await;
             }

@@ -96,8 +96,10 @@ impl Quota {
         } else {
             String::new()
         };
-        // Queued waits are summed rather than timed, so the bound holds
-        // whatever the clock does.
+        // A queued call waits at most queue_max_wait: by the clock, and by
+        // the sleeps themselves, whichever says more (a clock moved by hand
+        // in a test, or stepped back, must not let it wait for ever).
+        let queued_at = self.clock.now_ms();
         let mut waited = Duration::ZERO;
         loop {
             let now = self.clock.now_ms();
@@ -129,7 +131,11 @@ impl Quota {
                 )));
             };
             if let (Some(wait), OnLimit::Queue) = (retry_after_ms, scope.limits.on_limit) {
-                let left = self.settings.queue_max_wait.saturating_sub(waited);
+                let by_clock = Duration::from_millis((now - queued_at).max(0).unsigned_abs());
+                let left = self
+                    .settings
+                    .queue_max_wait
+                    .saturating_sub(waited.max(by_clock));
                 // A wait known to be longer than the longest allowed is not
                 // worth starting; a slot's is unknown (any response may end).
                 let hopeless =

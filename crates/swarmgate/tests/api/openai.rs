@@ -339,6 +339,19 @@ async fn usage_is_per_caller_unless_allowed_to_read_all() {
         2,
         "her session and her key"
     );
+    // Paged one group at a time, the session's group (no key) included,
+    // the pages end and hold the same groups.
+    let mut paged = Vec::new();
+    let mut query = "?group_by=key&limit=1".to_string();
+    for _ in 0..5 {
+        let page = usage(&s, &token, &query).await;
+        paged.extend(page["items"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(cursor) => query = format!("?group_by=key&limit=1&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(json!(paged), by_key["items"], "pages of one");
     let all = usage(&s, &admin, "?group_by=user").await;
     assert_eq!(
         all["items"].as_array().unwrap().len(),
