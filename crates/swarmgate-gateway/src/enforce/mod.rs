@@ -133,7 +133,9 @@ impl Gateway {
             .as_ref()
             .map(|owner| format!("{}:{owner}", route.name));
         // An owner segment no resource could be named by is a 422.
-        swarmgate_service::authz::validate_question(permission, resource.as_deref())?;
+        if let Some(resource) = &resource {
+            swarmgate_service::authz::validate_resource(resource)?;
+        }
         self.authz
             .authorize(
                 principal,

@@ -369,14 +369,18 @@ fn decide_delegation(principal: &Principal, to: Delegate, resource: Resource<'_>
 pub fn validate_question(permission: &str, resource: Option<&str>) -> Result<()> {
     swarmgate_core::permission::validate_permission(permission)
         .map_err(|e| swarmgate_core::ValidationError::new("permission", e.0))?;
-    if let Some(resource) = resource {
-        if resource.is_empty() || resource.len() > 1024 || resource.chars().any(char::is_control) {
-            return Err(swarmgate_core::ValidationError::new(
-                "resource",
-                "must be 1 to 1024 characters without control characters",
-            )
-            .into());
-        }
+    resource.map_or(Ok(()), validate_resource)
+}
+
+/// A resource a grant can be asked about: 1 to 1024 characters, none of
+/// them control characters.
+pub fn validate_resource(resource: &str) -> Result<()> {
+    if resource.is_empty() || resource.len() > 1024 || resource.chars().any(char::is_control) {
+        return Err(swarmgate_core::ValidationError::new(
+            "resource",
+            "must be 1 to 1024 characters without control characters",
+        )
+        .into());
     }
     Ok(())
 }
