@@ -81,7 +81,7 @@ impl Usage {
             .authz
             .authorize(principal, Action::View(&everyone), Resource::Any)
             .await
-            .allowed;
+            .allowed();
         // What this instance still holds in memory counts too.
         self.flush().await;
         let size = page.size(100);

@@ -189,7 +189,7 @@ impl Gateway {
                 .authz
                 .authorize(principal, Action::View(&invoke), Resource::Any)
                 .await;
-            if decision.allowed {
+            if decision.allowed() {
                 visible.push(model);
             }
         }

@@ -102,7 +102,7 @@ async fn handle(
         .gateway
         .may_invoke(&principal, name, &permission)
         .await
-        .allowed
+        .allowed()
     {
         return Ok(anthropic_error(
             StatusCode::FORBIDDEN,

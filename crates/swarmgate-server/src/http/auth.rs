@@ -257,7 +257,7 @@ pub async fn verify_permission(
         .authorize(&principal, Action::Permission(&body.permission), resource)
         .await;
     Ok(Json(VerifyAnswer {
-        allowed: decision.allowed,
+        allowed: decision.allowed(),
         permission: body.permission,
         resource: body.resource,
         auth_method: principal.auth_method().as_str(),

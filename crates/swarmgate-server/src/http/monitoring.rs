@@ -63,7 +63,7 @@ async fn readable_snapshot(state: &AppState, principal: &Principal) -> Result<Ar
     let reporter = authz
         .authorize(principal, Action::View(&report), Resource::Any)
         .await;
-    if !reporter.allowed {
+    if !reporter.allowed() {
         authz.require(principal, "metrics.read").await?;
     }
     Ok(monitoring::latest().ok_or_else(|| Error::Unavailable {

@@ -115,7 +115,7 @@ pub async fn call(
         .gateway
         .may_invoke(&principal, &model.name, model.permission())
         .await;
-    if !decision.allowed {
+    if !decision.allowed() {
         return Ok(openai_error(
             StatusCode::FORBIDDEN,
             format!("You may not use the model `{name}`"),

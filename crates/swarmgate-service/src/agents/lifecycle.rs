@@ -87,7 +87,7 @@ impl Agents {
         self.authz
             .authorize(principal, Action::View(&manage), Resource::Any)
             .await
-            .allowed
+            .allowed()
     }
 
     /// Own sessions, or everyone's with `all` (needs `agents.manage`),

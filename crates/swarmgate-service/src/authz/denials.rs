@@ -12,8 +12,10 @@ use serde_json::json;
 use crate::audit::{Audit, Subject};
 use crate::principal::RequestMeta;
 
-pub const MAX_DISTINCT: usize = 1000;
-pub const WINDOW_SECS: u64 = 60;
+const MAX_DISTINCT: usize = 1000;
+const WINDOW_SECS: u64 = 60;
+/// How often the aggregated rows are written.
+pub const WINDOW_MS: i64 = WINDOW_SECS as i64 * 1000;
 
 /// (subject, kind of action, what was asked)
 type Key = (String, &'static str, String);

@@ -25,7 +25,7 @@ use crate::audit::Audit;
 use crate::error::{Error, Result};
 use crate::principal::{Credential, Principal};
 
-pub use denials::{MAX_DISTINCT, WINDOW_SECS};
+pub use denials::WINDOW_MS;
 
 /// Who asks: a caller of the API, or the operator at the command line
 /// (who may do anything: they already hold the database).
@@ -97,11 +97,10 @@ pub enum Resource<'a> {
     Grants(&'a GrantSet),
 }
 
-/// The answer, with why.
+/// The answer: why it is yes or no.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
 pub struct Decision {
-    pub allowed: bool,
     pub reason: Reason,
 }
 
@@ -172,23 +171,23 @@ impl fmt::Display for Reason {
 }
 
 impl Decision {
-    fn allow(reason: Reason) -> Self {
+    fn granted() -> Self {
         Self {
-            allowed: true,
-            reason,
+            reason: Reason::Granted,
         }
     }
 
-    fn deny(reason: Reason) -> Self {
-        Self {
-            allowed: false,
-            reason,
-        }
+    fn refused(reason: Reason) -> Self {
+        Self { reason }
+    }
+
+    pub fn allowed(&self) -> bool {
+        matches!(self.reason, Reason::Granted | Reason::Operator)
     }
 
     /// `Ok` when allowed, else a 403 that says why.
     pub fn require(self) -> Result<()> {
-        if self.allowed {
+        if self.allowed() {
             Ok(())
         } else {
             Err(Error::Forbidden(self.reason.to_string()))
@@ -219,10 +218,12 @@ impl Authz {
         resource: Resource<'_>,
     ) -> Decision {
         let Actor::Caller(principal) = actor.into() else {
-            return Decision::allow(Reason::Operator);
+            return Decision {
+                reason: Reason::Operator,
+            };
         };
         let decision = decide(principal, action, resource);
-        if !decision.allowed && !matches!(action, Action::View(_)) {
+        if !decision.allowed() && !matches!(action, Action::View(_)) {
             self.denials.record(
                 &principal.user_id,
                 kind(action, resource),
@@ -292,9 +293,9 @@ fn decide(principal: &Principal, action: Action<'_>, resource: Resource<'_>) -> 
                 _ => true,
             };
             if permitted && listed {
-                Decision::allow(Reason::Granted)
+                Decision::granted()
             } else {
-                Decision::deny(Reason::ModelNotAllowed {
+                Decision::refused(Reason::ModelNotAllowed {
                     model: model.to_string(),
                     permission: permission.to_string(),
                 })
@@ -310,33 +311,26 @@ fn decide_permission(principal: &Principal, permission: &str, resource: Resource
         _ => None,
     };
     if !principal.allows(permission, named) {
-        return Decision::deny(Reason::MissingPermission {
+        return Decision::refused(Reason::MissingPermission {
             permission: permission.to_string(),
             on: named.map(str::to_string),
         });
     }
     match resource {
         Resource::Role(role) if principal.first_uncovered(&role.grants).is_some() => {
-            Decision::deny(Reason::RoleNotCovered {
+            Decision::refused(Reason::RoleNotCovered {
                 role: role.name.clone(),
             })
         }
         Resource::Node(node)
             if !(principal.allows("nodes.manage", None) || principal.node_id() == Some(node)) =>
         {
-            Decision::deny(Reason::OtherNode {
+            Decision::refused(Reason::OtherNode {
                 speaks_for: principal.node_id().map(str::to_string),
                 node: node.to_string(),
             })
         }
-        Resource::Grants(grants) => match principal.first_uncovered(grants) {
-            Some(grant) => Decision::deny(Reason::GrantNotCovered {
-                to: Delegate::Client,
-                grant: grant.to_string(),
-            }),
-            None => Decision::allow(Reason::Granted),
-        },
-        _ => Decision::allow(Reason::Granted),
+        _ => Decision::granted(),
     }
 }
 
@@ -347,20 +341,20 @@ fn decide_delegation(principal: &Principal, to: Delegate, resource: Resource<'_>
         Delegate::Client => true,
     };
     if !credential_ok {
-        return Decision::deny(Reason::Credential(match to {
+        return Decision::refused(Reason::Credential(match to {
             Delegate::ApiKey => "an API key cannot create API keys",
             _ => "only a user (by session or API key) may spawn agents",
         }));
     }
     let Resource::Grants(grants) = resource else {
-        return Decision::allow(Reason::Granted);
+        return Decision::granted();
     };
     match principal.first_uncovered(grants) {
-        Some(grant) => Decision::deny(Reason::GrantNotCovered {
+        Some(grant) => Decision::refused(Reason::GrantNotCovered {
             to,
             grant: grant.to_string(),
         }),
-        None => Decision::allow(Reason::Granted),
+        None => Decision::granted(),
     }
 }
 
@@ -436,7 +430,7 @@ mod tests {
             Action::Permission("memory.read"),
             Resource::Named("memory:u1"),
         );
-        assert!(ok.allowed);
+        assert!(ok.allowed());
         let other = decide(
             &p,
             Action::Permission("memory.read"),
@@ -446,7 +440,7 @@ mod tests {
             other.reason.to_string(),
             "missing permission memory.read on memory:u2"
         );
-        assert!(!decide(&p, Action::Permission("tasks.read"), Resource::Any).allowed);
+        assert!(!decide(&p, Action::Permission("tasks.read"), Resource::Any).allowed());
     }
 
     #[test]
@@ -456,8 +450,8 @@ mod tests {
             model: m,
             permission: "models.x.invoke",
         };
-        assert!(decide(&p, ask("a"), Resource::Any).allowed);
-        assert!(!decide(&p, ask("b"), Resource::Any).allowed);
+        assert!(decide(&p, ask("a"), Resource::Any).allowed());
+        assert!(!decide(&p, ask("b"), Resource::Any).allowed());
     }
 
     #[test]
@@ -466,7 +460,7 @@ mod tests {
         let narrow = GrantSet::parse(&["tasks.read"]).unwrap();
         let wide = GrantSet::parse(&["tasks.read", "users.manage"]).unwrap();
         let ask = |g| decide(&p, Action::Delegate(Delegate::ApiKey), Resource::Grants(g));
-        assert!(ask(&narrow).allowed);
+        assert!(ask(&narrow).allowed());
         assert_eq!(
             ask(&wide).reason.to_string(),
             "permission users.manage is not covered by your own grants"
@@ -506,8 +500,8 @@ mod tests {
                 Resource::Node(n),
             )
         };
-        assert!(ask("n1").allowed);
-        assert!(!ask("n2").allowed);
+        assert!(ask("n1").allowed());
+        assert!(!ask("n2").allowed());
     }
 
     #[test]

@@ -166,7 +166,7 @@ impl Identity {
                 .authz
                 .authorize(actor, Action::View(&manage), Resource::Any)
                 .await;
-            if !view.allowed {
+            if !view.allowed() {
                 return Err(Error::NotFound);
             }
             let owner = self.store.get_user(&key.user_id).await?;

@@ -153,8 +153,7 @@ impl Identity {
             if round.is_multiple_of(5) {
                 self.flush_last_used().await;
             }
-            let window_ms = i64::try_from(crate::authz::WINDOW_SECS * 1000).unwrap_or(i64::MAX);
-            if crate::clock::due(self.clock.now_ms(), last_denials, window_ms) {
+            if crate::clock::due(self.clock.now_ms(), last_denials, crate::authz::WINDOW_MS) {
                 last_denials = self.clock.now_ms();
                 self.authz.flush().await;
             }
