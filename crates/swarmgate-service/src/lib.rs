@@ -43,8 +43,6 @@ pub use settings::{QuotaSettings, Secret, Settings};
 pub struct Services {
     pub settings: Arc<Settings>,
     pub clock: SharedClock,
-    pub store: Store,
-    pub state: SharedState,
     pub authz: Arc<authz::Authz>,
     pub identity: Arc<identity::Identity>,
     pub quota: Arc<quota::Quota>,
@@ -112,27 +110,17 @@ impl Services {
             })
             .await?,
         );
-        let agents = Arc::new(agents::Agents::new(
-            identity.clone(),
-            quota.clone(),
-            authz.clone(),
-        ));
+        let agents = Arc::new(agents::Agents::new(identity.clone(), quota.clone()));
         let nodes = nodes::Nodes::new(
             store.clone(),
             authz.clone(),
             clock.clone(),
             settings.node_stale_after,
         );
-        let usage = Arc::new(usage::Usage::new(
-            store.clone(),
-            authz.clone(),
-            clock.clone(),
-        ));
+        let usage = Arc::new(usage::Usage::new(store, authz.clone(), clock.clone()));
         Ok(Self {
             settings,
             clock,
-            store,
-            state,
             authz,
             identity,
             quota,

@@ -76,13 +76,13 @@ pub struct Agents {
 }
 
 impl Agents {
-    pub fn new(identity: Arc<Identity>, quota: Arc<Quota>, authz: Arc<Authz>) -> Self {
+    pub fn new(identity: Arc<Identity>, quota: Arc<Quota>) -> Self {
         let store = identity.store().clone();
         let clock = identity.clock().clone();
         Self {
+            authz: identity.authz.clone(),
             identity,
             quota,
-            authz,
             store,
             started_ms: clock.now_ms(),
             clock,
