@@ -34,6 +34,11 @@ impl Identity {
     /// nothing), and its grants cover the user's role.
     async fn managed_user(&self, actor: Actor<'_>, id: &str) -> Result<User> {
         self.authz.require(actor, "users.manage").await?;
+        self.within_reach(actor, id).await
+    }
+
+    /// The user `id`, when the actor's grants cover its role.
+    async fn within_reach(&self, actor: Actor<'_>, id: &str) -> Result<User> {
         let user = self.store.get_user(id).await?;
         let role = self.role_of(&user);
         self.authz
@@ -116,21 +121,17 @@ impl Identity {
             revoked = self.revoke_everything_of(id, "user_disabled", now).await?;
         }
         self.publish_change_soon(Changed::User(id)).await;
-        self.audit
-            .record(
-                "user_updated",
-                "success",
-                Subject::of(&user),
-                meta,
-                json!({
-                    "by": actor.user_id(),
-                    "role": patch.role,
+        self.admin_event(
+            "user_updated",
+            &user,
+            actor,
+            meta,
+            json!({ "role": patch.role,
                     "disabled": patch.disabled,
                     "sessions_revoked": revoked.0,
-                    "keys_revoked": revoked.1,
-                }),
-            )
-            .await;
+                    "keys_revoked": revoked.1 }),
+        )
+        .await;
         Ok(user)
     }
 
@@ -145,7 +146,7 @@ impl Identity {
     ) -> Result<User> {
         self.authz.require(actor, "users.manage").await?;
         limits.validate("limits")?;
-        self.managed_user(actor, id).await?;
+        self.within_reach(actor, id).await?;
         let update = UserUpdate {
             limits: Some((!limits.is_empty()).then_some(limits)),
             ..Default::default()
@@ -155,16 +156,32 @@ impl Identity {
             .update_user(id, &update, self.clock.now_secs())
             .await?;
         self.publish_change_soon(Changed::User(id)).await;
-        self.audit
-            .record(
-                "user_limits_set",
-                "success",
-                Subject::of(&user),
-                meta,
-                json!({ "by": actor.user_id(), "limits": user.limits }),
-            )
-            .await;
+        self.admin_event(
+            "user_limits_set",
+            &user,
+            actor,
+            meta,
+            json!({ "limits": user.limits }),
+        )
+        .await;
         Ok(user)
+    }
+
+    /// Audits an administrative change of `user`, naming who made it.
+    async fn admin_event(
+        &self,
+        event: &str,
+        user: &User,
+        actor: Actor<'_>,
+        meta: &RequestMeta,
+        mut detail: serde_json::Value,
+    ) {
+        if let Some(detail) = detail.as_object_mut() {
+            detail.insert("by".into(), json!(actor.user_id()));
+        }
+        self.audit
+            .record(event, "success", Subject::of(user), meta, detail)
+            .await;
     }
 
     /// Revokes every session and API key of a user; returns the counts.
@@ -203,14 +220,7 @@ impl Identity {
             .record_user_change(id, "unlocked", self.clock.now_secs())
             .await?;
         self.clear_lockout(&user).await?;
-        self.audit
-            .record(
-                "user_unlocked",
-                "success",
-                Subject::of(&user),
-                meta,
-                json!({ "by": actor.user_id() }),
-            )
+        self.admin_event("user_unlocked", &user, actor, meta, json!({}))
             .await;
         Ok(())
     }
@@ -245,14 +255,7 @@ impl Identity {
         self.revoke_everything_of(id, "user_deleted", now).await?;
         self.store.delete_user(id, now).await?;
         self.publish_change_soon(Changed::User(id)).await;
-        self.audit
-            .record(
-                "user_deleted",
-                "success",
-                Subject::of(&user),
-                meta,
-                json!({ "by": actor.user_id() }),
-            )
+        self.admin_event("user_deleted", &user, actor, meta, json!({}))
             .await;
         Ok(())
     }
