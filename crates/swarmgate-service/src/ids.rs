@@ -18,15 +18,8 @@ pub fn next() -> [u8; 32] {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let value = (u128::from(prefix) << 64) | u128::from(n.wrapping_mul(multiplier));
     let mut text = [0u8; 32];
-    for (i, digit) in text.iter_mut().enumerate() {
-        // Most significant first; a nibble is below 16, so it fits a u8.
-        let nibble = ((value >> (124 - 4 * i)) & 0xf) as u8;
-        *digit = if nibble < 10 {
-            b'0' + nibble
-        } else {
-            b'a' + nibble - 10
-        };
-    }
+    // Sixteen bytes are exactly thirty-two hex digits: this cannot fail.
+    let _ = hex::encode_to_slice(value.to_be_bytes(), &mut text);
     text
 }
 

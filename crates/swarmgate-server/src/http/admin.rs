@@ -14,7 +14,7 @@ use swarmgate_store::AuditFilter;
 use crate::http::error::ApiResult as Result;
 use crate::http::extract::{ApiJson, ApiQuery};
 use crate::http::page::{ListBody, PageQuery};
-use crate::http::time::rfc3339;
+use crate::http::time::{parse_rfc3339, rfc3339};
 use crate::http::IdentityState;
 
 #[derive(Serialize)]
@@ -173,8 +173,7 @@ fn parse_since(text: &str) -> std::result::Result<i64, Error> {
     if let Ok(secs) = text.parse::<i64>() {
         return Ok(secs);
     }
-    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .map(|t| t.unix_timestamp())
+    parse_rfc3339("since", text)
         .map_err(|_| Error::BadRequest("since: give unix seconds or an RFC 3339 time".into()))
 }
 

@@ -42,7 +42,7 @@ impl From<swarmgate_core::ValidationError> for ApiError {
 
 impl ApiError {
     /// The HTTP status of a service error.
-    pub fn status(e: &Error) -> StatusCode {
+    fn status(e: &Error) -> StatusCode {
         match e {
             Error::BadRequest(_) | Error::OAuth { .. } => StatusCode::BAD_REQUEST,
             Error::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -67,7 +67,7 @@ impl ApiError {
     }
 
     /// The `code` of a service error's body.
-    pub fn code(e: &Error) -> &'static str {
+    fn code(e: &Error) -> &'static str {
         match e {
             Error::BadRequest(_) => "bad_request",
             Error::OAuth { error, .. } => error,

@@ -118,7 +118,7 @@ impl Meters {
     }
 }
 
-fn rate(key: String, limit: u64, cost: u64) -> Meter {
+pub(super) fn rate(key: String, limit: u64, cost: u64) -> Meter {
     Meter::Rate {
         key,
         limit,

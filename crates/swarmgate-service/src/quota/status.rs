@@ -3,7 +3,8 @@
 
 use swarmgate_state::{Meter, Reading};
 
-use super::{agents_key, allocation_key, day_key, Quota, Scope, DAY_MS, MINUTE_MS};
+use super::scopes::rate;
+use super::{agents_key, allocation_key, day_key, Quota, Scope, DAY_MS};
 use crate::error::Result;
 use crate::principal::{Credential, Principal};
 
@@ -47,10 +48,10 @@ impl Quota {
                 meters.push(meter);
             };
             if let Some(limit) = l.rpm {
-                push("rpm", rate(&scope.counter, "rpm", limit));
+                push("rpm", rate([&scope.counter, ":rpm"].concat(), limit, 0));
             }
             if let Some(limit) = l.tpm {
-                push("tpm", rate(&scope.counter, "tpm", limit));
+                push("tpm", rate([&scope.counter, ":tpm"].concat(), limit, 0));
             }
             if let Some(limit) = l.tokens_per_day {
                 let (key, until_ms) = day_key(&scope.counter, now);
@@ -85,15 +86,6 @@ impl Quota {
             });
         }
         Ok(out)
-    }
-}
-
-fn rate(counter: &str, what: &str, limit: u64) -> Meter {
-    Meter::Rate {
-        key: format!("{counter}:{what}"),
-        limit,
-        period_ms: MINUTE_MS,
-        cost: 0,
     }
 }
 
