@@ -165,13 +165,10 @@ pub async fn list(
         cursor: query.cursor,
     }
     .request()?;
-    let agents = &state.services.agents;
-    let all = match query.all {
-        Some(all) => all,
-        None => agents.may_see_all(&principal).await,
-    };
-    let views = agents
-        .list(&principal, all, query.include_released, &page)
+    let views = state
+        .services
+        .agents
+        .list(&principal, query.all, query.include_released, &page)
         .await?;
     Ok(Json(ListBody::of(views, SessionBody::from)))
 }

@@ -82,7 +82,7 @@ impl Agents {
 
     /// Whether the caller sees everyone's sessions (`agents.manage`), not
     /// only its own.
-    pub async fn may_see_all(&self, principal: &Principal) -> bool {
+    async fn may_see_all(&self, principal: &Principal) -> bool {
         let manage = Action::Permission("agents.manage");
         self.authz
             .authorize(principal, Action::View(&manage), Resource::Any)
@@ -90,18 +90,24 @@ impl Agents {
             .allowed()
     }
 
-    /// Own sessions, or everyone's with `all` (needs `agents.manage`),
-    /// newest first.
+    /// Own sessions, or everyone's with `all` (needs `agents.manage`; by
+    /// default everyone's for those who hold it), newest first.
     pub async fn list(
         &self,
         principal: &Principal,
-        all: bool,
+        all: Option<bool>,
         include_released: bool,
         page: &PageRequest,
     ) -> Result<Page<SessionView>> {
-        if all {
-            self.authz.require(principal, "agents.manage").await?;
-        } else if matches!(principal.credential, Credential::Agent { .. }) {
+        let all = match all {
+            Some(true) => {
+                self.authz.require(principal, "agents.manage").await?;
+                true
+            }
+            Some(false) => false,
+            None => self.may_see_all(principal).await,
+        };
+        if !all && matches!(principal.credential, Credential::Agent { .. }) {
             // An agent sees itself (GET /agents/sessions/ID), not its siblings.
             return Err(Error::Forbidden(
                 "an agent may not list its parent's sessions".into(),
