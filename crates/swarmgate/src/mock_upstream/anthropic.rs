@@ -40,6 +40,36 @@ fn anthropic_prompt(body: &Value) -> String {
     prompt.join("\n")
 }
 
+/// An Anthropic request's body, its key checked (and, for a call that
+/// generates, after the configured latency and failures); or the error to
+/// answer with.
+async fn anthropic_request(
+    mock: &Mock,
+    headers: &HeaderMap,
+    body: &Bytes,
+    generates: bool,
+) -> Result<Value, Box<Response>> {
+    if !anthropic_key_accepted(mock, headers) {
+        return Err(Box::new(anthropic_error(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "invalid x-api-key",
+        )));
+    }
+    if generates {
+        if let Some(failure) = mock.delay_and_maybe_fail().await {
+            return Err(Box::new(failure));
+        }
+    }
+    serde_json::from_slice::<Value>(body).map_err(|_| {
+        Box::new(anthropic_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "body is not JSON",
+        ))
+    })
+}
+
 /// Anthropic's token counting: the prompt's tokens, as `/v1/messages`
 /// would report them.
 pub(super) async fn count_message_tokens(
@@ -47,19 +77,9 @@ pub(super) async fn count_message_tokens(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !anthropic_key_accepted(&mock, &headers) {
-        return anthropic_error(
-            StatusCode::UNAUTHORIZED,
-            "authentication_error",
-            "invalid x-api-key",
-        );
-    }
-    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
-        return anthropic_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "body is not JSON",
-        );
+    let body = match anthropic_request(&mock, &headers, &body, false).await {
+        Ok(body) => body,
+        Err(response) => return *response,
     };
     Json(json!({ "input_tokens": count_tokens(&anthropic_prompt(&body)) })).into_response()
 }
@@ -70,22 +90,9 @@ pub(super) async fn messages(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !anthropic_key_accepted(&mock, &headers) {
-        return anthropic_error(
-            StatusCode::UNAUTHORIZED,
-            "authentication_error",
-            "invalid x-api-key",
-        );
-    }
-    if let Some(failure) = mock.delay_and_maybe_fail().await {
-        return failure;
-    }
-    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
-        return anthropic_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "body is not JSON",
-        );
+    let body = match anthropic_request(&mock, &headers, &body, true).await {
+        Ok(body) => body,
+        Err(response) => return *response,
     };
     let model = body["model"].as_str().unwrap_or_default().to_string();
     if !mock.config.models.contains(&model) {

@@ -77,6 +77,23 @@ impl Mock {
     }
 
     /// The requested model, or the OpenAI-style 404 for one not served.
+    /// An OpenAI request's body and model, after the configured latency
+    /// and failures; or the error to answer with.
+    async fn openai_request(&self, body: &Bytes) -> Result<(Value, String), Box<Response>> {
+        if let Some(failure) = self.delay_and_maybe_fail().await {
+            return Err(Box::new(failure));
+        }
+        let Ok(body) = serde_json::from_slice::<Value>(body) else {
+            return Err(Box::new(openai_error(
+                StatusCode::BAD_REQUEST,
+                "body is not JSON",
+                "invalid_request_error",
+            )));
+        };
+        let model = self.check_model(&body)?;
+        Ok((body, model))
+    }
+
     fn check_model(&self, body: &Value) -> Result<String, Box<Response>> {
         let model = body["model"].as_str().unwrap_or_default().to_string();
         if !self.config.models.contains(&model) {
@@ -182,18 +199,8 @@ fn usage(prompt: &str, reply: &str) -> Value {
 }
 
 async fn completion(mock: Shared, kind: &'static str, body: Bytes) -> Response {
-    if let Some(failure) = mock.delay_and_maybe_fail().await {
-        return failure;
-    }
-    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
-        return openai_error(
-            StatusCode::BAD_REQUEST,
-            "body is not JSON",
-            "invalid_request_error",
-        );
-    };
-    let model = match mock.check_model(&body) {
-        Ok(m) => m,
+    let (body, model) = match mock.openai_request(&body).await {
+        Ok(request) => request,
         Err(response) => return *response,
     };
     let (prompt, reply) = completion_parts(kind, &body);
@@ -302,18 +309,8 @@ async fn text(State(mock): State<Shared>, body: Bytes) -> Response {
 }
 
 async fn embeddings(State(mock): State<Shared>, body: Bytes) -> Response {
-    if let Some(failure) = mock.delay_and_maybe_fail().await {
-        return failure;
-    }
-    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
-        return openai_error(
-            StatusCode::BAD_REQUEST,
-            "body is not JSON",
-            "invalid_request_error",
-        );
-    };
-    let model = match mock.check_model(&body) {
-        Ok(m) => m,
+    let (body, model) = match mock.openai_request(&body).await {
+        Ok(request) => request,
         Err(response) => return *response,
     };
     let inputs: Vec<String> = match &body["input"] {
