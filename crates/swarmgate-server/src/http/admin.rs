@@ -49,8 +49,6 @@ impl From<User> for AdminUserBody {
 
 #[derive(Deserialize)]
 pub struct ListQuery {
-    limit: Option<i64>,
-    cursor: Option<String>,
     q: Option<String>,
 }
 
@@ -58,12 +56,9 @@ pub async fn list_users(
     State(identity): State<IdentityState>,
     principal: Principal,
     ApiQuery(query): ApiQuery<ListQuery>,
+    ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<ListBody<AdminUserBody>>> {
-    let page = PageQuery {
-        limit: query.limit,
-        cursor: query.cursor,
-    }
-    .request()?;
+    let page = page.request()?;
     let users = identity
         .admin_list_users(
             Actor::Caller(&principal),
@@ -165,8 +160,6 @@ pub struct AuditQuery {
     user_id: Option<String>,
     /// Unix seconds or RFC 3339.
     since: Option<String>,
-    limit: Option<i64>,
-    cursor: Option<String>,
 }
 
 fn parse_since(text: &str) -> std::result::Result<i64, Error> {
@@ -211,12 +204,9 @@ pub async fn audit(
     State(identity): State<IdentityState>,
     principal: Principal,
     ApiQuery(query): ApiQuery<AuditQuery>,
+    ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<ListBody<AuditBody>>> {
-    let page = PageQuery {
-        limit: query.limit,
-        cursor: query.cursor,
-    }
-    .request()?;
+    let page = page.request()?;
     let filter = AuditFilter {
         event: query.event.filter(|e| !e.is_empty()),
         user_id: query.user_id.filter(|u| !u.is_empty()),

@@ -151,20 +151,15 @@ pub struct ListQuery {
     all: Option<bool>,
     #[serde(default)]
     include_released: bool,
-    limit: Option<i64>,
-    cursor: Option<String>,
 }
 
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
     ApiQuery(query): ApiQuery<ListQuery>,
+    ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<ListBody<SessionBody>>> {
-    let page = PageQuery {
-        limit: query.limit,
-        cursor: query.cursor,
-    }
-    .request()?;
+    let page = page.request()?;
     let views = state
         .services
         .agents

@@ -19,8 +19,6 @@ pub struct UsageParams {
     since: Option<String>,
     until: Option<String>,
     group_by: Option<String>,
-    limit: Option<i64>,
-    cursor: Option<String>,
 }
 
 /// One group's sums.
@@ -49,6 +47,7 @@ pub async fn usage(
     State(state): State<AppState>,
     principal: Principal,
     ApiQuery(params): ApiQuery<UsageParams>,
+    ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<ListBody<UsageBody>>> {
     let group = match params.group_by.as_deref().unwrap_or("model") {
         "model" => UsageGroup::Model,
@@ -67,11 +66,7 @@ pub async fn usage(
         until: time("until", &params.until)?,
         group,
     };
-    let page = PageQuery {
-        limit: params.limit,
-        cursor: params.cursor,
-    }
-    .request()?;
+    let page = page.request()?;
     let rows = state
         .services
         .usage
