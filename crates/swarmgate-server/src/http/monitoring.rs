@@ -6,7 +6,6 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::Json;
 use serde::Serialize;
-use swarmgate_service::authz::{Action, Resource};
 use swarmgate_service::monitoring::{self, Snapshot};
 use swarmgate_service::{Error, Principal};
 
@@ -59,11 +58,7 @@ pub async fn all(State(state): State<AppState>, principal: Principal) -> Result<
 /// `metrics.report`, may read them too.
 async fn readable_snapshot(state: &AppState, principal: &Principal) -> Result<Arc<Snapshot>> {
     let authz = &state.services.authz;
-    let report = Action::Permission("metrics.report");
-    let reporter = authz
-        .authorize(principal, Action::View(&report), Resource::Any)
-        .await;
-    if !reporter.allowed() {
+    if !authz.holds(principal, "metrics.report").await {
         authz.require(principal, "metrics.read").await?;
     }
     Ok(monitoring::latest().ok_or_else(|| Error::Unavailable {

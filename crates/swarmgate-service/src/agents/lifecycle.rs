@@ -9,7 +9,6 @@ use swarmgate_state::{Adjust, Meter, Revocable};
 
 use super::{Agents, SessionView};
 use crate::audit::Subject;
-use crate::authz::{Action, Resource};
 use crate::error::{Error, Result};
 use crate::page::{at_id, Page, PageRequest};
 use crate::principal::{Credential, Principal, RequestMeta};
@@ -70,7 +69,7 @@ impl Agents {
             Credential::Agent { session_id, .. } => *session_id == session.id,
             _ => session.parent_id == principal.user_id,
         };
-        if !own && !self.may_see_all(principal).await {
+        if !own && !self.authz.holds(principal, "agents.manage").await {
             return Err(Error::NotFound);
         }
         Ok(session)
@@ -78,16 +77,6 @@ impl Agents {
 
     pub async fn get(&self, principal: &Principal, id: &str) -> Result<SessionView> {
         self.view(self.visible(principal, id).await?).await
-    }
-
-    /// Whether the caller sees everyone's sessions (`agents.manage`), not
-    /// only its own.
-    async fn may_see_all(&self, principal: &Principal) -> bool {
-        let manage = Action::Permission("agents.manage");
-        self.authz
-            .authorize(principal, Action::View(&manage), Resource::Any)
-            .await
-            .allowed()
     }
 
     /// Own sessions, or everyone's with `all` (needs `agents.manage`; by
@@ -105,7 +94,7 @@ impl Agents {
                 true
             }
             Some(false) => false,
-            None => self.may_see_all(principal).await,
+            None => self.authz.holds(principal, "agents.manage").await,
         };
         if !all && matches!(principal.credential, Credential::Agent { .. }) {
             // An agent sees itself (GET /agents/sessions/ID), not its siblings.

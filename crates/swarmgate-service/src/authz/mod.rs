@@ -241,6 +241,15 @@ impl Authz {
             .require()
     }
 
+    /// Whether `actor` holds `permission`, asked as a [`Action::View`]: the
+    /// answer picks a wider or narrower view, and a "no" is not counted.
+    pub async fn holds<'a>(&self, actor: impl Into<Actor<'a>>, permission: &str) -> bool {
+        let asked = Action::Permission(permission);
+        self.authorize(actor, Action::View(&asked), Resource::Any)
+            .await
+            .allowed()
+    }
+
     /// Writes the refusals counted so far to the audit trail.
     pub async fn flush(&self) {
         self.denials.flush(&self.audit).await;

@@ -161,18 +161,17 @@ impl Identity {
         let key = self.store.api_key(key_id).await?.ok_or(Error::NotFound)?;
         let own = actor.user_id() == Some(key.user_id.as_str());
         if !own {
-            let manage = Action::Permission("users.manage");
-            let view = self
-                .authz
-                .authorize(actor, Action::View(&manage), Resource::Any)
-                .await;
-            if !view.allowed() {
+            if !self.authz.holds(actor, "users.manage").await {
                 return Err(Error::NotFound);
             }
             let owner = self.store.get_user(&key.user_id).await?;
             let role = self.role_of(&owner);
             self.authz
-                .authorize(actor, manage, Resource::Role(&role))
+                .authorize(
+                    actor,
+                    Action::Permission("users.manage"),
+                    Resource::Role(&role),
+                )
                 .await
                 .require()?;
         }
