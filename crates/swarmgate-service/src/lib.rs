@@ -90,8 +90,10 @@ impl Services {
         clock: SharedClock,
         fetch: Arc<dyn fetch::Fetch>,
     ) -> Result<Self> {
-        let audit = audit::Audit::new(store.clone(), clock.clone());
-        let authz = Arc::new(authz::Authz::new(audit.clone()));
+        let authz = Arc::new(authz::Authz::new(audit::Audit::new(
+            store.clone(),
+            clock.clone(),
+        )));
         let quota = Arc::new(quota::Quota::new(
             state.clone(),
             settings.quota.clone(),
@@ -105,7 +107,6 @@ impl Services {
                 settings: settings.clone(),
                 clock: clock.clone(),
                 authz: authz.clone(),
-                audit,
                 fetch,
             })
             .await?,

@@ -85,7 +85,6 @@ pub struct Parts {
     pub settings: Arc<Settings>,
     pub clock: SharedClock,
     pub authz: Arc<Authz>,
-    pub audit: Audit,
     /// Fetches client key sets from their `jwks_uri`.
     pub fetch: Arc<dyn Fetch>,
 }
@@ -132,7 +131,6 @@ impl Identity {
             settings,
             clock,
             authz,
-            audit,
             fetch,
         } = parts;
         let keys = KeyCache::load(store.clone(), &settings, clock.clone()).await?;
@@ -146,7 +144,7 @@ impl Identity {
             clients: ClientCache::new(),
             users: caches::UserCache::new(),
             last_used: caches::LastUsed::default(),
-            audit,
+            audit: Audit::new(store.clone(), clock.clone()),
             authz,
             store,
             state,
