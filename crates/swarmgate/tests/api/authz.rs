@@ -54,28 +54,9 @@ upstreams = ["{base}"]
     let mut p = Process::serve(&[("SWARMGATE_CONFIG", config.display().to_string())]).await;
     let s = Client::new();
     let url = |path: &str| format!("{}{path}", p.base);
-    let login = |name: &'static str, password: &'static str| {
-        let s = s.clone();
-        let url = url("/auth/login");
-        async move {
-            let r = s
-                .post(url)
-                .json(&json!({"username": name, "password": password}))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), StatusCode::OK, "login of {name}");
-            r.json::<Value>().await.unwrap()
-        }
-    };
-    let admin = login("admin", ADMIN_PASSWORD).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let admin_id = login("admin", ADMIN_PASSWORD).await["user_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let admin_login = login(&s, &p.base, "admin", ADMIN_PASSWORD).await;
+    let admin = admin_login["access_token"].as_str().unwrap().to_string();
+    let admin_id = admin_login["user_id"].as_str().unwrap().to_string();
     let mut ids = Vec::new();
     for (name, role) in [("wendy", "worker"), ("uma", "user-manager")] {
         let r = s
@@ -99,11 +80,11 @@ upstreams = ["{base}"]
         assert_eq!(r.status(), StatusCode::OK);
         ids.push(id);
     }
-    let worker = login("wendy", PASSWORD).await["access_token"]
+    let worker = login(&s, &p.base, "wendy", PASSWORD).await["access_token"]
         .as_str()
         .unwrap()
         .to_string();
-    let manager = login("uma", PASSWORD).await["access_token"]
+    let manager = login(&s, &p.base, "uma", PASSWORD).await["access_token"]
         .as_str()
         .unwrap()
         .to_string();

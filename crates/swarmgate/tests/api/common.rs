@@ -276,6 +276,18 @@ impl TestServer {
     }
 }
 
+/// Logs in at a server started as a process; returns the login body.
+pub async fn login(client: &Client, base: &str, username: &str, password: &str) -> Value {
+    let r = client
+        .post(format!("{base}/auth/login"))
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    r.json().await.unwrap()
+}
+
 /// Asserts status and error code of a DESIGN.md error body; returns the body.
 pub async fn expect_error(response: Response, status: StatusCode, code: &str) -> Value {
     assert_eq!(response.status(), status);

@@ -10,18 +10,6 @@ mod shutdown;
 mod startup;
 
 use reqwest::{Client, StatusCode};
-use serde_json::{json, Value};
-
-pub(super) async fn login(client: &Client, base: &str, username: &str, password: &str) -> Value {
-    let r = client
-        .post(format!("{base}/auth/login"))
-        .json(&json!({"username": username, "password": password}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    r.json().await.unwrap()
-}
 
 pub(super) async fn me_status(client: &Client, base: &str, token: &str) -> StatusCode {
     client

@@ -6,7 +6,6 @@ use serde_json::{json, Value};
 use std::time::Duration;
 use swarmgate_store::testing::{fresh_postgres_database, test_database_url};
 
-use super::*;
 use crate::common::*;
 
 #[tokio::test]

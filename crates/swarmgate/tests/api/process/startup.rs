@@ -4,7 +4,6 @@
 use reqwest::{Client, StatusCode};
 use serde_json::json;
 
-use super::*;
 use crate::common::*;
 
 #[tokio::test]
