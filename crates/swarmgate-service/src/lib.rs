@@ -83,7 +83,7 @@ impl Services {
     }
 
     /// Builds every service on a connected store and shared state.
-    pub async fn on(
+    async fn on(
         store: Store,
         state: SharedState,
         settings: Arc<Settings>,
