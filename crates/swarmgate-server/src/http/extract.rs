@@ -93,7 +93,7 @@ impl FromRequestParts<AppState> for RequestMeta {
 }
 
 /// The credential of a request: `X-API-Key`, or `Authorization: Bearer`.
-fn presented(parts: &Parts) -> Result<Presented<'_>, Error> {
+pub fn presented(parts: &Parts) -> Result<Presented<'_>, Error> {
     if let Some(value) = parts.headers.get("x-api-key") {
         let key = value.to_str().map_err(|_| Error::InvalidApiKey)?.trim();
         if key.is_empty() {

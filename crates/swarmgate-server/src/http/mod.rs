@@ -9,7 +9,7 @@ mod api_keys;
 mod auth;
 mod clients;
 pub mod error;
-mod extract;
+pub mod extract;
 mod gateway;
 mod middleware;
 mod monitoring;
@@ -19,7 +19,7 @@ pub mod page;
 pub mod quota;
 pub(crate) mod system;
 pub mod time;
-mod token;
+pub mod token;
 mod usage;
 
 use std::sync::Arc;

@@ -54,7 +54,7 @@ pub struct TokenOnlyForm {
 }
 
 /// An RFC 6749 section 5.2 error.
-struct OAuthError {
+pub struct OAuthError {
     status: StatusCode,
     error: &'static str,
     description: String,
@@ -197,7 +197,7 @@ fn form_decode(text: &str) -> Option<String> {
 
 /// Which client authentication the request used; more than one method at
 /// once is refused (RFC 6749 section 2.3).
-fn client_auth(headers: &HeaderMap, fields: ClientFields) -> Result<ClientAuth, OAuthError> {
+pub fn client_auth(headers: &HeaderMap, fields: ClientFields) -> Result<ClientAuth, OAuthError> {
     let basic = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
