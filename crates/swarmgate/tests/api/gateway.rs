@@ -505,3 +505,33 @@ async fn raw_get(base: &str, path: &str, token: &str) -> String {
     stream.read_to_string(&mut response).await.unwrap();
     response
 }
+
+/// A refusal on a configured route (401 without credentials, 403 without
+/// the permission) is counted under that route, not as `unmatched`.
+#[tokio::test]
+async fn refusals_on_a_route_are_counted_under_it() {
+    let m = Mock::start(&[]).await;
+    let s = TestServer::start_with(|c| {
+        let mut r = route("labelled", "/labelled", &[&m.base]);
+        r.permission = Some("labelled.use".into());
+        c.routes = vec![r];
+    })
+    .await;
+    let session = s.user_session("lena").await;
+    let token = session["access_token"].as_str().unwrap();
+    let r = s.get_auth("/labelled/x", token).await;
+    expect_error(r, StatusCode::FORBIDDEN, "forbidden").await;
+    let r = s.client.get(s.url("/labelled/x")).send().await.unwrap();
+    expect_error(r, StatusCode::UNAUTHORIZED, "missing_credentials").await;
+    let admin = s.admin_token().await;
+    let text = s.get_auth("/metrics", &admin).await.text().await.unwrap();
+    let counted = |status: &str| {
+        text.lines().any(|l| {
+            l.starts_with("swarmgate_http_requests_total{")
+                && l.contains("route=\"gateway:labelled\"")
+                && l.contains(&format!("status=\"{status}\""))
+        })
+    };
+    assert!(counted("403"), "no 403 under the route in:\n{text}");
+    assert!(counted("401"), "no 401 under the route in:\n{text}");
+}
