@@ -3,6 +3,7 @@
 //! permissions a built-in role carries. Everything here is synchronous and
 //! deterministic given its inputs (time is passed in, never read).
 
+pub mod breaker;
 pub mod limits;
 pub mod model;
 pub mod password;

@@ -70,12 +70,12 @@ impl Services {
         clock: SharedClock,
         fetch: Arc<dyn fetch::Fetch>,
     ) -> Result<Self, StartError> {
-        let store = Store::connect(&settings.database_url)
+        let store = Store::connect_within(&settings.database_url, settings.database_timeout)
             .await
             .map_err(StartError::Database)?;
         let state = match &settings.redis_url {
             None => SharedState::memory(),
-            Some(url) => SharedState::redis(url, &settings.redis_namespace)
+            Some(url) => SharedState::redis(url, &settings.redis_namespace, settings.redis_timeout)
                 .await
                 .map_err(StartError::Redis)?,
         };

@@ -44,6 +44,10 @@ pub struct Settings {
     pub database_url: String,
     pub redis_url: Option<String>,
     pub redis_namespace: String,
+    /// The longest one call to Redis may wait.
+    pub redis_timeout: Duration,
+    /// The longest a request waits for a database connection.
+    pub database_timeout: Duration,
     /// The URL clients reach this service at; tokens' `iss`.
     pub public_url: String,
     pub audience: String,

@@ -131,10 +131,15 @@ impl SharedState {
     }
 
     /// Connects to Redis; `namespace` prefixes every key (instances that
-    /// must share state must share it).
-    pub async fn redis(url: &str, namespace: &str) -> Result<Self, StateError> {
+    /// must share state must share it); no call waits longer than
+    /// `timeout`, and while Redis is down calls fail at once.
+    pub async fn redis(
+        url: &str,
+        namespace: &str,
+        timeout: std::time::Duration,
+    ) -> Result<Self, StateError> {
         Ok(SharedState::Redis(
-            RedisState::connect(url, namespace).await?,
+            RedisState::connect(url, namespace, timeout).await?,
         ))
     }
 

@@ -4,9 +4,11 @@
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
-use tokio::sync::OnceCell;
+
+use swarmgate_core::breaker::Breaker;
 
 use crate::{
     CredentialStatus, LockoutPolicy, LoginGate, Rate, RateDecision, Revocable, StateError,
@@ -59,25 +61,51 @@ return 0
 #[derive(Clone)]
 pub struct RedisState {
     client: redis::Client,
-    conn: Arc<OnceCell<ConnectionManager>>,
+    /// Replaced, not repaired, when Redis comes back: a manager whose
+    /// connection failed retries with backoff of its own, which kept
+    /// service down for over a second after Redis was back.
+    conn: Arc<ArcSwapOption<ConnectionManager>>,
     namespace: String,
+    /// The longest any one call (connecting included) may wait.
+    timeout: Duration,
+    breaker: Arc<Breaker>,
 }
 
-pub(crate) fn unavailable(e: redis::RedisError) -> StateError {
+/// How often a probe asks a Redis that failed whether it is back: service
+/// resumes within this (plus one round trip) of its return.
+const PROBE_EVERY: Duration = Duration::from_millis(200);
+
+fn unavailable(e: redis::RedisError) -> StateError {
     StateError::Unavailable(e.to_string())
+}
+
+/// Failures that say Redis itself is unreachable or not answering, as
+/// opposed to one command's error.
+fn is_outage(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_unrecoverable_error()
 }
 
 impl RedisState {
     /// Parses the URL and tries to connect once. An unreachable Redis is
     /// not fatal here: the server starts, every protected request fails
-    /// closed with 503 and `/health` says why, and the connection is retried
-    /// on the next use.
-    pub async fn connect(url: &str, namespace: &str) -> Result<Self, StateError> {
+    /// closed with 503 and `/health` says why, and a probe reconnects in
+    /// the background. No call waits longer than `timeout`.
+    pub async fn connect(
+        url: &str,
+        namespace: &str,
+        timeout: Duration,
+    ) -> Result<Self, StateError> {
         let client = redis::Client::open(url).map_err(|e| StateError::Config(e.to_string()))?;
         let state = Self {
             client,
-            conn: Arc::new(OnceCell::new()),
+            conn: Arc::new(ArcSwapOption::empty()),
             namespace: namespace.to_string(),
+            timeout,
+            breaker: Arc::new(Breaker::default()),
         };
         if let Err(e) = state.conn().await {
             tracing::warn!(error = %e, "redis is unreachable at start-up; requests fail closed until it is back");
@@ -85,22 +113,75 @@ impl RedisState {
         Ok(state)
     }
 
+    /// The connection, or at once the failure that opened the breaker.
     pub(crate) async fn conn(&self) -> Result<ConnectionManager, StateError> {
-        // Bounded waits: a hung Redis must turn into a prompt 503, not a
-        // request that hangs with it.
-        let manager = self
-            .conn
-            .get_or_try_init(|| {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Duration::from_secs(1))
-                    .set_response_timeout(Duration::from_secs(1))
-                    .set_number_of_retries(1)
-                    .set_max_delay(500);
-                ConnectionManager::new_with_config(self.client.clone(), config)
-            })
-            .await
-            .map_err(unavailable)?;
-        Ok(manager.clone())
+        if let Err(last) = self.breaker.check() {
+            return Err(StateError::Unavailable(last));
+        }
+        self.connected().await
+    }
+
+    async fn connected(&self) -> Result<ConnectionManager, StateError> {
+        if let Some(manager) = self.conn.load_full() {
+            return Ok((*manager).clone());
+        }
+        let manager = self.bounded(self.new_manager()).await?;
+        self.conn.store(Some(Arc::new(manager.clone())));
+        Ok(manager)
+    }
+
+    fn new_manager(
+        &self,
+    ) -> impl std::future::Future<Output = redis::RedisResult<ConnectionManager>> {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(self.timeout)
+            .set_response_timeout(self.timeout)
+            .set_number_of_retries(1)
+            .set_max_delay(PROBE_EVERY.as_millis() as u64);
+        ConnectionManager::new_with_config(self.client.clone(), config)
+    }
+
+    /// Runs one call to Redis within the timeout. An outage opens the
+    /// breaker and starts the probe that closes it again.
+    pub(crate) async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StateError> {
+        let error = match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) if !is_outage(&e) => return Err(unavailable(e)),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {} ms", self.timeout.as_millis()),
+        };
+        if self.breaker.open(error.clone()) {
+            self.probe();
+        }
+        Err(StateError::Unavailable(error))
+    }
+
+    /// Asks Redis every [`PROBE_EVERY`] whether it is back, and closes the
+    /// breaker when it answers.
+    fn probe(&self) {
+        let state = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(PROBE_EVERY).await;
+                let answered = tokio::time::timeout(state.timeout, async {
+                    let mut manager = state.new_manager().await?;
+                    redis::cmd("PING")
+                        .query_async::<String>(&mut manager)
+                        .await?;
+                    Ok::<_, redis::RedisError>(manager)
+                })
+                .await;
+                if let Ok(Ok(manager)) = answered {
+                    tracing::info!("redis answers again");
+                    state.conn.store(Some(Arc::new(manager)));
+                    state.breaker.closed();
+                    return;
+                }
+            }
+        });
     }
 
     pub(crate) fn key(&self, kind: &str, id: &str) -> String {
@@ -109,11 +190,9 @@ impl RedisState {
 
     pub async fn ping(&self) -> Result<(), StateError> {
         let mut conn = self.conn().await?;
-        redis::cmd("PING")
-            .query_async::<String>(&mut conn)
+        self.bounded(redis::cmd("PING").query_async::<String>(&mut conn))
             .await
-            .map(|_| ())
-            .map_err(unavailable)
+            .map(drop)
     }
 
     pub async fn revoke(
@@ -133,8 +212,8 @@ impl RedisState {
             1,
             ttl as u64,
         )
+        .within(self)
         .await
-        .map_err(unavailable)
     }
 
     pub async fn claim_once(
@@ -159,8 +238,8 @@ impl RedisState {
             .arg("PX")
             .arg(ttl)
             .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
+            .within(self)
+            .await?;
         Ok(set.is_some())
     }
 
@@ -168,23 +247,23 @@ impl RedisState {
         let mut conn = self.conn().await?;
         let exists: bool = conn
             .exists(self.key("epoch", "current"))
-            .await
-            .map_err(unavailable)?;
+            .within(self)
+            .await?;
         Ok(!exists)
     }
 
     pub async fn set_epoch(&self) -> Result<(), StateError> {
         let mut conn = self.conn().await?;
         conn.set::<_, _, ()>(self.key("epoch", "current"), "complete")
+            .within(self)
             .await
-            .map_err(unavailable)
     }
 
     pub async fn bump_user(&self, user_id: &str) -> Result<(), StateError> {
         let mut conn = self.conn().await?;
         conn.incr::<_, _, ()>(self.key("uver", user_id), 1)
+            .within(self)
             .await
-            .map_err(unavailable)
     }
 
     pub async fn credential_status(
@@ -200,8 +279,8 @@ impl RedisState {
                 .arg(self.key("uver", user_id))
                 .arg(self.key("epoch", "current"))
                 .query_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
+                .within(self)
+                .await?;
         if epoch.is_none() {
             // Redis came back empty: revocations it held are gone until they
             // are rebuilt from the database. Trust nothing meanwhile.
@@ -229,8 +308,8 @@ impl RedisState {
             .arg(interval)
             .arg(tolerance)
             .invoke_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
+            .within(self)
+            .await?;
         Ok(if wait < 0 {
             RateDecision::Allowed
         } else {
@@ -255,8 +334,8 @@ impl RedisState {
             .arg(policy.lock_for.as_millis() as u64)
             .arg(crate::memory::IN_FLIGHT_RETRY_MS)
             .invoke_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
+            .within(self)
+            .await?;
         Ok(if wait > 0 {
             LoginGate::Locked {
                 retry_after_ms: wait,
@@ -279,22 +358,31 @@ impl RedisState {
             .arg(policy.threshold)
             .arg(policy.lock_for.as_millis() as u64)
             .invoke_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
+            .within(self)
+            .await?;
         Ok(engaged == 1)
     }
 
     pub async fn unlock(&self, key: &str) -> Result<(), StateError> {
         let mut conn = self.conn().await?;
         conn.del::<_, ()>(&[self.key("lock", key), self.key("fail", key)])
+            .within(self)
             .await
-            .map_err(unavailable)
     }
 
     pub async fn login_succeeded(&self, key: &str) -> Result<(), StateError> {
         let mut conn = self.conn().await?;
-        conn.del::<_, ()>(self.key("fail", key))
-            .await
-            .map_err(unavailable)
+        conn.del::<_, ()>(self.key("fail", key)).within(self).await
     }
 }
+
+/// `call.within(state)`: [`RedisState::bounded`] written where the call is.
+pub(crate) trait Within<T>:
+    std::future::Future<Output = redis::RedisResult<T>> + Sized
+{
+    async fn within(self, state: &RedisState) -> Result<T, StateError> {
+        state.bounded(self).await
+    }
+}
+
+impl<T, F: std::future::Future<Output = redis::RedisResult<T>>> Within<T> for F {}

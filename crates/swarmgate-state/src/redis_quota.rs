@@ -12,7 +12,7 @@ use crate::quota::{
     gcra_capacity_us, gcra_increment_us, gcra_refund_us, gcra_remaining, Adjust, Admission, Meter,
     Reading, SLOT_RETRY_MS,
 };
-use crate::redis_backend::{unavailable, RedisState};
+use crate::redis_backend::{RedisState, Within};
 use crate::StateError;
 
 /// Per meter: kind, limit, p (capacity µs | until ms), cost (increment µs
@@ -228,10 +228,7 @@ impl RedisState {
                 .arg(if resets { "1" } else { "0" });
         }
         let mut conn = self.conn().await?;
-        let reply: Vec<i64> = invocation
-            .invoke_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
+        let reply: Vec<i64> = invocation.invoke_async(&mut conn).within(self).await?;
         match reply.as_slice() {
             [1, rest @ ..] => Ok(Admission::Admitted {
                 remaining: meters
@@ -286,9 +283,9 @@ impl RedisState {
         let mut conn = self.conn().await?;
         invocation
             .invoke_async::<i64>(&mut conn)
+            .within(self)
             .await
             .map(|applied| applied == 1)
-            .map_err(unavailable)
     }
 
     pub async fn quota_read(
@@ -309,10 +306,7 @@ impl RedisState {
                 .arg(p_of(meter));
         }
         let mut conn = self.conn().await?;
-        let left: Vec<i64> = invocation
-            .invoke_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
+        let left: Vec<i64> = invocation.invoke_async(&mut conn).within(self).await?;
         Ok(meters
             .iter()
             .zip(left)
@@ -340,8 +334,8 @@ impl RedisState {
             .arg(member)
             .arg(until_ms)
             .invoke_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
+            .within(self)
+            .await?;
         Ok(alive == 1)
     }
 
@@ -356,8 +350,8 @@ impl RedisState {
             .arg(self.quota_key(key))
             .arg(member)
             .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
+            .within(self)
+            .await?;
         Ok(score.is_some_and(|until| until > now_ms))
     }
 }

@@ -11,7 +11,7 @@
     reason = "tests: a failed unwrap or index is the failure report"
 )]
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use swarmgate_state::{Adjust, Admission, Meter, SharedState};
 
@@ -32,8 +32,12 @@ async fn backends() -> Vec<(SharedState, SharedState)> {
     let mut all = vec![(memory.clone(), memory)];
     if let Some(url) = redis_url() {
         let ns = format!("sgquota-{}", swarmgate_core::random::uuid_simple());
-        let a = SharedState::redis(&url, &ns).await.unwrap();
-        let b = SharedState::redis(&url, &ns).await.unwrap();
+        let a = SharedState::redis(&url, &ns, Duration::from_millis(300))
+            .await
+            .unwrap();
+        let b = SharedState::redis(&url, &ns, Duration::from_millis(300))
+            .await
+            .unwrap();
         all.push((a, b));
     } else {
         eprintln!("TEST_REDIS_URL unset: quota rules checked in-process only");

@@ -32,8 +32,12 @@ fn redis_url() -> Option<String> {
 async fn two_instances() -> Option<(SharedState, SharedState)> {
     let url = redis_url()?;
     let ns = format!("sgtest-{}", swarmgate_core::random::uuid_simple());
-    let a = SharedState::redis(&url, &ns).await.unwrap();
-    let b = SharedState::redis(&url, &ns).await.unwrap();
+    let a = SharedState::redis(&url, &ns, Duration::from_millis(300))
+        .await
+        .unwrap();
+    let b = SharedState::redis(&url, &ns, Duration::from_millis(300))
+        .await
+        .unwrap();
     a.mark_complete().await.unwrap();
     Some((a, b))
 }
@@ -115,7 +119,7 @@ async fn parallel_login_attempts_never_exceed_the_threshold() {
 async fn an_unreachable_redis_is_an_error_not_an_allow() {
     // A port nothing listens on: the handle is created (so a server can
     // start and report it), but every decision fails and says why.
-    let state = SharedState::redis("redis://127.0.0.1:1/", "x")
+    let state = SharedState::redis("redis://127.0.0.1:1/", "x", Duration::from_millis(300))
         .await
         .unwrap();
     let policy = LockoutPolicy {
@@ -139,7 +143,7 @@ async fn an_unreachable_redis_is_an_error_not_an_allow() {
         state.login_attempt("k", policy, 0).await,
         Err(StateError::Unavailable(_))
     ));
-    match SharedState::redis("http://not-redis", "x").await {
+    match SharedState::redis("http://not-redis", "x", Duration::from_millis(300)).await {
         Err(StateError::Config(_)) => {}
         other => panic!(
             "a malformed URL is a configuration error: {:?}",
@@ -185,7 +189,9 @@ async fn a_redis_that_lost_its_state_fails_closed_until_marked_complete() {
         return;
     };
     let ns = format!("sgtest-{}", swarmgate_core::random::uuid_simple());
-    let state = SharedState::redis(&url, &ns).await.unwrap();
+    let state = SharedState::redis(&url, &ns, Duration::from_millis(300))
+        .await
+        .unwrap();
     // A fresh namespace looks exactly like a Redis that restarted empty.
     assert!(state.lost_state().await.unwrap());
     assert!(matches!(

@@ -79,7 +79,7 @@ impl Store {
         .bind(like_pattern(q.unwrap_or("")))
         .bind(after.unwrap_or(""))
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.db().await?)
         .await?;
         rows.iter()
             .map(|r| user_from_row(r).map_err(StoreError::from))
@@ -94,7 +94,7 @@ impl Store {
         update: &UserUpdate,
         now: i64,
     ) -> Result<User, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE users SET
                 role = COALESCE($1, role),
@@ -124,7 +124,7 @@ impl Store {
 
     /// Deletes a user (sessions and keys go with it) and records the event.
     pub async fn delete_user(&self, id: &str, now: i64) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let done = sqlx::query("DELETE FROM users WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -141,7 +141,7 @@ impl Store {
     pub async fn users_changed_since(&self, since: i64) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query("SELECT DISTINCT user_id FROM user_events WHERE at >= $1")
             .bind(since)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.db().await?)
             .await?;
         rows.iter()
             .map(|r| r.try_get("user_id").map_err(StoreError::from))
@@ -155,7 +155,7 @@ impl Store {
             "SELECT DISTINCT user_id FROM user_events WHERE at >= $1 AND change = 'unlocked'",
         )
         .bind(since)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.db().await?)
         .await?;
         rows.iter()
             .map(|r| r.try_get("user_id").map_err(StoreError::from))
@@ -169,7 +169,7 @@ impl Store {
         change: &str,
         at: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         record_user_event(&mut tx, user_id, change, at).await?;
         tx.commit().await?;
         Ok(())
@@ -195,7 +195,7 @@ impl Store {
         .bind(filter.since.unwrap_or(i64::MIN))
         .bind(filter.before_id.unwrap_or(i64::MAX))
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.db().await?)
         .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("id")?, audit_from_row(r)?)))

@@ -48,7 +48,7 @@ impl Store {
         .bind(json_text(&s.carved)?)
         .bind(s.created_at)
         .bind(s.expires_at)
-        .execute(&self.pool)
+        .execute(&mut *self.db().await?)
         .await?;
         Ok(())
     }
@@ -59,7 +59,7 @@ impl Store {
             "SELECT {COLUMNS} FROM agent_sessions WHERE id = $1 OR agent_id = $1"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.db().await?)
         .await?
         .ok_or(StoreError::NotFound)?;
         session_from_row(&row)
@@ -88,7 +88,7 @@ impl Store {
         .bind(before_at)
         .bind(before_id)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.db().await?)
         .await?;
         rows.iter().map(session_from_row).collect()
     }
@@ -98,7 +98,7 @@ impl Store {
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM agent_sessions WHERE released_at IS NULL ORDER BY created_at"
         ))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.db().await?)
         .await?;
         rows.iter().map(session_from_row).collect()
     }
@@ -120,7 +120,7 @@ impl Store {
         .bind(reason)
         .bind(tokens_used)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *self.db().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }

@@ -54,7 +54,7 @@ impl Store {
         .bind(limits)
         .bind(key.created_at)
         .bind(key.expires_at)
-        .execute(&self.pool)
+        .execute(&mut *self.db().await?)
         .await?;
         Ok(())
     }
@@ -64,7 +64,7 @@ impl Store {
             "SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = $1"
         ))
         .bind(key_hash)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.db().await?)
         .await?;
         row.as_ref().map(key_from_row).transpose()
     }
@@ -72,7 +72,7 @@ impl Store {
     pub async fn api_key(&self, id: &str) -> Result<Option<ApiKey>, StoreError> {
         let row = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.db().await?)
             .await?;
         row.as_ref().map(key_from_row).transpose()
     }
@@ -98,7 +98,7 @@ impl Store {
         .bind(after_at)
         .bind(after_id)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.db().await?)
         .await?;
         rows.iter().map(key_from_row).collect()
     }
@@ -109,7 +109,7 @@ impl Store {
             sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
                 .bind(now)
                 .bind(id)
-                .execute(&self.pool)
+                .execute(&mut *self.db().await?)
                 .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -125,7 +125,7 @@ impl Store {
         )
         .bind(now)
         .bind(user_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.db().await?)
         .await?;
         rows.iter()
             .map(|r| r.try_get("id").map_err(StoreError::from))
@@ -139,7 +139,7 @@ impl Store {
     ) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = sqlx::query("SELECT id, expires_at FROM api_keys WHERE revoked_at >= $1")
             .bind(since)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.db().await?)
             .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("id")?, r.try_get("expires_at")?)))
@@ -153,7 +153,7 @@ impl Store {
             "SELECT id, expires_at FROM api_keys WHERE revoked_at IS NOT NULL AND expires_at > $1",
         )
         .bind(now)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.db().await?)
         .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("id")?, r.try_get("expires_at")?)))
@@ -165,7 +165,7 @@ impl Store {
         if used.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         for (id, at) in used {
             sqlx::query(
                 "UPDATE api_keys SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",

@@ -67,7 +67,7 @@ impl Store {
         .bind(&client.jwks_uri)
         .bind(client.created_at)
         .bind(client.updated_at)
-        .execute(&self.pool)
+        .execute(&mut *self.db().await?)
         .await?;
         Ok(())
     }
@@ -78,7 +78,7 @@ impl Store {
             "SELECT {CLIENT_COLUMNS} FROM oauth_clients WHERE id = $1 AND deleted_at IS NULL"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.db().await?)
         .await?;
         row.as_ref().map(client_from_row).transpose()
     }
@@ -102,7 +102,7 @@ impl Store {
         .bind(after_at)
         .bind(after_id)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.db().await?)
         .await?;
         rows.iter().map(client_from_row).collect()
     }
@@ -114,7 +114,7 @@ impl Store {
         )
         .bind(id)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *self.db().await?)
         .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
@@ -126,7 +126,7 @@ impl Store {
     pub async fn clients_changed_since(&self, since: i64) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query("SELECT id FROM oauth_clients WHERE updated_at >= $1")
             .bind(since)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.db().await?)
             .await?;
         rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
     }
@@ -145,7 +145,7 @@ impl Store {
         .bind(jti)
         .bind(now)
         .bind(expires_at)
-        .execute(&self.pool)
+        .execute(&mut *self.db().await?)
         .await?;
         Ok(())
     }
@@ -167,7 +167,7 @@ impl Store {
                     .bind(since)
             }
         };
-        let rows = query.fetch_all(&self.pool).await?;
+        let rows = query.fetch_all(&mut *self.db().await?).await?;
         rows.iter()
             .map(|r| Ok((r.try_get("jti")?, r.try_get("expires_at")?)))
             .collect()
@@ -189,7 +189,7 @@ impl Store {
         )
         .bind(token_hash)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.db().await?)
         .await?;
         row.map(|r| {
             Ok((
@@ -215,7 +215,7 @@ impl Store {
         )
         .bind(node_id)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *self.db().await?)
         .await?;
         Ok(())
     }
@@ -224,7 +224,7 @@ impl Store {
     pub async fn node_token_cutoff(&self, node_id: &str) -> Result<Option<i64>, StoreError> {
         let row = sqlx::query("SELECT revoked_at FROM node_token_cutoffs WHERE node_id = $1")
             .bind(node_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.db().await?)
             .await?;
         row.map(|r| Ok(r.try_get("revoked_at")?)).transpose()
     }
@@ -233,7 +233,7 @@ impl Store {
     pub async fn node_cutoffs_since(&self, since: i64) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query("SELECT node_id FROM node_token_cutoffs WHERE revoked_at >= $1")
             .bind(since)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.db().await?)
             .await?;
         rows.iter().map(|r| Ok(r.try_get("node_id")?)).collect()
     }
@@ -255,7 +255,7 @@ impl Store {
         .bind(address)
         .bind(json_text(labels)?)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *self.db().await?)
         .await?;
         self.node(node_id).await?.ok_or(StoreError::NotFound)
     }
@@ -275,7 +275,7 @@ impl Store {
         .bind(node_id)
         .bind(now)
         .bind(json_text(metrics)?)
-        .execute(&self.pool)
+        .execute(&mut *self.db().await?)
         .await?;
         Ok(())
     }
@@ -288,7 +288,7 @@ impl Store {
         )
         .bind(node_id)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *self.db().await?)
         .await?;
         Ok(())
     }
@@ -298,7 +298,7 @@ impl Store {
             "SELECT {NODE_COLUMNS} FROM nodes WHERE node_id = $1"
         ))
         .bind(node_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.db().await?)
         .await?;
         row.as_ref().map(node_from_row).transpose()
     }
@@ -314,7 +314,7 @@ impl Store {
         ))
         .bind(after.unwrap_or(""))
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.db().await?)
         .await?;
         rows.iter().map(node_from_row).collect()
     }

@@ -52,7 +52,7 @@ pub(crate) fn user_from_row(row: &AnyRow) -> Result<User, sqlx::Error> {
 impl Store {
     pub async fn count_users(&self) -> Result<i64, StoreError> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM users")
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.db().await?)
             .await?;
         Ok(row.try_get("n")?)
     }
@@ -61,7 +61,7 @@ impl Store {
     /// and email are unique case-insensitively; a clash is `Conflict` naming
     /// the field.
     pub async fn create_user(&self, new: &NewUser) -> Result<User, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO users (id, username, username_lower, email, email_lower, full_name, role, password_hash, disabled, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $9)",
@@ -99,9 +99,13 @@ impl Store {
     }
 
     async fn conflicting_field(&self, username: &str) -> StoreError {
+        let mut conn = match self.db().await {
+            Ok(conn) => conn,
+            Err(e) => return e,
+        };
         let taken = sqlx::query("SELECT 1 FROM users WHERE username_lower = $1")
             .bind(username.to_lowercase())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *conn)
             .await;
         match taken {
             Ok(Some(_)) => StoreError::Conflict { field: "username" },
@@ -113,7 +117,7 @@ impl Store {
     pub async fn get_user(&self, id: &str) -> Result<User, StoreError> {
         let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.db().await?)
             .await?
             .ok_or(StoreError::NotFound)?;
         Ok(user_from_row(&row)?)
@@ -126,7 +130,7 @@ impl Store {
             "SELECT {USER_COLUMNS} FROM users WHERE username_lower = $1 OR email_lower = $1 ORDER BY (username_lower = $1) DESC LIMIT 1"
         ))
         .bind(lower)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.db().await?)
         .await?;
         Ok(row.as_ref().map(user_from_row).transpose()?)
     }
@@ -143,7 +147,7 @@ impl Store {
         )
         .bind(user_id)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.db().await?)
         .await?;
         rows.iter()
             .map(|r| r.try_get("password_hash").map_err(StoreError::from))
@@ -157,7 +161,7 @@ impl Store {
         password_hash: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let done =
             sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
                 .bind(password_hash)
@@ -191,7 +195,7 @@ impl Store {
             .bind(i64::from(disabled))
             .bind(now)
             .bind(user_id)
-            .execute(&self.pool)
+            .execute(&mut *self.db().await?)
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
@@ -206,7 +210,7 @@ impl Store {
         refresh_hash: &str,
         refresh_expires_at: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
         )
@@ -234,7 +238,7 @@ impl Store {
             "SELECT id, user_id, created_at, expires_at, revoked_at FROM sessions WHERE id = $1",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.db().await?)
         .await?
         .ok_or(StoreError::NotFound)?;
         Ok(Session {
@@ -256,7 +260,7 @@ impl Store {
         now: i64,
         new_expires_at: i64,
     ) -> Result<RefreshOutcome, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let spent = sqlx::query(
             "UPDATE refresh_tokens SET rotated_at = $1 WHERE token_hash = $2 AND rotated_at IS NULL AND expires_at > $1 RETURNING session_id",
         )
@@ -306,7 +310,7 @@ impl Store {
             "SELECT r.session_id, r.rotated_at, s.user_id FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.token_hash = $1",
         )
         .bind(hash)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.db().await?)
         .await?;
         let Some(row) = row else {
             return Ok(RefreshOutcome::Invalid);
@@ -333,7 +337,7 @@ impl Store {
         .bind(now)
         .bind(reason)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *self.db().await?)
         .await?;
         Ok(())
     }
@@ -356,7 +360,7 @@ impl Store {
         .bind(reason)
         .bind(user_id)
         .bind(keep.unwrap_or(""))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.db().await?)
         .await?;
         rows.iter()
             .map(|r| r.try_get("id").map_err(StoreError::from))
@@ -372,7 +376,7 @@ impl Store {
     ) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = sqlx::query("SELECT id, revoked_at FROM sessions WHERE revoked_at >= $1")
             .bind(since)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.db().await?)
             .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("id")?, r.try_get("revoked_at")?)))
@@ -392,7 +396,7 @@ impl Store {
         .bind(&event.request_id)
         .bind(&event.outcome)
         .bind(event.detail.to_string())
-        .execute(&self.pool)
+        .execute(&mut *self.db().await?)
         .await?;
         Ok(())
     }
@@ -403,7 +407,7 @@ impl Store {
             "SELECT at, event, user_id, username, client_ip, request_id, outcome, detail FROM audit_events ORDER BY id DESC LIMIT $1",
         )
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.db().await?)
         .await?;
         rows.iter().map(audit_from_row).collect()
     }

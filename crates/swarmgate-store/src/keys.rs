@@ -16,7 +16,7 @@ impl Store {
             "SELECT kid, algorithm, private_key, public_key, created_at, retired_at FROM signing_keys WHERE algorithm = $1 ORDER BY CASE WHEN retired_at IS NULL THEN 0 ELSE 1 END, created_at DESC, kid DESC",
         )
         .bind(algorithm)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.db().await?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -34,7 +34,7 @@ impl Store {
 
     /// Adds a key and retires every other active key of its algorithm.
     pub async fn add_signing_key(&self, key: &SigningKeyRow) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "UPDATE signing_keys SET retired_at = $1 WHERE algorithm = $2 AND retired_at IS NULL",
         )
@@ -69,7 +69,7 @@ impl Store {
         .bind(&key.private_key)
         .bind(&key.public_key)
         .bind(key.created_at)
-        .execute(&self.pool)
+        .execute(&mut *self.db().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }

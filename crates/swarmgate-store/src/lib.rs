@@ -17,12 +17,16 @@ mod migrate;
 pub mod testing;
 mod usage;
 
+use std::future::Future;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, ConnectOptions, Executor};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyPool, ConnectOptions, Connection, Executor, Transaction};
+use swarmgate_core::breaker::Breaker;
 
 pub use admin::{AuditFilter, UserUpdate};
 pub use error::StoreError;
@@ -51,13 +55,31 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     url: String,
+    /// What the probe connects with while the breaker is open.
+    options: AnyConnectOptions,
+    timeout: Duration,
+    breaker: Arc<Breaker>,
 }
+
+/// How long a request waits for a connection unless told otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often a probe asks a database that failed whether it is back.
+const PROBE_EVERY: Duration = Duration::from_millis(200);
 
 impl Store {
     /// Connects to `sqlite://RELATIVE`, `sqlite:///ABSOLUTE` or
     /// `postgres://…` and applies pending migrations. For SQLite the file and
     /// its folder are created when missing and the database is put in WAL mode.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_within(url, DEFAULT_TIMEOUT).await
+    }
+
+    /// [`connect`](Self::connect), with requests waiting at most `timeout`
+    /// for a connection: a database that stops answering gives a prompt
+    /// error, not a hang, and after one such failure requests fail at once
+    /// until a probe finds it back.
+    pub async fn connect_within(url: &str, timeout: Duration) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let original = url.to_string();
         let (backend, url) = normalise_url(url)?;
@@ -70,7 +92,7 @@ impl Store {
                 Backend::Sqlite => 8,
                 Backend::Postgres => 16,
             })
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(timeout)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -80,13 +102,16 @@ impl Store {
                     Ok(())
                 })
             })
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(StoreError::from)?;
         let store = Store {
             pool,
             backend,
             url: original,
+            options,
+            timeout,
+            breaker: Arc::new(Breaker::default()),
         };
         migrate::run(&store.pool, backend).await?;
         Ok(store)
@@ -98,13 +123,79 @@ impl Store {
 
     /// A round trip to the database, for health checks.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1")
+            .execute(&mut *self.db().await?)
+            .await?;
         Ok(())
     }
 
     pub async fn close(&self) {
         self.pool.close().await;
     }
+
+    /// A connection from the pool, or at once the failure that opened the
+    /// breaker.
+    async fn db(&self) -> Result<PoolConnection<Any>, StoreError> {
+        self.guarded(self.pool.acquire()).await
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        self.guarded(self.pool.begin()).await
+    }
+
+    async fn guarded<T>(
+        &self,
+        acquire: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, StoreError> {
+        if let Err(last) = self.breaker.check() {
+            return Err(StoreError::Unavailable(last));
+        }
+        match acquire.await {
+            Ok(connection) => Ok(connection),
+            Err(e) if is_outage(&e) => {
+                let error = e.to_string();
+                if self.breaker.open(error.clone()) {
+                    self.probe();
+                }
+                Err(StoreError::Unavailable(error))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Asks the database on a connection of its own (not from the pool,
+    /// which may only be busy) whether it answers, and closes the breaker
+    /// when it does: a pool that was only exhausted reopens at once.
+    fn probe(&self) {
+        let store = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let answered = tokio::time::timeout(store.timeout, async {
+                    let mut conn = store.options.connect().await?;
+                    sqlx::query("SELECT 1").execute(&mut conn).await?;
+                    conn.close().await
+                })
+                .await;
+                if matches!(answered, Ok(Ok(()))) {
+                    store.breaker.closed();
+                    return;
+                }
+                tokio::time::sleep(PROBE_EVERY).await;
+            }
+        });
+    }
+}
+
+/// Failures that say the database is unreachable or not answering, as
+/// opposed to one statement's error.
+fn is_outage(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::PoolTimedOut
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed
+    )
 }
 
 /// Checks the scheme and, for SQLite, creates the folder and asks sqlx to

@@ -56,7 +56,10 @@ impl Store {
     /// itself refuses (such as rewriting the audit trail).
     #[doc(hidden)]
     pub async fn raw_execute_for_tests(&self, sql: &str) -> Result<u64, StoreError> {
-        Ok(sqlx::query(sql).execute(&self.pool).await?.rows_affected())
+        Ok(sqlx::query(sql)
+            .execute(&mut *self.db().await?)
+            .await?
+            .rows_affected())
     }
 
     /// Opens a second pool on the same database (migrations run again).

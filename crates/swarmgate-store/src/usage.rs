@@ -39,7 +39,7 @@ impl Store {
         if records.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         for r in records {
             sqlx::query(
                 "INSERT INTO usage_events (at, user_id, key_id, model, prompt_tokens, completion_tokens, total_tokens, estimated, streamed)
@@ -97,7 +97,7 @@ impl Store {
         .bind(i64::from(after.is_some()))
         .bind(after.unwrap_or(""))
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.db().await?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -118,7 +118,7 @@ impl Store {
             "SELECT CAST(COALESCE(SUM(total_tokens), 0) AS BIGINT) AS n FROM usage_events WHERE key_id = $1",
         )
         .bind(key_id)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.db().await?)
         .await?;
         Ok(row.try_get::<i64, _>("n")?)
     }

@@ -221,12 +221,17 @@ pub struct ServerConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
     pub url: String,
+    /// The longest a request waits for a database connection. Once one
+    /// cannot be had, requests fail closed at once until a probe finds the
+    /// database answering.
+    pub timeout_ms: u64,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
             url: "sqlite://swarmgate-data/swarmgate.db".into(),
+            timeout_ms: swarmgate_store::DEFAULT_TIMEOUT.as_millis() as u64,
         }
     }
 }
@@ -237,6 +242,10 @@ pub struct RedisConfig {
     pub url: Option<String>,
     /// Prefix of every key; instances that share state share it.
     pub namespace: String,
+    /// The longest one call to Redis may wait (connecting included). Once
+    /// one fails, requests fail closed at once until a probe finds Redis
+    /// back.
+    pub timeout_ms: u64,
 }
 
 impl Default for RedisConfig {
@@ -244,6 +253,7 @@ impl Default for RedisConfig {
         Self {
             url: None,
             namespace: "swarmgate".into(),
+            timeout_ms: 300,
         }
     }
 }

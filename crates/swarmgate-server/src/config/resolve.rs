@@ -76,6 +76,8 @@ impl Config {
             database_url: self.database.url.clone(),
             redis_url: self.redis.url.clone(),
             redis_namespace: self.redis.namespace.clone(),
+            redis_timeout: Duration::from_millis(self.redis.timeout_ms),
+            database_timeout: Duration::from_millis(self.database.timeout_ms),
             public_url,
             audience: self.tokens.audience.clone(),
             algorithm: tokens.algorithm,
@@ -151,6 +153,12 @@ impl Config {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
                 return err("redis.url (REDIS_URL): must start with redis:// or rediss://");
             }
+        }
+        if !(10..=60_000).contains(&self.redis.timeout_ms) {
+            return err("redis.timeout_ms: must be between 10 and 60000");
+        }
+        if !(10..=600_000).contains(&self.database.timeout_ms) {
+            return err("database.timeout_ms: must be between 10 and 600000");
         }
         Ok(())
     }

@@ -286,9 +286,13 @@ mod tests {
 
     /// Nothing listens on port 1: the quota state is unreachable.
     async fn unreachable() -> SharedState {
-        SharedState::redis("redis://127.0.0.1:1", "sgtest")
-            .await
-            .unwrap()
+        SharedState::redis(
+            "redis://127.0.0.1:1",
+            "sgtest",
+            std::time::Duration::from_millis(300),
+        )
+        .await
+        .unwrap()
     }
 
     #[tokio::test]

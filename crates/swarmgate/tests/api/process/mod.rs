@@ -3,6 +3,7 @@
 //! two instances sharing PostgreSQL and Redis, Redis failing, shutdown.
 
 mod cli;
+mod failfast;
 mod outage;
 mod quickstart;
 mod secrets;
