@@ -3,6 +3,7 @@
 //! two instances sharing PostgreSQL and Redis, Redis failing, shutdown.
 
 mod cli;
+mod durability;
 mod failfast;
 mod outage;
 mod quickstart;
