@@ -10,14 +10,16 @@ use swarmgate_service::authz::Actor;
 use swarmgate_service::identity::UserPatch;
 use swarmgate_service::{Error, Principal, RequestMeta};
 use swarmgate_store::AuditFilter;
+use utoipa::{IntoParams, ToSchema};
 
-use crate::http::error::ApiResult as Result;
+use crate::http::error::{ApiResult as Result, ErrorBody};
 use crate::http::extract::{ApiJson, ApiQuery};
+use crate::http::openapi::LimitSetSchema;
 use crate::http::page::{ListBody, PageQuery};
 use crate::http::time::{parse_rfc3339, rfc3339};
 use crate::http::IdentityState;
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct AdminUserBody {
     id: String,
     username: String,
@@ -26,6 +28,7 @@ pub struct AdminUserBody {
     role: String,
     disabled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<LimitSetSchema>)]
     limits: Option<swarmgate_core::LimitSet>,
     created_at: String,
     updated_at: String,
@@ -47,11 +50,15 @@ impl From<User> for AdminUserBody {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Part of a username or email.
     q: Option<String>,
 }
 
+#[utoipa::path(get, path = "/admin/users", tag = "admin", params(ListQuery, PageQuery),
+    responses((status = 200, description = "users", body = ListBody<AdminUserBody>)))]
 pub async fn list_users(
     State(identity): State<IdentityState>,
     principal: Principal,
@@ -69,6 +76,11 @@ pub async fn list_users(
     Ok(Json(ListBody::of(users, AdminUserBody::from)))
 }
 
+#[utoipa::path(get, path = "/admin/users/{id}", tag = "admin", params(("id" = String, Path, description = "the user's id")),
+    responses(
+        (status = 200, description = "the user", body = AdminUserBody),
+        (status = 404, description = "no such user", body = ErrorBody),
+    ))]
 pub async fn get_user(
     State(identity): State<IdentityState>,
     principal: Principal,
@@ -87,17 +99,28 @@ fn present<'de, D: Deserializer<'de>>(
     Option::<String>::deserialize(d).map(Some)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = UserPatch)]
 #[serde(deny_unknown_fields)]
 pub struct PatchBody {
     #[serde(default)]
     role: Option<String>,
+    /// Disabling revokes every session and key of the user at once.
     #[serde(default)]
     disabled: Option<bool>,
+    /// `null` clears it; absent leaves it alone.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     full_name: Option<Option<String>>,
 }
 
+#[utoipa::path(patch, path = "/admin/users/{id}", tag = "admin", params(("id" = String, Path, description = "the user's id")),
+    request_body = PatchBody,
+    responses(
+        (status = 200, description = "the changed user", body = AdminUserBody),
+        (status = 403, description = "your own account's role or disabled flag", body = ErrorBody),
+        (status = 404, description = "no such user", body = ErrorBody),
+    ))]
 pub async fn update_user(
     State(identity): State<IdentityState>,
     principal: Principal,
@@ -117,6 +140,12 @@ pub async fn update_user(
 }
 
 /// `PUT /admin/users/{id}/limits`: the body is the whole limit set.
+#[utoipa::path(put, path = "/admin/users/{id}/limits", tag = "admin", params(("id" = String, Path, description = "the user's id")),
+    request_body = LimitSetSchema,
+    responses(
+        (status = 200, description = "the user with its limits (`{}` removes them)", body = AdminUserBody),
+        (status = 404, description = "no such user", body = ErrorBody),
+    ))]
 pub async fn set_limits(
     State(identity): State<IdentityState>,
     principal: Principal,
@@ -130,6 +159,11 @@ pub async fn set_limits(
     Ok(Json(user.into()))
 }
 
+#[utoipa::path(post, path = "/admin/users/{id}/unlock", tag = "admin", params(("id" = String, Path, description = "the user's id")),
+    responses(
+        (status = 204, description = "the lockout is cleared"),
+        (status = 404, description = "no such user", body = ErrorBody),
+    ))]
 pub async fn unlock_user(
     State(identity): State<IdentityState>,
     principal: Principal,
@@ -142,6 +176,12 @@ pub async fn unlock_user(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(delete, path = "/admin/users/{id}", tag = "admin", params(("id" = String, Path, description = "the user's id")),
+    responses(
+        (status = 204, description = "deleted, with its sessions and keys"),
+        (status = 403, description = "your own account", body = ErrorBody),
+        (status = 404, description = "no such user", body = ErrorBody),
+    ))]
 pub async fn delete_user(
     State(identity): State<IdentityState>,
     principal: Principal,
@@ -154,7 +194,8 @@ pub async fn delete_user(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     event: Option<String>,
     user_id: Option<String>,
@@ -171,7 +212,7 @@ fn parse_since(text: &str) -> std::result::Result<i64, Error> {
 }
 
 /// One event of the audit trail.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct AuditBody {
     id: i64,
     at: String,
@@ -200,6 +241,8 @@ impl From<(i64, AuditEvent)> for AuditBody {
     }
 }
 
+#[utoipa::path(get, path = "/admin/audit", tag = "admin", params(AuditQuery, PageQuery),
+    responses((status = 200, description = "audit events", body = ListBody<AuditBody>)))]
 pub async fn audit(
     State(identity): State<IdentityState>,
     principal: Principal,

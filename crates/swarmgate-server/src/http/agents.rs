@@ -10,20 +10,24 @@ use serde::{Deserialize, Serialize};
 use swarmgate_core::limits::AgentBudget;
 use swarmgate_service::agents::{SessionView, SpawnRequest};
 use swarmgate_service::{Principal, RequestMeta};
+use utoipa::{IntoParams, ToSchema};
 
-use crate::http::error::ApiResult as Result;
+use crate::http::error::{ApiResult as Result, ErrorBody};
 use crate::http::extract::{ApiJson, ApiQuery};
+use crate::http::openapi::AgentBudgetSchema;
 use crate::http::page::{ListBody, PageQuery};
 use crate::http::time::rfc3339;
 use crate::http::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = SpawnRequest)]
 #[serde(deny_unknown_fields)]
 pub struct SpawnBody {
     name: String,
     #[serde(default)]
     model: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<AgentBudgetSchema>)]
     budget: AgentBudget,
     #[serde(default)]
     ttl_seconds: Option<u64>,
@@ -32,13 +36,14 @@ pub struct SpawnBody {
 }
 
 /// A session as every endpoint shows it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct SessionBody {
     session_id: String,
     agent_id: String,
     parent_id: String,
     name: String,
     model: Option<String>,
+    #[schema(value_type = AgentBudgetSchema)]
     allocation: AgentBudget,
     permissions: Vec<String>,
     created_at: String,
@@ -50,12 +55,12 @@ pub struct SessionBody {
     remaining: RemainingTokens,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Tokens {
     tokens: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct RemainingTokens {
     tokens: Option<u64>,
 }
@@ -86,17 +91,24 @@ impl From<SessionView> for SessionBody {
 }
 
 /// A spawned session: its token, shown only here, and its environment.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct SpawnedBody {
     session_id: String,
     agent_id: String,
     token: String,
     expires_at: String,
+    #[schema(value_type = AgentBudgetSchema)]
     allocation: AgentBudget,
     permissions: Vec<String>,
     env: BTreeMap<&'static str, String>,
 }
 
+#[utoipa::path(post, path = "/agents/sessions", tag = "agents",
+    request_body = SpawnBody,
+    responses(
+        (status = 201, description = "the session and its token (shown only here)", body = SpawnedBody),
+        (status = 429, description = "the allocation does not fit, or max_agents is reached", body = ErrorBody),
+    ))]
 pub async fn spawn(
     State(state): State<AppState>,
     principal: Principal,
@@ -144,7 +156,8 @@ pub async fn spawn(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Everyone's sessions; the default for holders of `agents.manage`.
     #[serde(default)]
@@ -153,6 +166,8 @@ pub struct ListQuery {
     include_released: bool,
 }
 
+#[utoipa::path(get, path = "/agents/sessions", tag = "agents", params(ListQuery, PageQuery),
+    responses((status = 200, description = "sessions", body = ListBody<SessionBody>)))]
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -168,6 +183,11 @@ pub async fn list(
     Ok(Json(ListBody::of(views, SessionBody::from)))
 }
 
+#[utoipa::path(get, path = "/agents/sessions/{id}", tag = "agents", params(("id" = String, Path, description = "the session's or the agent's id")),
+    responses(
+        (status = 200, description = "the session", body = SessionBody),
+        (status = 404, description = "no such session of yours", body = ErrorBody),
+    ))]
 pub async fn get(
     State(state): State<AppState>,
     principal: Principal,
@@ -177,6 +197,12 @@ pub async fn get(
     Ok(Json(view.into()))
 }
 
+#[utoipa::path(post, path = "/agents/sessions/{id}/heartbeat", tag = "agents", params(("id" = String, Path, description = "the session's or the agent's id")),
+    responses(
+        (status = 200, description = "kept alive", body = SessionBody),
+        (status = 404, description = "no such session of yours", body = ErrorBody),
+        (status = 410, description = "already released", body = ErrorBody),
+    ))]
 pub async fn heartbeat(
     State(state): State<AppState>,
     principal: Principal,
@@ -186,6 +212,11 @@ pub async fn heartbeat(
     Ok(Json(view.into()))
 }
 
+#[utoipa::path(delete, path = "/agents/sessions/{id}", tag = "agents", params(("id" = String, Path, description = "the session's or the agent's id")),
+    responses(
+        (status = 200, description = "released: its token stops at once", body = SessionBody),
+        (status = 404, description = "no such session of yours", body = ErrorBody),
+    ))]
 pub async fn release(
     State(state): State<AppState>,
     principal: Principal,

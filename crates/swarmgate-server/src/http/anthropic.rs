@@ -8,28 +8,60 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use swarmgate_gateway::{Dialect, LlmCall};
 use swarmgate_service::Principal;
 
 use super::openai::{incoming_of, read_body};
-use crate::http::error::ApiResult as Result;
+use crate::http::error::{ApiResult as Result, ErrorBody};
+use crate::http::openapi::{ModelCall, UpstreamAnswer};
 use crate::http::AppState;
 
 /// Longer names are refused before they reach the permission check, the
 /// denial log or a reply.
 const MAX_MODEL_NAME: usize = 256;
 
-fn anthropic_error(status: StatusCode, kind: &str, message: String) -> Response {
-    (
-        status,
-        Json(json!({ "type": "error", "error": { "type": kind, "message": message } })),
-    )
-        .into_response()
+/// An error in Anthropic's shape: `{"type": "error", "error": {type, message}}`.
+#[derive(Serialize, ToSchema)]
+pub struct AnthropicErrorBody {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    error: AnthropicError,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AnthropicError {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    message: String,
+}
+
+fn anthropic_error(status: StatusCode, kind: &'static str, message: String) -> Response {
+    let body = AnthropicErrorBody {
+        kind: "error",
+        error: AnthropicError { kind, message },
+    };
+    (status, Json(body)).into_response()
 }
 
 /// `POST /v1/messages`: a metered LLM call.
+#[utoipa::path(post, path = "/v1/messages", tag = "llm",
+    request_body = ModelCall,
+    responses(
+        (status = 200, description = "Anthropic's answer: JSON, or server-sent events when streamed", content(
+            (UpstreamAnswer = "application/json"), (UpstreamAnswer = "text/event-stream"))),
+        (status = 400, description = "not JSON, or no valid model name", body = AnthropicErrorBody),
+        (status = 403, description = "the caller may not use the model", body = AnthropicErrorBody),
+        (status = 404, description = "no Anthropic profile is configured", body = AnthropicErrorBody),
+        (status = 429, description = "quota_exceeded or rate limited", body = ErrorBody),
+        (status = 502, description = "the upstream failed", body = ErrorBody),
+        (status = 504, description = "the upstream timed out", body = ErrorBody),
+        (status = "default", description = "any other status is the upstream's own",
+            content((UpstreamAnswer = "*/*"))),
+    ))]
 pub async fn messages(
     State(state): State<AppState>,
     principal: Principal,
@@ -40,6 +72,20 @@ pub async fn messages(
 
 /// `POST /v1/messages/count_tokens`: free at Anthropic, so counted against
 /// request limits only.
+#[utoipa::path(post, path = "/v1/messages/count_tokens", tag = "llm",
+    request_body = ModelCall,
+    responses(
+        (status = 200, description = "Anthropic's count", content(
+            (UpstreamAnswer = "application/json"), (UpstreamAnswer = "text/event-stream"))),
+        (status = 400, description = "not JSON, or no valid model name", body = AnthropicErrorBody),
+        (status = 403, description = "the caller may not use the model", body = AnthropicErrorBody),
+        (status = 404, description = "no Anthropic profile is configured", body = AnthropicErrorBody),
+        (status = 429, description = "quota_exceeded or rate limited", body = ErrorBody),
+        (status = 502, description = "the upstream failed", body = ErrorBody),
+        (status = 504, description = "the upstream timed out", body = ErrorBody),
+        (status = "default", description = "any other status is the upstream's own",
+            content((UpstreamAnswer = "*/*"))),
+    ))]
 pub async fn count_tokens(
     State(state): State<AppState>,
     principal: Principal,

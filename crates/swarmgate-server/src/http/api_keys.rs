@@ -8,14 +8,17 @@ use swarmgate_core::ApiKey;
 use swarmgate_service::authz::Actor;
 use swarmgate_service::identity::NewApiKey;
 use swarmgate_service::{Principal, RequestMeta};
+use utoipa::ToSchema;
 
-use crate::http::error::ApiResult as Result;
+use crate::http::error::{ApiResult as Result, ErrorBody};
 use crate::http::extract::{ApiJson, ApiQuery};
+use crate::http::openapi::LimitSetSchema;
 use crate::http::page::{ListBody, PageQuery};
 use crate::http::time::rfc3339;
 use crate::http::IdentityState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = NewApiKey)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
     name: String,
@@ -25,16 +28,18 @@ pub struct CreateBody {
     #[serde(default)]
     models: Option<Vec<String>>,
     #[serde(default)]
+    #[schema(value_type = Option<LimitSetSchema>)]
     limits: Option<swarmgate_core::LimitSet>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct KeyBody {
     id: String,
     name: String,
     prefix: String,
     permissions: Vec<String>,
     models: Option<Vec<String>>,
+    #[schema(value_type = Option<LimitSetSchema>)]
     limits: Option<swarmgate_core::LimitSet>,
     created_at: String,
     expires_at: String,
@@ -60,7 +65,7 @@ impl From<ApiKey> for KeyBody {
 }
 
 /// A created key: the record and, only here, the key itself.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct CreatedBody {
     id: String,
     name: String,
@@ -68,11 +73,18 @@ pub struct CreatedBody {
     prefix: String,
     permissions: Vec<String>,
     models: Option<Vec<String>>,
+    #[schema(value_type = Option<LimitSetSchema>)]
     limits: Option<swarmgate_core::LimitSet>,
     created_at: String,
     expires_at: String,
 }
 
+#[utoipa::path(post, path = "/auth/api-keys", tag = "api-keys",
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "the key, shown only here", body = CreatedBody),
+        (status = 403, description = "a permission beyond your own grants, or called with a key", body = ErrorBody),
+    ))]
 pub async fn create(
     State(identity): State<IdentityState>,
     principal: Principal,
@@ -104,6 +116,8 @@ pub async fn create(
     ))
 }
 
+#[utoipa::path(get, path = "/auth/api-keys", tag = "api-keys", params(PageQuery),
+    responses((status = 200, description = "your keys, newest first", body = ListBody<KeyBody>)))]
 pub async fn list(
     State(identity): State<IdentityState>,
     principal: Principal,
@@ -115,6 +129,12 @@ pub async fn list(
     Ok(Json(ListBody::of(keys, KeyBody::from)))
 }
 
+#[utoipa::path(delete, path = "/auth/api-keys/{id}", tag = "api-keys",
+    params(("id" = String, Path, description = "the key's id")),
+    responses(
+        (status = 204, description = "revoked"),
+        (status = 404, description = "no such key of yours", body = ErrorBody),
+    ))]
 pub async fn revoke(
     State(identity): State<IdentityState>,
     principal: Principal,

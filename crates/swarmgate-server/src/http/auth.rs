@@ -2,21 +2,22 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use swarmgate_core::User;
+use utoipa::ToSchema;
 
 use swarmgate_service::authz::{validate_question, Action, Resource};
 use swarmgate_service::identity::TokenPair;
 use swarmgate_service::{Credential, Principal, RequestMeta};
 
-use crate::http::error::ApiResult as Result;
+use crate::http::error::{ApiResult as Result, ErrorBody};
 use crate::http::extract::ApiJson;
 use crate::http::time::rfc3339;
 use crate::http::{AppState, IdentityState};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterBody {
     username: String,
@@ -26,7 +27,7 @@ pub struct RegisterBody {
     full_name: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct UserBody {
     id: String,
     username: String,
@@ -49,6 +50,13 @@ impl From<User> for UserBody {
     }
 }
 
+#[utoipa::path(post, path = "/auth/register", tag = "auth", security(()),
+    request_body = RegisterBody,
+    responses(
+        (status = 201, description = "registered", body = UserBody),
+        (status = 409, description = "username or email taken", body = ErrorBody),
+        (status = 429, description = "too many registrations from this address", body = ErrorBody),
+    ))]
 pub async fn register(
     State(identity): State<IdentityState>,
     meta: RequestMeta,
@@ -66,13 +74,13 @@ pub async fn register(
     Ok((StatusCode::CREATED, Json(UserBody::from(user))))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct LoginBody {
     username: String,
     password: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct TokenBody {
     access_token: String,
     refresh_token: String,
@@ -97,6 +105,15 @@ impl From<TokenPair> for TokenBody {
     }
 }
 
+#[utoipa::path(post, path = "/auth/login", tag = "auth", security(()),
+    request_body = LoginBody,
+    responses(
+        (status = 200, description = "a token pair", body = TokenBody),
+        (status = 401, description = "wrong credentials", body = ErrorBody),
+        (status = 403, description = "the account is disabled", body = ErrorBody),
+        (status = 423, description = "locked after failed logins", body = ErrorBody),
+        (status = 429, description = "too many logins from this address", body = ErrorBody),
+    ))]
 pub async fn login(
     State(identity): State<IdentityState>,
     meta: RequestMeta,
@@ -106,11 +123,18 @@ pub async fn login(
     Ok(Json(pair.into()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct RefreshBody {
     refresh_token: String,
 }
 
+#[utoipa::path(post, path = "/auth/refresh", tag = "auth", security(()),
+    request_body = RefreshBody,
+    responses(
+        (status = 200, description = "a new pair; the old refresh token stops working", body = TokenBody),
+        (status = 401, description = "invalid, expired or reused refresh token", body = ErrorBody),
+        (status = 403, description = "the account is disabled", body = ErrorBody),
+    ))]
 pub async fn refresh(
     State(identity): State<IdentityState>,
     meta: RequestMeta,
@@ -120,6 +144,8 @@ pub async fn refresh(
     Ok(Json(pair.into()))
 }
 
+#[utoipa::path(post, path = "/auth/logout", tag = "auth",
+    responses((status = 204, description = "the session's tokens stop working")))]
 pub async fn logout(
     State(identity): State<IdentityState>,
     principal: Principal,
@@ -129,7 +155,15 @@ pub async fn logout(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Serialize)]
+/// `/auth/me` of a user, or of a client, node or agent.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum MeAnswer {
+    User(MeBody),
+    Machine(MachineMeBody),
+}
+
+#[derive(Serialize, ToSchema)]
 pub struct MeBody {
     #[serde(flatten)]
     user: UserBody,
@@ -141,9 +175,14 @@ pub struct MeBody {
     key_permissions: Option<Vec<String>>,
 }
 
-pub async fn me(State(identity): State<IdentityState>, principal: Principal) -> Result<Response> {
+#[utoipa::path(get, path = "/auth/me", tag = "auth",
+    responses((status = 200, description = "the caller", body = MeAnswer)))]
+pub async fn me(
+    State(identity): State<IdentityState>,
+    principal: Principal,
+) -> Result<Json<MeAnswer>> {
     if !principal.is_user() {
-        return Ok(Json(machine_me(&principal)).into_response());
+        return Ok(Json(MeAnswer::Machine(machine_me(&principal))));
     }
     let user = identity.me(&principal).await?;
     let permissions = principal.role.permissions.clone();
@@ -153,17 +192,20 @@ pub async fn me(State(identity): State<IdentityState>, principal: Principal) -> 
         }
         _ => None,
     };
-    Ok(Json(MeBody {
+    Ok(Json(MeAnswer::User(MeBody {
         user: user.into(),
         permissions,
         auth_method: principal.auth_method().as_str(),
         key_permissions,
-    })
-    .into_response())
+    })))
 }
 
 /// `/auth/me` of a client, node or agent: who it is and what it may do.
-#[derive(Serialize)]
+/// `deny_unknown_fields` does nothing when serialising; it closes the
+/// schema, so that a user's body (which has every field this one requires)
+/// matches only the user's branch of [`MeAnswer`].
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct MachineMeBody {
     id: String,
     username: String,
@@ -215,12 +257,19 @@ fn machine_me(principal: &Principal) -> MachineMeBody {
     body
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct ChangePasswordBody {
     current_password: String,
     new_password: String,
 }
 
+#[utoipa::path(post, path = "/auth/change-password", tag = "auth",
+    request_body = ChangePasswordBody,
+    responses(
+        (status = 204, description = "changed; the other sessions are revoked"),
+        (status = 403, description = "the current password is wrong", body = ErrorBody),
+        (status = 423, description = "locked: wrong current passwords count as failed logins", body = ErrorBody),
+    ))]
 pub async fn change_password(
     State(identity): State<IdentityState>,
     principal: Principal,
@@ -233,7 +282,7 @@ pub async fn change_password(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyBody {
     permission: String,
@@ -241,6 +290,9 @@ pub struct VerifyBody {
     resource: Option<String>,
 }
 
+#[utoipa::path(post, path = "/auth/verify-permission", tag = "auth",
+    request_body = VerifyBody,
+    responses((status = 200, description = "whether the caller holds the permission", body = VerifyAnswer)))]
 pub async fn verify_permission(
     State(state): State<AppState>,
     principal: Principal,
@@ -266,7 +318,7 @@ pub async fn verify_permission(
     }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct VerifyAnswer {
     allowed: bool,
     permission: String,
@@ -276,17 +328,19 @@ pub struct VerifyAnswer {
     auth_method: &'static str,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct RoleBody {
     name: String,
     permissions: Vec<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct RolesBody {
     roles: Vec<RoleBody>,
 }
 
+#[utoipa::path(get, path = "/auth/roles", tag = "auth",
+    responses((status = 200, description = "every role and its permissions", body = RolesBody)))]
 pub async fn roles(
     State(identity): State<IdentityState>,
     _principal: Principal,

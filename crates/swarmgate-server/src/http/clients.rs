@@ -10,20 +10,24 @@ use swarmgate_core::OAuthClient;
 use swarmgate_service::authz::Actor;
 use swarmgate_service::clients::NewClient;
 use swarmgate_service::{Principal, RequestMeta};
+use utoipa::ToSchema;
 
-use crate::http::error::ApiResult as Result;
+use crate::http::error::{ApiResult as Result, ErrorBody};
 use crate::http::extract::{ApiJson, ApiQuery};
 use crate::http::page::{ListBody, PageQuery};
 use crate::http::time::rfc3339;
 use crate::http::IdentityState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = NewClient)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
     name: String,
     grant_types: Vec<String>,
     scopes: Vec<String>,
+    /// client_secret_basic, client_secret_post or private_key_jwt.
     token_endpoint_auth_method: String,
+    /// A JWK set, for private_key_jwt.
     #[serde(default)]
     jwks: Option<Value>,
     #[serde(default)]
@@ -32,7 +36,7 @@ pub struct CreateBody {
 
 /// A client as every endpoint and the CLI show it; its secret only once,
 /// when it is created.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ClientBody {
     client_id: String,
     name: String,
@@ -69,6 +73,9 @@ impl From<&OAuthClient> for ClientBody {
     }
 }
 
+#[utoipa::path(post, path = "/admin/clients", tag = "clients",
+    request_body = CreateBody,
+    responses((status = 201, description = "the client; its secret only here", body = ClientBody)))]
 pub async fn create(
     State(identity): State<IdentityState>,
     principal: Principal,
@@ -91,6 +98,8 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(body)))
 }
 
+#[utoipa::path(get, path = "/admin/clients", tag = "clients", params(PageQuery),
+    responses((status = 200, description = "clients, oldest first", body = ListBody<ClientBody>)))]
 pub async fn list(
     State(identity): State<IdentityState>,
     principal: Principal,
@@ -102,6 +111,12 @@ pub async fn list(
     Ok(Json(ListBody::of(clients, |c| ClientBody::from(&c))))
 }
 
+#[utoipa::path(delete, path = "/admin/clients/{id}", tag = "clients",
+    params(("id" = String, Path, description = "the client_id")),
+    responses(
+        (status = 204, description = "deleted: its tokens stop at once"),
+        (status = 404, description = "no such client", body = ErrorBody),
+    ))]
 pub async fn delete(
     State(identity): State<IdentityState>,
     principal: Principal,

@@ -105,12 +105,12 @@ impl IntoResponse for ApiError {
 }
 
 /// `{"error": {"code", "message", ...}}`, every error's body.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// snake_case, stable: what programs match on.
     pub code: &'static str,

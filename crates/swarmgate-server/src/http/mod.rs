@@ -15,6 +15,7 @@ mod middleware;
 mod monitoring;
 mod nodes;
 mod openai;
+pub mod openapi;
 pub mod page;
 pub mod quota;
 pub(crate) mod system;
@@ -56,6 +57,7 @@ pub const OWN_PREFIXES: &[&str] = &[
     "/agents",
     "/quota",
     "/metrics",
+    "/openapi.json",
 ];
 
 /// What handlers of the identity API need.
@@ -215,6 +217,7 @@ pub fn router(state: AppState) -> Router {
             "/.well-known/oauth-authorization-server",
             get(system::authorization_server_metadata),
         )
+        .route("/openapi.json", get(openapi::openapi_json))
         .fallback(gateway::proxy)
         .method_not_allowed_fallback(system::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
@@ -224,14 +227,40 @@ pub fn router(state: AppState) -> Router {
 
 #[cfg(test)]
 mod tests {
+    /// The paths of [`super::router`], read from its source.
+    fn routed_paths() -> Vec<&'static str> {
+        let lines: Vec<&str> = include_str!("mod.rs").lines().map(str::trim).collect();
+        lines
+            .iter()
+            .enumerate()
+            .filter_map(|(i, line)| {
+                line.strip_prefix(".route(\"").or_else(|| {
+                    // rustfmt puts a long route's path on the line after.
+                    (i > 0 && lines[i - 1] == ".route(")
+                        .then(|| line.strip_prefix('"'))
+                        .flatten()
+                })
+            })
+            .filter_map(|rest| rest.split('"').next())
+            .collect()
+    }
+
+    #[test]
+    fn every_path_of_the_api_is_in_the_openapi_document() {
+        let document = super::openapi::document();
+        let paths = routed_paths();
+        assert!(paths.len() > 50, "{paths:?}");
+        for path in paths {
+            assert!(
+                document.paths.paths.contains_key(path),
+                "{path} is not documented"
+            );
+        }
+    }
+
     #[test]
     fn every_path_of_the_api_is_under_an_own_prefix() {
-        let source = include_str!("mod.rs");
-        let paths: Vec<&str> = source
-            .lines()
-            .filter_map(|line| line.trim().strip_prefix(".route(\""))
-            .filter_map(|rest| rest.split('"').next())
-            .collect();
+        let paths = routed_paths();
         assert!(paths.len() > 40, "{paths:?}");
         for path in paths {
             assert!(

@@ -8,12 +8,13 @@ use axum::Json;
 use serde::Serialize;
 use swarmgate_service::monitoring::{self, Snapshot};
 use swarmgate_service::{Error, Principal};
+use utoipa::ToSchema;
 
-use crate::http::error::ApiResult as Result;
+use crate::http::error::{ApiResult as Result, ErrorBody};
 use crate::http::time::rfc3339;
 use crate::http::AppState;
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct LivenessBody {
     status: &'static str,
     uptime_seconds: u64,
@@ -22,6 +23,8 @@ pub struct LivenessBody {
 
 /// Liveness only: cheap enough for a load balancer to poll, unlike
 /// `/health`, which pings the database.
+#[utoipa::path(get, path = "/api/metrics/health", tag = "monitoring", security(()),
+    responses((status = 200, description = "alive", body = LivenessBody)))]
 pub async fn health(State(state): State<AppState>) -> Json<LivenessBody> {
     Json(LivenessBody {
         status: "ok",
@@ -30,6 +33,8 @@ pub async fn health(State(state): State<AppState>) -> Json<LivenessBody> {
     })
 }
 
+#[utoipa::path(get, path = "/api/metrics/system", tag = "monitoring",
+    responses((status = 200, description = "the host at the last collection", body = SystemBody), (status = 503, description = "no snapshot collected yet", body = ErrorBody)))]
 pub async fn system(
     State(state): State<AppState>,
     principal: Principal,
@@ -38,6 +43,8 @@ pub async fn system(
     Ok(Json(SystemBody::from(&snapshot.system)))
 }
 
+#[utoipa::path(get, path = "/api/metrics/application", tag = "monitoring",
+    responses((status = 200, description = "this process at the last collection", body = ApplicationBody), (status = 503, description = "no snapshot collected yet", body = ErrorBody)))]
 pub async fn application(
     State(state): State<AppState>,
     principal: Principal,
@@ -46,6 +53,8 @@ pub async fn application(
     Ok(Json(ApplicationBody::from(&snapshot.application)))
 }
 
+#[utoipa::path(get, path = "/api/metrics/all", tag = "monitoring",
+    responses((status = 200, description = "system and application", body = AllBody), (status = 503, description = "no snapshot collected yet", body = ErrorBody)))]
 pub async fn all(State(state): State<AppState>, principal: Principal) -> Result<Json<AllBody>> {
     let snapshot = readable_snapshot(&state, &principal).await?;
     Ok(Json(AllBody {
@@ -67,13 +76,13 @@ async fn readable_snapshot(state: &AppState, principal: &Principal) -> Result<Ar
     })?)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct AllBody {
     system: SystemBody,
     application: ApplicationBody,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct SystemBody {
     cpu: CpuBody,
     memory: MemoryBody,
@@ -84,14 +93,14 @@ pub struct SystemBody {
     collected_at: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct CpuBody {
     /// Mean over all cores since the previous pass; `null` on the first.
     percent: Option<f64>,
     count: usize,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct MemoryBody {
     total: u64,
     available: u64,
@@ -99,7 +108,7 @@ pub struct MemoryBody {
     percent: f64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct DiskBody {
     mount_point: String,
     total: u64,
@@ -108,13 +117,13 @@ pub struct DiskBody {
     percent: f64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct NetworkBody {
     connections: u64,
     established: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct PlatformBody {
     system: &'static str,
     release: Option<String>,
@@ -160,7 +169,7 @@ impl From<&monitoring::SystemMetrics> for SystemBody {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ApplicationBody {
     version: &'static str,
     process: ProcessBody,
@@ -170,7 +179,7 @@ pub struct ApplicationBody {
     collected_at: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ProcessBody {
     pid: u32,
     cpu_percent: Option<f64>,
@@ -180,14 +189,14 @@ pub struct ProcessBody {
     open_files: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct RequestsBody {
     total: u64,
     errors: u64,
     server_errors: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ResponseTimesBody {
     p50: Option<f64>,
     p90: Option<f64>,

@@ -8,23 +8,26 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use swarmgate_service::nodes::{NodeView, Registration};
 use swarmgate_service::{Principal, RequestMeta};
+use utoipa::ToSchema;
 
-use crate::http::error::ApiResult as Result;
+use crate::http::error::{ApiResult as Result, ErrorBody};
 use crate::http::extract::{ApiJson, ApiQuery};
 use crate::http::page::{ListBody, PageQuery};
 use crate::http::time::rfc3339;
 use crate::http::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = NodeTokenRequest)]
 #[serde(deny_unknown_fields)]
 pub struct TokenBody {
+    #[schema(pattern = r"^[A-Za-z0-9._:-]{1,128}$")]
     node_id: String,
     #[serde(default)]
     ttl_minutes: Option<u64>,
 }
 
 /// A minted node token.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct NodeTokenBody {
     access_token: String,
     token_type: &'static str,
@@ -33,10 +36,11 @@ pub struct NodeTokenBody {
 }
 
 /// A node as operators see it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct NodeBody {
     node_id: String,
     address: Option<String>,
+    /// What the node registered (`null` when it gave none).
     labels: Value,
     registered_at: Option<String>,
     last_seen_at: String,
@@ -64,6 +68,9 @@ impl From<NodeView> for NodeBody {
 }
 
 /// `POST /auth/nodes/token` (`nodes.manage`).
+#[utoipa::path(post, path = "/auth/nodes/token", tag = "nodes",
+    request_body = TokenBody,
+    responses((status = 200, description = "a node token (role node)", body = NodeTokenBody)))]
 pub async fn token(
     State(state): State<AppState>,
     principal: Principal,
@@ -85,6 +92,12 @@ pub async fn token(
 
 /// `POST /auth/nodes/{node_id}/revoke` (`nodes.manage`): every token
 /// minted for the node so far stops working.
+#[utoipa::path(post, path = "/auth/nodes/{node_id}/revoke", tag = "nodes",
+    params(("node_id" = String, Path, description = "the node", pattern = r"^[A-Za-z0-9._:-]{1,128}$")),
+    responses(
+        (status = 204, description = "every token minted for the node so far stops working"),
+        (status = 422, description = "not a node id", body = ErrorBody),
+    ))]
 pub async fn revoke_tokens(
     State(state): State<AppState>,
     principal: Principal,
@@ -99,9 +112,11 @@ pub async fn revoke_tokens(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = NodeRegistration)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterBody {
+    #[schema(pattern = r"^[A-Za-z0-9._:-]{1,128}$")]
     node_id: String,
     #[serde(default)]
     address: Option<String>,
@@ -109,6 +124,9 @@ pub struct RegisterBody {
     labels: Value,
 }
 
+#[utoipa::path(post, path = "/nodes/register", tag = "nodes",
+    request_body = RegisterBody,
+    responses((status = 201, description = "the node", body = NodeBody)))]
 pub async fn register(
     State(state): State<AppState>,
     principal: Principal,
@@ -127,12 +145,17 @@ pub async fn register(
     Ok((StatusCode::CREATED, Json(node.into())))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = NodeHeartbeat)]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatBody {
+    #[schema(pattern = r"^[A-Za-z0-9._:-]{1,128}$")]
     node_id: String,
 }
 
+#[utoipa::path(post, path = "/nodes/heartbeat", tag = "nodes",
+    request_body = HeartbeatBody,
+    responses((status = 204, description = "seen")))]
 pub async fn heartbeat(
     State(state): State<AppState>,
     principal: Principal,
@@ -146,14 +169,19 @@ pub async fn heartbeat(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = NodeReport)]
 #[serde(deny_unknown_fields)]
 pub struct ReportBody {
+    #[schema(pattern = r"^[A-Za-z0-9._:-]{1,128}$")]
     node_id: String,
     metrics: Value,
 }
 
 /// `POST /api/metrics/report`: at most 64 KiB (the API's body limit).
+#[utoipa::path(post, path = "/api/metrics/report", tag = "nodes",
+    request_body = ReportBody,
+    responses((status = 204, description = "stored")))]
 pub async fn report(
     State(state): State<AppState>,
     principal: Principal,
@@ -168,6 +196,8 @@ pub async fn report(
 }
 
 /// `GET /api/metrics/nodes` (`nodes.manage`).
+#[utoipa::path(get, path = "/api/metrics/nodes", tag = "nodes", params(PageQuery),
+    responses((status = 200, description = "every node, by id", body = ListBody<NodeBody>)))]
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,

@@ -10,32 +10,55 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http_body_util::{BodyExt, Limited};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use swarmgate_gateway::forward::Incoming;
+use utoipa::ToSchema;
 
 use swarmgate_gateway::{Dialect, LlmCall};
 use swarmgate_service::{Error, Principal};
 
-use crate::http::error::ApiResult as Result;
+use crate::http::error::{ApiResult as Result, ErrorBody};
+use crate::http::openapi::{ModelCall, UpstreamAnswer};
 use crate::http::{AppState, RequestContext};
 
 /// An error in OpenAI's shape, for the cases its SDKs look at closely.
-fn openai_error(status: StatusCode, message: String, kind: &str, code: &str) -> Response {
-    (
-        status,
-        Json(json!({ "error": { "message": message, "type": kind, "param": "model", "code": code } })),
-    )
-        .into_response()
+#[derive(Serialize, ToSchema)]
+pub struct OpenAiErrorBody {
+    error: OpenAiError,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct OpenAiError {
+    message: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    param: &'static str,
+    code: &'static str,
+}
+
+fn openai_error(
+    status: StatusCode,
+    message: String,
+    kind: &'static str,
+    code: &'static str,
+) -> Response {
+    let error = OpenAiError {
+        message,
+        kind,
+        param: "model",
+        code,
+    };
+    (status, Json(OpenAiErrorBody { error })).into_response()
 }
 
 /// OpenAI's model list.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ModelList {
     object: &'static str,
     data: Vec<ModelEntry>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ModelEntry {
     id: String,
     object: &'static str,
@@ -43,6 +66,8 @@ pub struct ModelEntry {
     owned_by: &'static str,
 }
 
+#[utoipa::path(get, path = "/v1/models", tag = "llm",
+    responses((status = 200, description = "the models the caller may use", body = ModelList)))]
 pub async fn list_models(State(state): State<AppState>, principal: Principal) -> Json<ModelList> {
     let data = state
         .gateway
@@ -89,6 +114,21 @@ pub(super) fn incoming_of(
     (incoming, started)
 }
 
+/// Served at `/v1/chat/completions`, `/v1/completions` and
+/// `/v1/embeddings` (the document repeats this operation for each).
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "llm",
+    request_body = ModelCall,
+    responses(
+        (status = 200, description = "the upstream's answer: JSON, or server-sent events when streamed", content(
+            (UpstreamAnswer = "application/json"), (UpstreamAnswer = "text/event-stream"))),
+        (status = 403, description = "model_not_allowed", body = OpenAiErrorBody),
+        (status = 404, description = "model_not_found", body = OpenAiErrorBody),
+        (status = 429, description = "quota_exceeded or rate limited", body = ErrorBody),
+        (status = 502, description = "the upstream failed", body = ErrorBody),
+        (status = 504, description = "the upstream timed out", body = ErrorBody),
+        (status = "default", description = "any other status is the upstream's own",
+            content((UpstreamAnswer = "*/*"))),
+    ))]
 pub async fn call(
     State(state): State<AppState>,
     principal: Principal,

@@ -13,9 +13,12 @@ use swarmgate_service::Error;
 const VERSION: &str = "1:";
 
 /// `?limit=&cursor=` of a list.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// How many items at most (default 50 or 100, at most 200).
     pub limit: Option<i64>,
+    /// The `next_cursor` of the page before.
     pub cursor: Option<String>,
 }
 
@@ -44,9 +47,10 @@ impl PageQuery {
 }
 
 /// A list body.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ListBody<T> {
     pub items: Vec<T>,
+    /// `null` on the last page.
     pub next_cursor: Option<String>,
 }
 

@@ -9,25 +9,26 @@ use swarmgate_service::agents::{LimitSetUsage, NearExhaustion, QuotaHealth};
 use swarmgate_service::monitoring::percent;
 use swarmgate_service::quota::ScopeStatus;
 use swarmgate_service::Principal;
+use utoipa::ToSchema;
 
 use crate::http::error::ApiResult as Result;
 use crate::http::AppState;
 
 /// `GET /quota`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct QuotaBody {
     limits: Vec<StandingBody>,
 }
 
 /// One limit set: `{scope, NAME: {limit, used, remaining}}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct StandingBody {
     pub scope: String,
     #[serde(flatten)]
     pub limits: BTreeMap<&'static str, LimitStanding>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct LimitStanding {
     pub limit: u64,
     pub used: u64,
@@ -54,6 +55,8 @@ impl From<&ScopeStatus> for StandingBody {
     }
 }
 
+#[utoipa::path(get, path = "/quota", tag = "quota",
+    responses((status = 200, description = "every limit set that applies to the caller", body = QuotaBody)))]
 pub async fn status(
     State(state): State<AppState>,
     principal: Principal,
@@ -64,7 +67,8 @@ pub async fn status(
 }
 
 /// `GET /quota/health`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = QuotaHealth)]
 pub struct HealthBody {
     active_agents: usize,
     limit_sets: Vec<UsageBody>,
@@ -72,7 +76,8 @@ pub struct HealthBody {
 }
 
 /// One limit set: `{scope, user_id?, NAME: {limit, used, percent}}`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = LimitSetUsage)]
 pub struct UsageBody {
     scope: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -81,14 +86,14 @@ pub struct UsageBody {
     limits: BTreeMap<&'static str, LimitUsage>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct LimitUsage {
     limit: u64,
     used: u64,
     percent: f64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct NearBody {
     session_id: String,
     agent_id: String,
@@ -138,6 +143,8 @@ impl From<QuotaHealth> for HealthBody {
     }
 }
 
+#[utoipa::path(get, path = "/quota/health", tag = "quota",
+    responses((status = 200, description = "live agents' allocations and the limit sets near exhaustion", body = HealthBody)))]
 pub async fn health(
     State(state): State<AppState>,
     principal: Principal,

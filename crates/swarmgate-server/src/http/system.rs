@@ -6,12 +6,13 @@ use axum::Json;
 use serde::Serialize;
 use serde_json::Value;
 use swarmgate_service::Principal;
+use utoipa::ToSchema;
 
 use crate::http::error::{ApiResult, ErrorBody, ErrorDetail};
 use crate::http::{AppState, IdentityState};
 
 /// `GET /health`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct HealthBody {
     status: &'static str,
     version: &'static str,
@@ -22,6 +23,11 @@ pub struct HealthBody {
     failing: Vec<&'static str>,
 }
 
+#[utoipa::path(get, path = "/health", tag = "system", security(()),
+    responses(
+        (status = 200, description = "every part answers", body = HealthBody),
+        (status = 503, description = "a part is failing (see failing)", body = HealthBody),
+    ))]
 pub async fn health(State(identity): State<IdentityState>) -> (StatusCode, Json<HealthBody>) {
     let h = identity.health().await;
     let database = match &h.database {
@@ -56,6 +62,8 @@ pub async fn health(State(identity): State<IdentityState>) -> (StatusCode, Json<
     (status, Json(body))
 }
 
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "discovery", security(()),
+    responses((status = 200, description = "the public signing keys", body = Value)))]
 pub async fn jwks(State(identity): State<IdentityState>) -> Json<Value> {
     Json(identity.jwks())
 }
@@ -77,7 +85,7 @@ const ASSERTION_ALGS: [&str; 3] = ["ES256", "EdDSA", "RS256"];
 /// RFC 8414 authorization server metadata, and the OpenID configuration
 /// built on it: exactly the endpoints, grants and client authentication
 /// methods served.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct DiscoveryBody {
     issuer: String,
     jwks_uri: String,
@@ -93,13 +101,13 @@ pub struct DiscoveryBody {
     revocation_endpoint_auth_signing_alg_values_supported: [&'static str; 3],
     /// No authorization endpoint: no browser flows are offered.
     response_types_supported: Vec<&'static str>,
-    #[serde(flatten)]
-    openid: Option<OpenIdFields>,
 }
 
-/// What the OpenID configuration adds.
-#[derive(Serialize)]
-pub struct OpenIdFields {
+/// The OpenID configuration: the RFC 8414 metadata and what OpenID adds.
+#[derive(Serialize, ToSchema)]
+pub struct OpenIdConfigurationBody {
+    #[serde(flatten)]
+    discovery: DiscoveryBody,
     subject_types_supported: [&'static str; 1],
     id_token_signing_alg_values_supported: [&'static str; 1],
     access_token_signing_alg_values_supported: [&'static str; 1],
@@ -122,21 +130,27 @@ fn discovery(identity: &IdentityState) -> DiscoveryBody {
         revocation_endpoint_auth_methods_supported: CLIENT_AUTH_OR_NONE,
         revocation_endpoint_auth_signing_alg_values_supported: ASSERTION_ALGS,
         response_types_supported: Vec::new(),
-        openid: None,
     }
 }
 
+#[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "discovery", security(()),
+    responses((status = 200, description = "RFC 8414 metadata", body = DiscoveryBody)))]
 pub async fn authorization_server_metadata(
     State(identity): State<IdentityState>,
 ) -> Json<DiscoveryBody> {
     Json(discovery(&identity))
 }
 
-pub async fn openid_configuration(State(identity): State<IdentityState>) -> Json<DiscoveryBody> {
+#[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "discovery", security(()),
+    responses((status = 200, description = "OpenID provider metadata", body = OpenIdConfigurationBody)))]
+pub async fn openid_configuration(
+    State(identity): State<IdentityState>,
+) -> Json<OpenIdConfigurationBody> {
     let alg = identity.settings().algorithm.as_str();
-    let mut body = discovery(&identity);
-    body.response_types_supported = vec!["token"];
-    body.openid = Some(OpenIdFields {
+    let mut discovery = discovery(&identity);
+    discovery.response_types_supported = vec!["token"];
+    Json(OpenIdConfigurationBody {
+        discovery,
         subject_types_supported: ["public"],
         id_token_signing_alg_values_supported: [alg],
         access_token_signing_alg_values_supported: [alg],
@@ -155,8 +169,7 @@ pub async fn openid_configuration(State(identity): State<IdentityState>) -> Json
             "scope",
             "node_id",
         ],
-    });
-    Json(body)
+    })
 }
 
 pub async fn method_not_allowed() -> (StatusCode, Json<ErrorBody>) {
@@ -169,6 +182,8 @@ pub async fn method_not_allowed() -> (StatusCode, Json<ErrorBody>) {
 
 /// Prometheus text exposition; needs `metrics.read` here (an unauthenticated
 /// copy can be served on `[metrics] listen`).
+#[utoipa::path(get, path = "/metrics", tag = "system",
+    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")))]
 pub async fn metrics(
     State(state): State<AppState>,
     principal: Principal,

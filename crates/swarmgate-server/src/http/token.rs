@@ -14,8 +14,8 @@ use axum::{Form, Json};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use swarmgate_core::OAuthClient;
+use utoipa::ToSchema;
 
 use swarmgate_service::clients::{
     ActiveToken, ClientAuth, Introspection, SECRET_BASIC, SECRET_POST,
@@ -24,30 +24,41 @@ use swarmgate_service::{Error, RequestMeta};
 
 use crate::http::IdentityState;
 
-#[derive(Deserialize)]
+/// Form fields are text: none of them may be `null`.
+#[derive(Deserialize, ToSchema)]
 pub struct TokenForm {
+    #[schema(nullable = false)]
     grant_type: Option<String>,
+    #[schema(nullable = false)]
     username: Option<String>,
+    #[schema(nullable = false)]
     password: Option<String>,
+    #[schema(nullable = false)]
     refresh_token: Option<String>,
+    #[schema(nullable = false)]
     scope: Option<String>,
     #[serde(flatten)]
     client: ClientFields,
 }
 
 /// Client authentication fields of a form body.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 pub struct ClientFields {
+    #[schema(nullable = false)]
     client_id: Option<String>,
+    #[schema(nullable = false)]
     client_secret: Option<String>,
+    #[schema(nullable = false)]
     client_assertion_type: Option<String>,
+    #[schema(nullable = false)]
     client_assertion: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct TokenOnlyForm {
     /// `token_type_hint` is not read: every kind of token is told apart
     /// by its own shape, so an unknown or wrong hint changes nothing.
+    #[schema(nullable = false)]
     token: Option<String>,
     #[serde(flatten)]
     client: ClientFields,
@@ -121,9 +132,19 @@ impl From<Error> for OAuthError {
     }
 }
 
+/// The body of an RFC 6749 section 5.2 error.
+#[derive(Serialize, ToSchema)]
+pub struct OAuthErrorBody {
+    error: &'static str,
+    error_description: String,
+}
+
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": self.error, "error_description": self.description });
+        let body = OAuthErrorBody {
+            error: self.error,
+            error_description: self.description,
+        };
         let mut response = (self.status, Json(body)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -146,11 +167,7 @@ impl IntoResponse for OAuthError {
 }
 
 /// A successful token response (RFC 6749 section 5.1), never cached.
-fn no_store(body: Value) -> Response {
-    no_store_body(body)
-}
-
-fn no_store_body(body: impl Serialize) -> Response {
+fn no_store(body: impl Serialize) -> Response {
     let mut response = Json(body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -297,6 +314,30 @@ fn allows_grant(client: &Option<OAuthClient>, grant: &str) -> Result<(), OAuthEr
     }
 }
 
+/// A token response (RFC 6749 section 5.1). A refresh token comes with
+/// the password and refresh_token grants, a scope with client_credentials.
+#[derive(Serialize, ToSchema)]
+pub struct GrantBody {
+    access_token: String,
+    token_type: &'static str,
+    expires_in: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
+}
+
+#[utoipa::path(post, path = "/auth/token", tag = "oauth",
+    security((), ("client_secret_basic" = [])),
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "a token (RFC 6749 section 5.1)", body = GrantBody),
+        (status = 400, description = "invalid_request, invalid_grant, unauthorized_client or unsupported_grant_type", body = OAuthErrorBody),
+        (status = 401, description = "invalid_client", body = OAuthErrorBody),
+        (status = 429, description = "slow_down: too many password grants from this address", body = OAuthErrorBody),
+        (status = 500, description = "server_error", body = OAuthErrorBody),
+        (status = 503, description = "temporarily_unavailable", body = OAuthErrorBody),
+    ))]
 pub async fn token(
     State(identity): State<IdentityState>,
     meta: RequestMeta,
@@ -314,7 +355,7 @@ async fn grant(
     meta: RequestMeta,
     headers: HeaderMap,
     form: Result<Form<TokenForm>, FormRejection>,
-) -> Result<Value, OAuthError> {
+) -> Result<GrantBody, OAuthError> {
     let form = parse_form(form)?;
     let grant_type = required(form.grant_type, "grant_type")?;
     let auth = client_auth(&headers, form.client)?;
@@ -330,12 +371,13 @@ async fn grant(
                 let refresh = required(form.refresh_token, "refresh_token")?;
                 identity.refresh(&refresh, &meta).await?
             };
-            Ok(json!({
-                "access_token": pair.access_token,
-                "token_type": "Bearer",
-                "expires_in": pair.expires_in,
-                "refresh_token": pair.refresh_token,
-            }))
+            Ok(GrantBody {
+                access_token: pair.access_token,
+                token_type: "Bearer",
+                expires_in: pair.expires_in,
+                refresh_token: Some(pair.refresh_token),
+                scope: None,
+            })
         }
         "client_credentials" => {
             let client = client.ok_or_else(|| {
@@ -348,12 +390,13 @@ async fn grant(
             let issued = identity
                 .client_credentials(&client, form.scope.as_deref(), &meta)
                 .await?;
-            Ok(json!({
-                "access_token": issued.access_token,
-                "token_type": "Bearer",
-                "expires_in": issued.expires_in,
-                "scope": issued.scope,
-            }))
+            Ok(GrantBody {
+                access_token: issued.access_token,
+                token_type: "Bearer",
+                expires_in: issued.expires_in,
+                refresh_token: None,
+                scope: issued.scope,
+            })
         }
         other => Err(OAuthError::new(
             StatusCode::BAD_REQUEST,
@@ -363,7 +406,34 @@ async fn grant(
     }
 }
 
+/// An introspection answer: `{"active": false}` or an active token.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum IntrospectionAnswer {
+    Active(Box<IntrospectionBody>),
+    Inactive(InactiveBody),
+}
+
+/// `deny_unknown_fields` closes the schema (it does nothing when
+/// serialising), so an active answer matches only its own branch.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InactiveBody {
+    active: bool,
+}
+
 /// `POST /auth/introspect`: for authenticated (confidential) clients.
+#[utoipa::path(post, path = "/auth/introspect", tag = "oauth",
+    security(("client_secret_basic" = []), ()),
+    request_body(content = TokenOnlyForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "RFC 7662: the token's state", body = IntrospectionAnswer),
+        (status = 400, description = "invalid_request", body = OAuthErrorBody),
+        (status = 401, description = "invalid_client: introspection needs client authentication", body = OAuthErrorBody),
+        (status = 429, description = "slow_down", body = OAuthErrorBody),
+        (status = 500, description = "server_error", body = OAuthErrorBody),
+        (status = 503, description = "temporarily_unavailable", body = OAuthErrorBody),
+    ))]
 pub async fn introspect(
     State(identity): State<IdentityState>,
     headers: HeaderMap,
@@ -385,14 +455,18 @@ pub async fn introspect(
     }
     .await;
     match result {
-        Ok(Introspection::Inactive) => no_store(json!({ "active": false })),
-        Ok(Introspection::Active(token)) => no_store_body(IntrospectionBody::from(*token)),
+        Ok(Introspection::Inactive) => no_store(IntrospectionAnswer::Inactive(InactiveBody {
+            active: false,
+        })),
+        Ok(Introspection::Active(token)) => no_store(IntrospectionAnswer::Active(Box::new(
+            IntrospectionBody::from(*token),
+        ))),
         Err(e) => e.into_response(),
     }
 }
 
 /// An active token, as RFC 7662 section 2.2 describes it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct IntrospectionBody {
     active: bool,
     token_type: &'static str,
@@ -429,7 +503,7 @@ pub struct IntrospectionBody {
     sid: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Act {
     sub: String,
 }
@@ -459,8 +533,23 @@ impl From<ActiveToken> for IntrospectionBody {
     }
 }
 
+/// The empty object `/auth/revoke` answers with.
+#[derive(Serialize, ToSchema)]
+pub struct RevokedBody {}
+
 /// `POST /auth/revoke`: 200 with an empty body whether or not the token
 /// was valid (RFC 7009 section 2.2).
+#[utoipa::path(post, path = "/auth/revoke", tag = "oauth",
+    security((), ("client_secret_basic" = [])),
+    request_body(content = TokenOnlyForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "RFC 7009: revoked, or it was not valid", body = RevokedBody),
+        (status = 400, description = "invalid_request", body = OAuthErrorBody),
+        (status = 401, description = "invalid_client", body = OAuthErrorBody),
+        (status = 429, description = "slow_down", body = OAuthErrorBody),
+        (status = 500, description = "server_error", body = OAuthErrorBody),
+        (status = 503, description = "temporarily_unavailable", body = OAuthErrorBody),
+    ))]
 pub async fn revoke(
     State(identity): State<IdentityState>,
     meta: RequestMeta,
@@ -479,7 +568,7 @@ pub async fn revoke(
     }
     .await;
     match result {
-        Ok(()) => no_store(json!({})),
+        Ok(()) => no_store(RevokedBody {}),
         Err(e) => e.into_response(),
     }
 }

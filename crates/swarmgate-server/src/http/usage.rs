@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use swarmgate_service::usage::UsageQuery;
 use swarmgate_service::{Error, Principal};
 use swarmgate_store::{UsageGroup, UsageRow};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::http::error::ApiResult as Result;
 use crate::http::extract::ApiQuery;
@@ -14,15 +15,20 @@ use crate::http::page::{ListBody, PageQuery};
 use crate::http::time::parse_rfc3339;
 use crate::http::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UsageParams {
+    /// RFC 3339.
     since: Option<String>,
+    /// RFC 3339.
     until: Option<String>,
+    /// model (the default), key or user.
     group_by: Option<String>,
 }
 
 /// One group's sums.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = UsageGroupSums)]
 pub struct UsageBody {
     group: Option<String>,
     requests: i64,
@@ -43,6 +49,8 @@ impl From<UsageRow> for UsageBody {
     }
 }
 
+#[utoipa::path(get, path = "/usage", tag = "usage", params(UsageParams, PageQuery),
+    responses((status = 200, description = "sums in group order", body = ListBody<UsageBody>)))]
 pub async fn usage(
     State(state): State<AppState>,
     principal: Principal,
