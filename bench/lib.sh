@@ -83,3 +83,22 @@ api_key() {
   curl -fs -X POST "$1/auth/api-keys" -H "Authorization: Bearer $2" \
     -H 'Content-Type: application/json' -d "$3" | json_field key
 }
+
+# swarmgate_binary: sets BIN to $SG_BIN when given (a debug build, say, to
+# check a script quickly: its figures are not a release build's), else
+# builds the release binary.
+swarmgate_binary() {
+  if [ -n "${SG_BIN:-}" ]; then
+    BIN="$(realpath "$SG_BIN")"
+    echo "using SG_BIN=$BIN, not a release build of this checkout" >&2
+  else
+    cargo build --release -p swarmgate --bin swarmgate
+    BIN="$PWD/target/release/swarmgate"
+  fi
+}
+
+# rss_kib PID: resident memory (VmRSS) of PID in KiB. A process gone stops
+# the script, as in proc_ticks.
+rss_kib() {
+  awk '/^VmRSS:/ {print $2}' "/proc/$1/status" || { echo "process $1 is gone" >&2; exit 1; }
+}
