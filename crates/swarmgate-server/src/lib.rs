@@ -5,6 +5,7 @@ pub mod config;
 pub mod fetch;
 pub mod http;
 pub mod metrics;
+pub mod serve;
 pub mod telemetry;
 
 use std::future::Future;
@@ -73,30 +74,18 @@ impl App {
         Ok(())
     }
 
-    /// What each connection is served by: [`http::Front`], with the
-    /// client's address.
-    fn service(
-        &self,
-    ) -> axum::extract::connect_info::IntoMakeServiceWithConnectInfo<http::Front, SocketAddr> {
-        axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info(
-            http::Front::new(self.state.clone()),
-        )
-    }
-
     /// Serves until `shutdown` resolves, then stops accepting and lets
-    /// in-flight requests finish.
+    /// in-flight requests finish within `[server] shutdown_grace_ms`.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let background = self.start_background().await?;
-        let app = self.service();
-        let result = axum::serve(without_nagle(listener), app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let front = http::Front::new(self.state.clone());
+        serve::serve(listener, front, self.state.settings.connections, shutdown).await;
         self.finish(background).await;
-        result
+        Ok(())
     }
 
     /// Serves each listener (sockets bound to one address with
@@ -111,7 +100,8 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let background = self.start_background().await?;
-        let app = self.service();
+        let front = http::Front::new(self.state.clone());
+        let limits = self.state.settings.connections;
         let (stop, _) = tokio::sync::watch::channel(false);
         let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel();
         // A thread's runtime outlives its server until `release`: database
@@ -121,7 +111,7 @@ impl App {
         let mut threads = Vec::with_capacity(listeners.len());
         let mut spawned = Ok(());
         for (i, listener) in listeners.into_iter().enumerate() {
-            let app = app.clone();
+            let front = front.clone();
             // Says the thread's server has stopped, however it ends (a
             // panic included), so the wait below cannot hang.
             let done = ThreadDone(done_tx.clone());
@@ -135,11 +125,12 @@ impl App {
                     let served = runtime.block_on(async move {
                         let served = async {
                             listener.set_nonblocking(true)?;
-                            axum::serve(without_nagle(TcpListener::from_std(listener)?), app)
-                                .with_graceful_shutdown(async move {
-                                    let _ = stop.wait_for(|s| *s).await;
-                                })
-                                .await
+                            let listener = TcpListener::from_std(listener)?;
+                            serve::serve(listener, front, limits, async move {
+                                let _ = stop.wait_for(|s| *s).await;
+                            })
+                            .await;
+                            Ok::<(), std::io::Error>(())
                         }
                         .await;
                         drop(done);

@@ -203,7 +203,7 @@ impl Default for ApiKeysConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// `HOST:PORT`; wins over `port`.
@@ -215,6 +215,32 @@ pub struct ServerConfig {
     /// Threads answering HTTP requests, each with its own runtime and
     /// listening socket; unset: one per core.
     pub worker_threads: Option<usize>,
+    /// The longest a client may take to send a request's headers, counted
+    /// from when the connection is ready for them: a slowloris trickle is
+    /// cut off after it, and so is a keep-alive connection idle that long
+    /// (hyper times both with one timer; nginx's defaults are 60 s and
+    /// 75 s).
+    pub header_timeout_ms: u64,
+    /// The longest a client may take to send a request's whole body,
+    /// counted from the request's arrival; a slower one gets 408.
+    pub body_timeout_ms: u64,
+    /// On SIGTERM, how long requests and streams in flight may still run
+    /// before their connections are cut and the process exits.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            port: None,
+            public_url: None,
+            worker_threads: None,
+            header_timeout_ms: 60_000,
+            body_timeout_ms: 60_000,
+            shutdown_grace_ms: 30_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -354,6 +380,7 @@ pub struct Settings {
     pub gateway: swarmgate_gateway::GatewayConfig,
     pub listen: SocketAddr,
     pub worker_threads: Option<usize>,
+    pub connections: crate::serve::ConnectionLimits,
     pub metrics_listen: Option<SocketAddr>,
     pub log_json: bool,
     pub log_level: String,

@@ -54,6 +54,11 @@ impl Config {
             gateway: self.gateway.clone(),
             listen,
             worker_threads: self.server.worker_threads,
+            connections: crate::serve::ConnectionLimits {
+                header_timeout: Duration::from_millis(self.server.header_timeout_ms),
+                body_timeout: Duration::from_millis(self.server.body_timeout_ms),
+                shutdown_grace: Duration::from_millis(self.server.shutdown_grace_ms),
+            },
             metrics_listen,
             log_json: self.logging.format == "json",
             log_level: self.logging.level.clone(),
@@ -339,6 +344,17 @@ impl Config {
             .is_some_and(|n| !(1..=1024).contains(&n))
         {
             return err("server.worker_threads: must be between 1 and 1024");
+        }
+        for (name, ms) in [
+            ("server.header_timeout_ms", self.server.header_timeout_ms),
+            ("server.body_timeout_ms", self.server.body_timeout_ms),
+        ] {
+            if !(100..=3_600_000).contains(&ms) {
+                return err(format!("{name}: must be between 100 and 3600000"));
+            }
+        }
+        if self.server.shutdown_grace_ms > 3_600_000 {
+            return err("server.shutdown_grace_ms: must be at most 3600000");
         }
         Ok(metrics_listen)
     }

@@ -11,10 +11,15 @@ use std::time::Instant;
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{ConnectInfo, Request};
+use axum::http::StatusCode;
 use axum::http::{header, HeaderName, HeaderValue, Version};
 use axum::middleware::Next;
+use axum::response::IntoResponse;
 use axum::response::Response;
 use swarmgate_gateway::RouteLabel;
+
+use crate::http::error::{ErrorBody, ErrorDetail};
+use crate::serve::BodyTimedOut;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -94,9 +99,13 @@ where
         .get::<axum::extract::MatchedPath>()
         .cloned();
     request.extensions_mut().insert(context.clone());
+    let late = request.extensions().get::<BodyTimedOut>().cloned();
     let (request, body) = ReadToEnd::watch(request);
 
     let mut response = inner(request).await;
+    if late.is_some_and(|late| late.is_set()) {
+        response = body_too_late();
+    }
     if let Some(body) = body {
         if !body.read_or_discarded().await {
             response
@@ -138,6 +147,21 @@ where
             "request"
         );
     }
+    response
+}
+
+/// 408, and the connection closed: the rest of the body may still come.
+fn body_too_late() -> Response {
+    let body = ErrorBody {
+        error: ErrorDetail::new(
+            "request_timeout",
+            "the request body did not arrive within [server] body_timeout_ms".into(),
+        ),
+    };
+    let mut response = (StatusCode::REQUEST_TIMEOUT, axum::Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
 

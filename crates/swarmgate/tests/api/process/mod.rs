@@ -9,6 +9,7 @@ mod outage;
 mod quickstart;
 mod secrets;
 mod shutdown;
+mod slow_clients;
 mod startup;
 
 use reqwest::{Client, StatusCode};

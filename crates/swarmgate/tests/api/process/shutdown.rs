@@ -136,3 +136,121 @@ async fn usage_batched_at_sigterm_is_written_before_exit() {
     assert_eq!(usage["items"][0]["group"], "exit-model", "{usage}");
     assert_eq!(usage["items"][0]["requests"], 6, "{usage}");
 }
+
+/// An upstream streaming one event every `every`, `events` of them
+/// (`None`: without end).
+async fn streaming_upstream(events: Option<usize>, every: Duration) -> String {
+    let app = axum::Router::new().fallback(move || async move {
+        let stream = futures_util::stream::unfold(0usize, move |i| async move {
+            if events.is_some_and(|n| i >= n) {
+                return None;
+            }
+            tokio::time::sleep(every).await;
+            let event = axum::body::Bytes::from(format!("data: {i}\n\n"));
+            Some((Ok::<_, std::io::Error>(event), i + 1))
+        });
+        axum::response::Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(axum::body::Body::from_stream(stream))
+            .unwrap()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+/// A swarmgate with the route `/stream` to `upstream`, and a response
+/// from it whose first event has arrived.
+async fn open_stream(upstream: &str, env: &[(&str, String)]) -> (Process, reqwest::Response) {
+    let config = config_file(&format!(
+        "[[routes]]\nname = \"stream\"\npath_prefix = \"/stream\"\nupstreams = [\"{upstream}\"]\npermission = \"stream.read\"\ntimeout_ms = 60000\n"
+    ));
+    let mut env = env.to_vec();
+    env.push(("SWARMGATE_CONFIG", config.display().to_string()));
+    let p = Process::serve(&env).await;
+    let client = Client::new();
+    let token = login(&client, &p.base, "admin", ADMIN_PASSWORD).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut r = client
+        .get(format!("{}/stream/events", p.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let first = r.chunk().await.unwrap().unwrap();
+    assert!(first.starts_with(b"data: 0"), "{first:?}");
+    (p, r)
+}
+
+async fn sigterm(p: &Process) {
+    tokio::process::Command::new("kill")
+        .args(["-TERM", &p.pid().to_string()])
+        .status()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn sigterm_lets_an_open_stream_finish() {
+    let upstream = streaming_upstream(Some(10), Duration::from_millis(150)).await;
+    let (mut p, mut stream) = open_stream(&upstream, &[]).await;
+    sigterm(&p).await;
+    // No new connection is accepted meanwhile.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        Client::new()
+            .get(format!("{}/health", p.base))
+            .send()
+            .await
+            .is_err(),
+        "a stopping server accepted a new connection"
+    );
+    let mut rest = Vec::new();
+    while let Some(chunk) = stream.chunk().await.unwrap() {
+        rest.extend_from_slice(&chunk);
+    }
+    let rest = String::from_utf8(rest).unwrap();
+    assert!(
+        rest.ends_with("data: 9\n\n"),
+        "the stream was cut: {rest:?}"
+    );
+    let exit = tokio::time::timeout(Duration::from_secs(10), p.child.wait())
+        .await
+        .expect("stops once the stream has ended")
+        .unwrap();
+    assert!(exit.success(), "{exit:?}\n{}", p.stderr());
+}
+
+#[tokio::test]
+async fn an_endless_stream_is_cut_when_the_grace_period_is_over() {
+    let upstream = streaming_upstream(None, Duration::from_millis(100)).await;
+    let grace = [("SWARMGATE_SERVER__SHUTDOWN_GRACE_MS", "1000".to_string())];
+    let (mut p, mut stream) = open_stream(&upstream, &grace).await;
+    let stopping = std::time::Instant::now();
+    sigterm(&p).await;
+    let exit = tokio::time::timeout(Duration::from_secs(10), p.child.wait())
+        .await
+        .expect("stops when the grace period is over")
+        .unwrap();
+    let took = stopping.elapsed();
+    assert!(exit.success(), "{exit:?}\n{}", p.stderr());
+    assert!(
+        took >= Duration::from_millis(900),
+        "stopped before the grace period: {took:?}"
+    );
+    assert!(
+        p.stderr().contains("grace period is over"),
+        "{}",
+        p.stderr()
+    );
+    // The stream ran until then, and ends (cut) instead of hanging.
+    let mut events = 0;
+    while let Ok(Some(_)) = stream.chunk().await {
+        events += 1;
+    }
+    assert!(events >= 5, "{events} events after the first");
+}
