@@ -82,6 +82,8 @@ pub fn estimate_prompt(body: &Value) -> u64 {
 /// of the same stream reported. OpenAI's shape (`prompt_tokens`,
 /// `completion_tokens`) comes whole; Anthropic's (`input_tokens` in
 /// `message_start`, a running `output_tokens` in `message_delta`) in parts.
+/// The counts are the upstream's: sums saturate, since a wrapped sum would
+/// charge an absurd count as almost nothing (and panic in a debug build).
 fn usage_of(value: &Value, seen: Option<Usage>) -> Option<Usage> {
     let u = value
         .get("usage")
@@ -93,14 +95,16 @@ fn usage_of(value: &Value, seen: Option<Usage>) -> Option<Usage> {
         return Some(Usage {
             prompt_tokens: prompt,
             completion_tokens: completion,
-            total_tokens: u["total_tokens"].as_u64().unwrap_or(prompt + completion),
+            total_tokens: u["total_tokens"]
+                .as_u64()
+                .unwrap_or(prompt.saturating_add(completion)),
             estimated: false,
         });
     }
     let input = u["input_tokens"].as_u64().map(|i| {
         // Cached prompt tokens are prompt tokens too.
-        i + u["cache_creation_input_tokens"].as_u64().unwrap_or(0)
-            + u["cache_read_input_tokens"].as_u64().unwrap_or(0)
+        i.saturating_add(u["cache_creation_input_tokens"].as_u64().unwrap_or(0))
+            .saturating_add(u["cache_read_input_tokens"].as_u64().unwrap_or(0))
     });
     let output = u["output_tokens"].as_u64();
     if input.is_none() && output.is_none() {
@@ -111,7 +115,7 @@ fn usage_of(value: &Value, seen: Option<Usage>) -> Option<Usage> {
     Some(Usage {
         prompt_tokens: prompt,
         completion_tokens: completion,
-        total_tokens: prompt + completion,
+        total_tokens: prompt.saturating_add(completion),
         estimated: false,
     })
 }
@@ -290,7 +294,7 @@ impl<B> Metered<B> {
                     Usage {
                         prompt_tokens: u.prompt_tokens,
                         completion_tokens: completion,
-                        total_tokens: u.prompt_tokens + completion,
+                        total_tokens: u.prompt_tokens.saturating_add(completion),
                         estimated: true,
                     }
                 }
@@ -317,7 +321,7 @@ impl<B> Metered<B> {
         Usage {
             prompt_tokens: self.prompt_estimate,
             completion_tokens: completion,
-            total_tokens: self.prompt_estimate + completion,
+            total_tokens: self.prompt_estimate.saturating_add(completion),
             estimated: true,
         }
     }
@@ -536,6 +540,27 @@ mod tests {
         let (out, usage) = run(vec![huge, "tail"], true, true).await;
         assert_eq!(out.len(), huge.len() + 4, "nothing lost");
         assert!(usage.estimated);
+    }
+
+    /// Found by `fuzz/` (target `usage`): counts near `u64::MAX` from an
+    /// upstream overflowed the sums (a panic in a debug build, a wrapped,
+    /// tiny total in a release one).
+    #[tokio::test]
+    async fn counts_too_large_to_add_saturate() {
+        let (_, usage) = run(
+            vec![r#"{"usage":{"prompt_tokens":18446744073709551615,"completion_tokens":1}}"#],
+            false,
+            false,
+        )
+        .await;
+        assert_eq!(usage.total_tokens, u64::MAX);
+        let start = "data: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":18446744073709551615,\"cache_read_input_tokens\":2}}}\n\n";
+        let delta = "data: {\"delta\":{\"text\":\"one two\"}}\n\n";
+        let (_, usage) = run(vec![start, delta], true, false).await;
+        assert_eq!(
+            (usage.prompt_tokens, usage.total_tokens, usage.estimated),
+            (u64::MAX, u64::MAX, true)
+        );
     }
 
     #[test]
