@@ -51,6 +51,9 @@ w("usage", "anthropic-sse", bytes([0b1001, 13]) + anth.encode())
 w("usage", "anthropic-cut", bytes([0b1001, 255]) + anth.encode()[:250])
 w("usage", "json", bytes([0, 20]) + b'{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}')
 w("usage", "json-anthropic", bytes([4, 3]) + b'{"type":"message","usage":{"input_tokens":4,"output_tokens":6}}')
+# Counts at the edge of u64: their sums once overflowed.
+w("usage", "json-huge", bytes([0, 64]) + b'{"usage":{"prompt_tokens":18446744073709551615,"completion_tokens":1}}')
+w("usage", "anthropic-huge", bytes([1, 64]) + b'data: {"type":"message_start","message":{"usage":{"input_tokens":18446744073709551615,"cache_read_input_tokens":2}}}\n\n')
 w("usage", "request", bytes([0, 0]) + b'{"model":"m","messages":[{"role":"user","content":"hello there"}],"prompt":[[1,2],[3]]}')
 # config
 w("config", "example", open(os.path.join(d, "..", "..", "swarmgate.example.toml")).read())
