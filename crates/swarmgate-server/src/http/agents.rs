@@ -27,7 +27,7 @@ pub struct SpawnBody {
     #[serde(default)]
     model: Option<String>,
     #[serde(default)]
-    #[schema(value_type = Option<AgentBudgetSchema>)]
+    #[schema(value_type = AgentBudgetSchema)]
     budget: AgentBudget,
     #[serde(default)]
     ttl_seconds: Option<u64>,

@@ -20,10 +20,19 @@ use crate::http::{AppState, IdentityState};
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterBody {
+    #[schema(pattern = r"^[A-Za-z0-9_.-]{3,64}$")]
     username: String,
+    #[schema(
+        max_length = 254,
+        pattern = r"^[^@\s]{1,64}@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
+    )]
     email: String,
+    /// 8 to 128 characters with an upper- and a lower-case letter, a digit
+    /// and a special character; not a common password.
+    #[schema(min_length = 8, max_length = 128)]
     password: String,
     #[serde(default)]
+    #[schema(max_length = 200)]
     full_name: Option<String>,
 }
 
@@ -285,6 +294,7 @@ pub async fn change_password(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyBody {
+    #[schema(max_length = 256, pattern = r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$")]
     permission: String,
     #[serde(default)]
     resource: Option<String>,

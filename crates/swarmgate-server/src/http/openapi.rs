@@ -184,6 +184,7 @@ pub struct LimitSetSchema {
     pub max_agents: Option<u64>,
     /// What a call over a limit does: `reject` (the default, a 429 at once)
     /// or `queue` (wait for capacity, then 429).
+    #[schema(nullable = false)]
     pub on_limit: Option<OnLimitSchema>,
 }
 
