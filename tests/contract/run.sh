@@ -21,6 +21,7 @@ PASSWORD='Adm1n!Contract-Run'
 
 [ -x "$BIN" ] || { echo "no swarmgate binary at $BIN (cargo build -p swarmgate)" >&2; exit 1; }
 [ -x "$ST" ] || { echo "no schemathesis at $ST (pip install -r tests/python/requirements.txt)" >&2; exit 1; }
+ST="$(realpath "$ST")"
 
 TMP="$(mktemp -d)"
 PORT="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
@@ -55,12 +56,14 @@ run() {
   local label="$1"
   shift
   echo "--- schemathesis, $label"
-  "$ST" run "$BASE/openapi.json" --url "$BASE" \
+  # From the scratch folder: schemathesis keeps a cache of past cases in
+  # its working directory, and each run starts from nothing.
+  (cd "$TMP" && "$ST" run "$BASE/openapi.json" --url "$BASE" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
     --max-examples 30 --max-time "$MAX_TIME" --workers 1 --seed 15 \
     --generation-with-security-parameters false --generation-database none \
     --suppress-health-check too_slow,filter_too_much \
-    --no-color "$@" || FAILED=1
+    --no-color "$@") || FAILED=1
 }
 
 # The admin's own session must outlive its run: logging out is covered by
