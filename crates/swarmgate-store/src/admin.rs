@@ -94,6 +94,20 @@ impl Store {
         update: &UserUpdate,
         now: i64,
     ) -> Result<User, StoreError> {
+        Ok(self.update_user_revoking(id, update, None, now).await?.0)
+    }
+
+    /// [`update_user`](Self::update_user), and when `revoke` gives a
+    /// reason, the user's sessions and API keys revoked in the same
+    /// transaction: a disabled user is never saved with live credentials
+    /// (a crash between two transactions left exactly that).
+    pub async fn update_user_revoking(
+        &self,
+        id: &str,
+        update: &UserUpdate,
+        revoke: Option<&str>,
+        now: i64,
+    ) -> Result<(User, Revoked), StoreError> {
         let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE users SET
@@ -118,8 +132,28 @@ impl Store {
             return Err(StoreError::NotFound);
         }
         record_user_event(&mut tx, id, "updated", now).await?;
+        let mut revoked = Revoked::default();
+        if let Some(reason) = revoke {
+            revoked.sessions = ids(sqlx::query(
+                "UPDATE sessions SET revoked_at = $1, revoke_reason = $2
+                 WHERE user_id = $3 AND revoked_at IS NULL AND expires_at > $1
+                 RETURNING id",
+            )
+            .bind(now)
+            .bind(reason)
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?)?;
+            revoked.keys = ids(sqlx::query(
+                "UPDATE api_keys SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL RETURNING id",
+            )
+            .bind(now)
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?)?;
+        }
         tx.commit().await?;
-        self.get_user(id).await
+        Ok((self.get_user(id).await?, revoked))
     }
 
     /// Deletes a user (sessions and keys go with it) and records the event.
@@ -201,4 +235,18 @@ impl Store {
             .map(|r| Ok((r.try_get("id")?, audit_from_row(r)?)))
             .collect()
     }
+}
+
+/// The ids of what an update revoked, for the shared state to hear of.
+#[derive(Debug, Default)]
+pub struct Revoked {
+    pub sessions: Vec<String>,
+    pub keys: Vec<String>,
+}
+
+fn ids(rows: Vec<sqlx::any::AnyRow>) -> Result<Vec<String>, StoreError> {
+    use sqlx::Row;
+    rows.iter()
+        .map(|r| r.try_get("id").map_err(StoreError::from))
+        .collect()
 }

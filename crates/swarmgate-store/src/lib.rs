@@ -28,7 +28,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyPool, ConnectOptions, Connection, Executor, Transaction};
 use swarmgate_core::breaker::Breaker;
 
-pub use admin::{AuditFilter, UserUpdate};
+pub use admin::{AuditFilter, Revoked, UserUpdate};
 pub use error::StoreError;
 pub use identity::{RefreshOutcome, Session};
 pub use usage::{UsageGroup, UsageRecord, UsageRow};

@@ -62,6 +62,7 @@ on_both!(
     api_keys_are_found_by_hash_and_revoked,
     users_are_listed_by_keyset_and_searched,
     user_updates_and_deletes_are_recorded,
+    a_disable_revokes_in_the_same_transaction,
     audit_query_filters_and_pages,
     usage_is_summed_by_group_and_caller,
 );
@@ -561,6 +562,48 @@ async fn user_updates_and_deletes_are_recorded(store: Store) {
         store.delete_user(&user.id, 1_200).await,
         Err(StoreError::NotFound)
     ));
+}
+
+async fn a_disable_revokes_in_the_same_transaction(store: Store) {
+    let user = store
+        .create_user(&new_user("dora", "dora@example.com"))
+        .await
+        .unwrap();
+    let session = session_for(&store, &user.id, "dr1").await;
+    store
+        .create_api_key(&api_key("dk", &user.id, "dh"))
+        .await
+        .unwrap();
+    let disable = UserUpdate {
+        disabled: Some(true),
+        ..UserUpdate::default()
+    };
+    let (user, revoked) = store
+        .update_user_revoking(&user.id, &disable, Some("user_disabled"), 2_000)
+        .await
+        .unwrap();
+    assert!(user.disabled);
+    assert_eq!(revoked.sessions, vec![session.id.clone()]);
+    assert_eq!(revoked.keys, vec!["dk".to_string()]);
+    assert!(store
+        .get_session(&session.id)
+        .await
+        .unwrap()
+        .revoked_at
+        .is_some());
+    assert!(store
+        .api_key("dk")
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_some());
+    // A second disable finds nothing left to revoke.
+    let (_, again) = store
+        .update_user_revoking(&user.id, &disable, Some("user_disabled"), 2_100)
+        .await
+        .unwrap();
+    assert!(again.sessions.is_empty() && again.keys.is_empty());
 }
 
 async fn audit_query_filters_and_pages(store: Store) {

@@ -115,11 +115,14 @@ impl Identity {
             full_name: patch.full_name.clone(),
             limits: None,
         };
-        let user = self.store.update_user(id, &update, now).await?;
-        let mut revoked = (0, 0);
-        if patch.disabled == Some(true) && !before.disabled {
-            revoked = self.revoke_everything_of(id, "user_disabled", now).await?;
-        }
+        // Every disable revokes, a repeated one too: whatever is still live
+        // (made while a disable was in flight) goes.
+        let revoke = (patch.disabled == Some(true)).then_some("user_disabled");
+        let (user, gone) = self
+            .store
+            .update_user_revoking(id, &update, revoke, now)
+            .await?;
+        let revoked = self.publish_revoked(&gone.sessions, &gone.keys, now).await;
         self.publish_change_soon(Changed::User(id)).await;
         self.admin_event(
             "user_updated",
@@ -195,15 +198,26 @@ impl Identity {
             .store
             .revoke_user_sessions(user_id, None, reason, now)
             .await?;
-        for sid in &sessions {
+        let keys = self.store.revoke_user_api_keys(user_id, now).await?;
+        Ok(self.publish_revoked(&sessions, &keys, now).await)
+    }
+
+    /// Tells the shared state of sessions and keys revoked in the store;
+    /// returns how many of each.
+    async fn publish_revoked(
+        &self,
+        sessions: &[String],
+        keys: &[String],
+        now: i64,
+    ) -> (usize, usize) {
+        for sid in sessions {
             self.publish_revocation(sid).await;
         }
-        let keys = self.store.revoke_user_api_keys(user_id, now).await?;
         let far = now + 10 * 365 * 86_400;
-        for key in &keys {
+        for key in keys {
             self.publish_key_revocation(key, far).await;
         }
-        Ok((sessions.len(), keys.len()))
+        (sessions.len(), keys.len())
     }
 
     /// Clears a lockout of the user's name, email and password change.
