@@ -28,6 +28,17 @@ use cli::{AdminCommand, AuthCommand, Cli, Command, KeysCommand};
 pub(crate) use cli::{ClientCommand, KeyCommand, QuotaCommand, UserCommand};
 
 fn main() -> ExitCode {
+    // Transparent huge pages off for this process: with them, mimalloc's
+    // arenas are backed by 2 MiB pages, and a byte written to an idle
+    // connection's buffer makes its whole huge page resident. bench/conns.sh
+    // measured 28 KiB per idle keep-alive connection with them, 16 KiB
+    // without (10,000 connections: 318 MiB against 194 MiB).
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl with PR_SET_THP_DISABLE only sets a flag of this
+    // process; it reads no memory of ours.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
     let cli = Cli::parse();
     if matches!(
         cli.command,
