@@ -12,7 +12,8 @@
 #                use it again (401, expected)
 # Reports the requests of each kind and its errors (any other status, or a
 # socket error: the run fails unless there are none), and swarmgate's
-# resident memory (VmRSS) every 30 s, with minute 2 against minute 10.
+# resident memory (VmRSS) every 30 s, and from minute 2 on: the range of
+# the first and last thirds and the trend (MiB per minute).
 #
 #   bash bench/soak.sh [SECONDS]      # SG_BIN=target/debug/swarmgate to use a given binary
 #
@@ -138,7 +139,7 @@ wait "$DRIVER"
 rss_kib "$SG_PID" >/dev/null  # still alive at the end
 
 python3 - "$WORK" "$LOAD_SECONDS" <<'PY'
-import re, sys
+import re, statistics, sys
 work, duration = sys.argv[1], int(sys.argv[2])
 rows, failed = [], False
 for kind in ("verify", "chat", "chat_stream"):
@@ -159,12 +160,21 @@ for kind, n, errors in rows:
     print(f"{kind:<12}{n:>10}{n / duration:>9.1f}{errors:>8}")
 samples = dict(tuple(map(int, line.split())) for line in open(f"{work}/rss"))
 print("VmRSS every 30 s (MiB): " + ", ".join(f"{t}s {kib / 1024:.1f}" for t, kib in samples.items()))
-m2, m10 = samples.get(120), samples.get(600)
-if m2 is not None and m10 is not None:
-    print(f"minute 2: {m2 / 1024:.1f} MiB, minute 10: {m10 / 1024:.1f} MiB, difference: {(m10 - m2) / 1024:+.1f} MiB")
+# mimalloc hands freed pages back in batches, so single samples swing by
+# 20 MiB either way: compare the ranges of the first and last thirds of
+# minutes 2-10 and fit a line through all of them.
+late = {t: kib / 1024 for t, kib in samples.items() if t >= 120}
+if len(late) >= 6:
+    times = sorted(late)
+    third = len(times) // 3
+    def span(ts):
+        values = [late[t] for t in ts]
+        return f"{ts[0]}-{ts[-1]}s {min(values):.1f}-{max(values):.1f} MiB (median {statistics.median(values):.1f})"
+    slope = statistics.linear_regression(times, [late[t] for t in times]).slope * 60
+    print(f"from minute 2: {span(times[:third])}; {span(times[-third:])}; trend {slope:+.2f} MiB per minute")
 else:
     first, last = min(samples), max(samples)
-    print(f"(shorter than 10 minutes: no minute-2/minute-10 pair) {first}s: {samples[first] / 1024:.1f} MiB, "
+    print(f"(too short for a trend from minute 2) {first}s: {samples[first] / 1024:.1f} MiB, "
           f"{last}s: {samples[last] / 1024:.1f} MiB, difference: {(samples[last] - samples[first]) / 1024:+.1f} MiB")
 if failed:
     sys.exit("errors (or a kind with no request) in the soak")
