@@ -54,6 +54,10 @@ pub(crate) enum Command {
         /// any, but one must be sent).
         #[arg(long)]
         anthropic_key: Option<String>,
+        /// The pause before each word of a streamed reply (0: none, for
+        /// measuring the gateway's cost per stream rather than its pace).
+        #[arg(long, default_value_t = 20)]
+        chunk_interval_ms: u64,
     },
     /// Limits and agent sessions: status, one caller's standing, cleanup
     /// (against the configured database and Redis).

@@ -58,6 +58,7 @@ pub async fn serve_upstream(listener: std::net::TcpListener) {
         latency: std::time::Duration::ZERO,
         fail_rate: 0.0,
         anthropic_key: None,
+        chunk_interval: std::time::Duration::from_millis(20),
     };
     let result = async {
         let listener = tokio::net::TcpListener::from_std(listener)?;

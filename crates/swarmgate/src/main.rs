@@ -61,6 +61,7 @@ fn main() -> ExitCode {
         fail_rate,
         models,
         anthropic_key,
+        chunk_interval_ms,
     } = &cli.command
     {
         // Needs no configuration: it stands in for an upstream, not for swarmgate.
@@ -69,6 +70,7 @@ fn main() -> ExitCode {
             latency: std::time::Duration::from_millis(*latency_ms),
             fail_rate: *fail_rate,
             anthropic_key: anthropic_key.clone(),
+            chunk_interval: std::time::Duration::from_millis(*chunk_interval_ms),
         };
         return run_mock(*listen, config);
     }

@@ -122,12 +122,18 @@ pub(super) async fn messages(
         }))
         .into_response();
     }
-    stream_message(id, model, reply, input, output)
+    stream_message(id, model, reply, (input, output), mock.config.chunk_interval)
 }
 
-/// Anthropic's events for `reply`: the message, one delta per word (20 ms
-/// apart), and the end with the usage.
-fn stream_message(id: String, model: String, reply: String, input: u64, output: u64) -> Response {
+/// Anthropic's events for `reply`: the message, one delta per word (each
+/// after `interval`), and the end with the usage (`tokens`: input, output).
+fn stream_message(
+    id: String,
+    model: String,
+    reply: String,
+    (input, output): (u64, u64),
+    interval: Duration,
+) -> Response {
     let words: Vec<String> = reply.split_inclusive(' ').map(str::to_string).collect();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     tokio::spawn(async move {
@@ -143,7 +149,9 @@ fn stream_message(id: String, model: String, reply: String, input: u64, output: 
             }
         }
         for word in &words {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            if !interval.is_zero() {
+                tokio::time::sleep(interval).await;
+            }
             let delta = json!({ "type": "content_block_delta", "index": 0, "delta": { "type": "text_delta", "text": word } });
             if tx
                 .send(Ok(event("content_block_delta", delta)))

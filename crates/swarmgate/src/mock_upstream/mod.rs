@@ -39,6 +39,8 @@ pub struct MockConfig {
     /// The `x-api-key` `/v1/messages` insists on (any key when unset; a
     /// missing one is always refused).
     pub anthropic_key: Option<String>,
+    /// The pause before each word of a streamed reply.
+    pub chunk_interval: Duration,
 }
 
 struct Mock {
@@ -227,11 +229,12 @@ async fn completion(mock: Shared, kind: &'static str, body: Bytes) -> Response {
         .into_response();
     }
     let include_usage = body["stream_options"]["include_usage"] == json!(true);
-    stream_reply(kind, id, model, prompt, reply, include_usage)
+    let interval = mock.config.chunk_interval;
+    stream_reply(kind, id, model, prompt, reply, include_usage, interval)
 }
 
-/// SSE in several chunks, one per word, with a short pause between them so a
-/// client can tell streaming from a body delivered at the end.
+/// SSE in several chunks, one per word, each after `interval` (20 ms by
+/// default) so a client can tell streaming from a body delivered at the end.
 fn stream_reply(
     kind: &'static str,
     id: String,
@@ -239,6 +242,7 @@ fn stream_reply(
     prompt: String,
     reply: String,
     include_usage: bool,
+    interval: Duration,
 ) -> Response {
     let object = if kind == "chat" {
         "chat.completion.chunk"
@@ -264,7 +268,9 @@ fn stream_reply(
             }
         }
         for word in &words {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            if !interval.is_zero() {
+                tokio::time::sleep(interval).await;
+            }
             if tx
                 .send(Ok(event(chunk(json!([choice(word, None)]), Value::Null))))
                 .await
