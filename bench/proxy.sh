@@ -12,14 +12,29 @@
 #   sg_jwt   wrk -> swarmgate (JWT, permission check) -> mock-upstream
 #   sg_lim   sg_key with a key that has limits (rpm, max_concurrent) never
 #            reached: the quota step's own cost (in-process state)
+# and the LLM path: the same 1 KiB chat completion body (max_tokens 64) to
+# mock-upstream's /v1/chat/completions, plain and streamed (a chunk per
+# word, unpaced), through
+#   direct_chat, direct_stream  no proxy
+#   nginx_chat, nginx_stream    nginx forwarding it as it is
+#   hyper_chat, hyper_stream    the bare hyper proxy
+#   sg_chat, sg_stream          swarmgate with an API key that has a token
+#                               budget and an rpm (never reached): the model
+#                               permission, the reservation and its
+#                               settlement, the usage read and recorded
+#   sg_chat_jwt                 the same with a JWT and no limits
 # each at concurrency 32 (throughput, p50, p99) and 1 (p50, p99 latency).
+# 'vs nginx' and 'vs hyper' compare each row with nginx and hyper on the
+# same request (the GET, the chat or the stream).
 #
 #   bash bench/proxy.sh          # DURATION=5 ROUNDS=2 to change
+#   ONLY='chat|stream' bash bench/proxy.sh   # only the targets matching a regex
+#                                 # (a row's nginx, hyper and direct rows must match too)
 #
 # swarmgate and hyper_proxy answer on SG_THREADS threads (default: one per
 # core, swarmgate's own default).
 #
-# SG_BASELINE_BIN=PATH adds old_key and old_jwt: another swarmgate binary
+# SG_BASELINE_BIN=PATH adds old_key, old_jwt, old_chat and old_stream: another swarmgate binary
 # (an earlier build, say) on the same route, measured in the same rounds,
 # so a change's cost per request is read against its own baseline.
 #
@@ -47,7 +62,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$BIN" mock-upstream --listen "127.0.0.1:$MOCK_PORT" >/dev/null 2>&1 &
+"$BIN" mock-upstream --listen "127.0.0.1:$MOCK_PORT" --chunk-interval-ms 0 >/dev/null 2>&1 &
 PIDS+=($!)
 MOCK_PID=$!
 
@@ -57,6 +72,10 @@ name = "orchestrator"
 path_prefix = "/tasks"
 upstreams = ["http://127.0.0.1:$MOCK_PORT"]
 permissions = { GET = "tasks.read" }
+
+[[models]]
+name = "mock-model"
+upstreams = ["http://127.0.0.1:$MOCK_PORT"]
 CONF
 PASSWORD='Adm1n!Proxy-Bench-9'
 start_swarmgate "$WORK" "$SG_PORT" "$PASSWORD" SWARMGATE_CONFIG="$WORK/swarmgate.toml" \
@@ -69,7 +88,8 @@ SG="http://127.0.0.1:$SG_PORT"
 wait_up "http://127.0.0.1:$MOCK_PORT/tasks" "http://127.0.0.1:$HYPER_PORT/tasks" "$SG/health"
 TOKEN="$(admin_token "$SG" "$PASSWORD")"
 KEY="$(api_key "$SG" "$TOKEN" '{"name":"bench","permissions":["tasks.read"]}')"
-TARGETS=(direct nginx nginx_id hyper sg_key sg_jwt sg_lim)
+TARGETS=(direct nginx nginx_id hyper sg_key sg_jwt sg_lim
+  direct_chat nginx_chat hyper_chat sg_chat sg_chat_jwt direct_stream nginx_stream hyper_stream sg_stream)
 if [ -n "${SG_BASELINE_BIN:-}" ]; then
   OLD_PORT="$(free_port)"; mkdir -p "$WORK/old"
   NEW_BIN="$BIN"; NEW_PID="$SG_PID"; BIN="$SG_BASELINE_BIN"
@@ -81,8 +101,23 @@ if [ -n "${SG_BASELINE_BIN:-}" ]; then
   wait_up "$OLD/health"
   OLD_TOKEN="$(admin_token "$OLD" "$PASSWORD")"
   OLD_KEY="$(api_key "$OLD" "$OLD_TOKEN" '{"name":"bench","permissions":["tasks.read"]}')"
-  TARGETS+=(old_key old_jwt)
+  OLD_CHAT_KEY="$(api_key "$OLD" "$OLD_TOKEN" \
+    '{"name":"bench-chat","permissions":["models.*"],"limits":{"rpm":1000000000,"tokens_per_day":1000000000000}}')"
+  TARGETS+=(old_key old_jwt old_chat old_stream)
 fi
+CHAT_KEY="$(api_key "$SG" "$TOKEN" \
+  '{"name":"bench-chat","permissions":["models.*"],"limits":{"rpm":1000000000,"tokens_per_day":1000000000000}}')"
+# About 1 KiB of chat: a system prompt and a question.
+python3 - "$WORK" <<'PY'
+import json, sys
+words = "Plan the next step of the swarm's task and say which agent should take it. " * 13
+for kind, extra in (("chat", {}), ("stream", {"stream": True})):
+    body = json.dumps({"model": "mock-model", "max_tokens": 64, **extra, "messages": [
+        {"role": "system", "content": "You are the planner of an agent swarm. " + words[:800]},
+        {"role": "user", "content": "What should happen next?"}]})
+    with open(f"{sys.argv[1]}/{kind}.lua", "w") as f:
+        f.write(f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\nwrk.headers["Content-Type"] = "application/json"\n')
+PY
 LIMITED="$(api_key "$SG" "$TOKEN" \
   '{"name":"bench-limited","permissions":["tasks.read"],"limits":{"rpm":1000000000,"max_concurrent":100000}}')"
 
@@ -137,9 +172,13 @@ RESULTS="$WORK/results"
 NGINX_WORKER="$(awk -v master="$(cat "$WORK/nginx.pid")" '$4 == master {print $1; exit}' /proc/[0-9]*/stat 2>/dev/null || true)"
 [ -n "$NGINX_WORKER" ] || { echo "nginx's worker process was not found" >&2; exit 1; }
 declare -A PROXY_PID=([direct]="" [nginx]="$NGINX_WORKER" [nginx_id]="$NGINX_WORKER" [hyper]="$HYPER_PID"
-  [sg_key]="$SG_PID" [sg_jwt]="$SG_PID" [sg_lim]="$SG_PID" [old_key]="${OLD_PID:-}" [old_jwt]="${OLD_PID:-}")
+  [sg_key]="$SG_PID" [sg_jwt]="$SG_PID" [sg_lim]="$SG_PID" [old_key]="${OLD_PID:-}" [old_jwt]="${OLD_PID:-}"
+  [direct_chat]="" [nginx_chat]="$NGINX_WORKER" [hyper_chat]="$HYPER_PID" [sg_chat]="$SG_PID" [sg_chat_jwt]="$SG_PID"
+  [direct_stream]="" [nginx_stream]="$NGINX_WORKER" [hyper_stream]="$HYPER_PID" [sg_stream]="$SG_PID"
+  [old_chat]="${OLD_PID:-}" [old_stream]="${OLD_PID:-}")
 measure() { # name connections url [header]
   local name="$1" c="$2" url="$3"; shift 3
+  [[ "$name" =~ ${ONLY:-.} ]] || return 0
   local proxy_before mock_before proxy_after mock_after
   proxy_before="$(proc_ticks "${PROXY_PID[$name]}")"; mock_before="$(proc_ticks "$MOCK_PID")"
   run_wrk "$name" "$c" "$@" "$url"
@@ -158,28 +197,52 @@ for round in $(seq "$ROUNDS"); do
     measure sg_key "$c" "$SG/tasks/1" -H "X-API-Key: $KEY"
     measure sg_jwt "$c" "$SG/tasks/1" -H "Authorization: Bearer $TOKEN"
     measure sg_lim "$c" "$SG/tasks/1" -H "X-API-Key: $LIMITED"
+    CHAT_PATH=/v1/chat/completions
+    for kind in chat stream; do
+      measure "direct_$kind" "$c" "http://127.0.0.1:$MOCK_PORT$CHAT_PATH" -s "$WORK/$kind.lua"
+      measure "nginx_$kind" "$c" "http://127.0.0.1:$NGINX_PORT$CHAT_PATH" -s "$WORK/$kind.lua"
+      measure "hyper_$kind" "$c" "http://127.0.0.1:$HYPER_PORT$CHAT_PATH" -s "$WORK/$kind.lua"
+      measure "sg_$kind" "$c" "$SG$CHAT_PATH" -s "$WORK/$kind.lua" -H "Authorization: Bearer $CHAT_KEY"
+    done
+    measure sg_chat_jwt "$c" "$SG$CHAT_PATH" -s "$WORK/chat.lua" -H "Authorization: Bearer $TOKEN"
     if [ -n "${OLD:-}" ]; then
       measure old_key "$c" "$OLD/tasks/1" -H "X-API-Key: $OLD_KEY"
       measure old_jwt "$c" "$OLD/tasks/1" -H "Authorization: Bearer $OLD_TOKEN"
+      measure old_chat "$c" "$OLD$CHAT_PATH" -s "$WORK/chat.lua" -H "Authorization: Bearer $OLD_CHAT_KEY"
+      measure old_stream "$c" "$OLD$CHAT_PATH" -s "$WORK/stream.lua" -H "Authorization: Bearer $OLD_CHAT_KEY"
     fi
   done
   echo "round $round done" >&2
 done
 
-PYTHONPATH=bench python3 - "$RESULTS" "${TARGETS[@]}" <<'PY'
+SELECTED=()
+for t in "${TARGETS[@]}"; do [[ "$t" =~ ${ONLY:-.} ]] && SELECTED+=("$t"); done
+PYTHONPATH=bench python3 - "$RESULTS" "${SELECTED[@]}" <<'PY'
 import sys
 from results import load, median
 rows = load(sys.argv[1], 2)
 targets = sys.argv[2:]
 def med(name, c, i):
     return median(rows, (name, c), i)
-print(f"{'target':<8}{'req/s c=32':>12}{'p50 c=32':>10}{'p99 c=32':>10}{'p50 c=1':>10}{'p99 c=1':>10}{'vs nginx':>10}{'vs hyper':>10}{'added p50 c=1':>15}{'CPU/req proxy':>15}{'upstream':>10}")
+def group(name):
+    # The rows each target is compared with: the same request through nginx
+    # and the bare hyper proxy, and without a proxy.
+    for kind in ("chat", "stream"):
+        if name.endswith(kind) or name.endswith(kind + "_jwt"):
+            return f"nginx_{kind}", f"hyper_{kind}", f"direct_{kind}"
+    return "nginx", "hyper", "direct"
+print(f"{'target':<14}{'req/s c=32':>11}{'p50 c=32':>10}{'p99 c=32':>10}{'p50 c=1':>10}{'p99 c=1':>10}{'vs nginx':>9}{'vs hyper':>9}{'added p50 c=1':>14}{'added p99 c=1':>14}{'CPU/req proxy':>14}{'upstream':>10}{'CPU vs nginx':>13}")
 for name in targets:
+    nginx, hyper, direct = group(name)
     rps = med(name, 32, 0)
-    print(f"{name:<8}{rps:>12.0f}{med(name,32,1):>9.2f}m{med(name,32,2):>9.2f}m"
-          f"{med(name,1,1):>9.3f}m{med(name,1,2):>9.3f}m{rps/med('nginx',32,0):>10.0%}"
-          f"{rps/med('hyper',32,0):>10.0%}{med(name,1,1)-med('direct',1,1):>14.3f}m"
-          f"{'-' if name == 'direct' else format(med(name,32,3), '.1f') + 'us':>15}{med(name,32,4):>8.1f}us")
-print("(m = milliseconds; medians over rounds; 'added' is p50 at c=1 minus direct's;")
-print(" CPU/req: user + system CPU time per request at c=32, of the proxy and of the upstream behind it)")
+    proxied = not name.startswith("direct")
+    cpu = med(name, 32, 3)
+    print(f"{name:<14}{rps:>11.0f}{med(name,32,1):>9.2f}m{med(name,32,2):>9.2f}m"
+          f"{med(name,1,1):>9.3f}m{med(name,1,2):>9.3f}m{rps/med(nginx,32,0):>9.0%}"
+          f"{rps/med(hyper,32,0):>9.0%}{med(name,1,1)-med(direct,1,1):>13.3f}m{med(name,1,2)-med(direct,1,2):>13.3f}m"
+          f"{format(cpu, '.1f') + 'us' if proxied else '-':>14}{med(name,32,4):>8.1f}us"
+          f"{format(cpu / med(nginx,32,3), '.2f') + 'x' if proxied else '-':>13}")
+print("(m = milliseconds; medians over rounds; 'added' is p50 (p99) at c=1 minus the same request's direct one;")
+print(" CPU/req: user + system CPU time per request at c=32, of the proxy and of the upstream behind it;")
+print(" 'CPU vs nginx': the proxy's CPU per request over nginx's on the same request)")
 PY
