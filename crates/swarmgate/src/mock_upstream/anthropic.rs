@@ -122,7 +122,13 @@ pub(super) async fn messages(
         }))
         .into_response();
     }
-    stream_message(id, model, reply, (input, output), mock.config.chunk_interval)
+    stream_message(
+        id,
+        model,
+        reply,
+        (input, output),
+        mock.config.chunk_interval,
+    )
 }
 
 /// Anthropic's events for `reply`: the message, one delta per word (each
