@@ -125,7 +125,10 @@ impl RedisState {
         if let Some(manager) = self.conn.load_full() {
             return Ok((*manager).clone());
         }
-        let manager = self.bounded(self.new_manager()).await?;
+        // Boxed: connecting is a 6.6 KB future, and unboxed it would be
+        // part of every quota call's future, and of every request's, even
+        // with in-process state, which are moved (copied) as they nest.
+        let manager = self.bounded(Box::pin(self.new_manager())).await?;
         self.conn.store(Some(Arc::new(manager.clone())));
         Ok(manager)
     }
