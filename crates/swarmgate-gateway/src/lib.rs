@@ -6,6 +6,7 @@
 //! coordinator before anything is forwarded.
 
 pub mod body;
+pub mod call_body;
 pub mod config;
 pub mod enforce;
 pub mod forward;

@@ -2,10 +2,11 @@
 //! upstreams, an optional API key the caller never sees, and the name used
 //! in its permission `models.NAME.invoke`.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
+use metrics::Counter;
 use serde::Deserialize;
 
 use crate::config::GatewayConfig;
@@ -41,11 +42,20 @@ pub struct Model {
     /// The route label of its calls' metrics, made once:
     /// `gateway:model:NAME`, or `gateway:provider:NAME` for a provider.
     pub label: Arc<str>,
+    /// Its `swarmgate_llm_tokens_total` series (prompt, completion), made
+    /// at its first call: the facade's macro would hash the name and the
+    /// labels again on every call.
+    tokens: OnceLock<(Counter, Counter)>,
 }
 
 impl Model {
     pub fn permission(&self) -> &str {
         &self.permission
+    }
+
+    /// The prompt and completion token counters of calls to this model.
+    pub fn token_counters(&self) -> &(Counter, Counter) {
+        self.tokens.get_or_init(|| token_counters(&self.name))
     }
 
     /// A hosted provider's API as one upstream (`base_url`, `http://` or
@@ -71,6 +81,7 @@ impl Model {
             credential: Some((header, value)),
             timeout,
             label: format!("gateway:provider:{name}").into(),
+            tokens: OnceLock::new(),
         })
     }
 }
@@ -106,6 +117,12 @@ impl std::fmt::Debug for ModelTable {
             .entries(self.models.iter().map(|m| &m.name))
             .finish()
     }
+}
+
+/// `swarmgate_llm_tokens_total` of `model`: prompt, completion.
+pub fn token_counters(model: &str) -> (Counter, Counter) {
+    let series = |kind: &'static str| metrics::counter!("swarmgate_llm_tokens_total", "model" => model.to_string(), "kind" => kind);
+    (series("prompt"), series("completion"))
 }
 
 /// The permission that lets a caller use `model`: `models.NAME.invoke`.
@@ -174,6 +191,7 @@ impl ModelTable {
                 credential,
                 timeout: Duration::from_millis(m.timeout_ms.max(1)),
                 label: format!("gateway:model:{}", m.name).into(),
+                tokens: OnceLock::new(),
             });
         }
         Ok(Self { models: compiled })

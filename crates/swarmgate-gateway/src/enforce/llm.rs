@@ -12,6 +12,7 @@ use swarmgate_service::{Credential, Principal};
 
 use super::{apply_rate_headers, nobody, provider_accepted, target_of, Gateway, Result};
 use crate::body::Body;
+use crate::call_body::CallBody;
 use crate::forward::Incoming;
 use crate::models::Model;
 
@@ -36,8 +37,9 @@ pub struct LlmCall<'a> {
     pub model: &'a Model,
     pub dialect: Dialect,
     pub incoming: Incoming,
-    /// The parsed body; what is sent upstream is written back from it.
-    pub body: serde_json::Value,
+    /// The body and what was read of it; it goes upstream as it came, with
+    /// at most the usage asked for.
+    pub body: CallBody,
     pub started: Option<Instant>,
 }
 
@@ -58,13 +60,13 @@ impl Gateway {
             model,
             dialect,
             mut incoming,
-            mut body,
+            body,
             started,
         } = call;
-        let rewritten = rewrite_for_upstream(&mut incoming, &mut body, dialect)?;
-        let prompt_estimate = crate::usage::estimate_prompt(&body);
+        let rewritten = rewrite_for_upstream(&mut incoming, &body, dialect)?;
+        let prompt_estimate = body.prompt_estimate;
         let call = Call::Llm {
-            reserve: self.worst_case(&body, incoming.uri.path(), prompt_estimate)?,
+            reserve: self.worst_case(&body, incoming.uri.path())?,
         };
         let ticket = match dialect {
             Dialect::OpenAi => self.quota.admit(principal, call).await?,
@@ -77,11 +79,7 @@ impl Gateway {
         // Usage is kept by the model the caller asked for.
         let model_name = match dialect {
             Dialect::OpenAi => model.name.clone(),
-            Dialect::Anthropic => body
-                .get("model")
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
+            Dialect::Anthropic => body.model.clone().unwrap_or_default(),
         };
         let external = dialect == Dialect::Anthropic;
         let who = if external {
@@ -101,9 +99,15 @@ impl Gateway {
             // Nothing was generated: the reservation goes back in full.
             return Ok(response);
         }
+        // A provider's calls are counted by the model the caller named.
+        let tokens = match dialect {
+            Dialect::OpenAi => model.token_counters().clone(),
+            Dialect::Anthropic => crate::models::token_counters(&model_name),
+        };
         let meter = Meter {
             principal,
             ticket,
+            tokens,
             model_name,
             streamed: rewritten.streamed,
             strip_usage: rewritten.strip_usage,
@@ -129,6 +133,7 @@ impl Gateway {
         let Meter {
             principal,
             ticket,
+            tokens: (prompt, completion),
             model_name,
             streamed,
             strip_usage,
@@ -144,10 +149,8 @@ impl Gateway {
         };
         let report = Box::new(move |u: crate::usage::Usage| {
             ticket.settle(Some(u.total_tokens));
-            metrics::counter!("swarmgate_llm_tokens_total", "model" => model_name.clone(), "kind" => "prompt")
-                .increment(u.prompt_tokens);
-            metrics::counter!("swarmgate_llm_tokens_total", "model" => model_name.clone(), "kind" => "completion")
-                .increment(u.completion_tokens);
+            prompt.increment(u.prompt_tokens);
+            completion.increment(u.completion_tokens);
             usage.record(swarmgate_store::UsageRecord {
                 at: clock.now_secs(),
                 user_id,
@@ -167,21 +170,15 @@ impl Gateway {
     /// The most tokens a call can cost: the prompt (estimated, plus the
     /// template's share) and every token it may generate (`max_tokens`, or
     /// the configured default when it names none; nothing for embeddings).
-    fn worst_case(
-        &self,
-        body: &serde_json::Value,
-        path: &str,
-        prompt_estimate: u64,
-    ) -> Result<u64> {
+    fn worst_case(&self, body: &CallBody, path: &str) -> Result<u64> {
         let completion = if path.ends_with("/embeddings") {
             0
         } else {
-            let field = |name| body.get(name).and_then(serde_json::Value::as_u64);
-            field("max_completion_tokens")
-                .or_else(|| field("max_tokens"))
+            body.max_completion_tokens
+                .or(body.max_tokens)
                 .unwrap_or(self.quota.settings().default_max_tokens)
         };
-        let choices = match body.get("n") {
+        let choices = match &body.n {
             None | Some(serde_json::Value::Null) => 1,
             Some(n) => n
                 .as_u64()
@@ -194,7 +191,8 @@ impl Gateway {
                 })?,
         };
         // Beyond any limit anyway; kept finite so no meter overflows.
-        Ok(prompt_estimate
+        Ok(body
+            .prompt_estimate
             .saturating_add(TEMPLATE_TOKENS)
             .saturating_add(completion.saturating_mul(choices))
             .min(swarmgate_core::limits::MAX_LIMIT))
@@ -205,6 +203,8 @@ impl Gateway {
 struct Meter<'a> {
     principal: &'a Principal,
     ticket: Ticket,
+    /// `swarmgate_llm_tokens_total`: prompt, completion.
+    tokens: (metrics::Counter, metrics::Counter),
     model_name: String,
     streamed: bool,
     strip_usage: bool,
@@ -218,34 +218,23 @@ struct Rewritten {
     strip_usage: bool,
 }
 
-/// Rewrites the call's body (a streamed OpenAI call is made to report its
-/// usage) and the headers that go with it.
+/// Sets the call's body for its upstream (a streamed OpenAI call is made to
+/// report its usage) and the headers that go with it.
 fn rewrite_for_upstream(
     incoming: &mut Incoming,
-    body: &mut serde_json::Value,
+    body: &CallBody,
     dialect: Dialect,
 ) -> Result<Rewritten> {
-    let streamed = body.get("stream") == Some(&serde_json::Value::Bool(true));
-    let asked =
-        body.pointer("/stream_options/include_usage") == Some(&serde_json::Value::Bool(true));
-    let strip_usage = dialect == Dialect::OpenAi && streamed && !asked;
-    if strip_usage {
-        if let Some(object) = body.as_object_mut() {
-            let options = object
-                .entry("stream_options")
-                .or_insert_with(|| serde_json::json!({}));
-            if !options.is_object() {
-                *options = serde_json::json!({});
-            }
-            if let Some(options) = options.as_object_mut() {
-                options.insert("include_usage".into(), serde_json::json!(true));
-            }
-        }
-    }
-    let bytes =
-        serde_json::to_vec(body).map_err(|e| swarmgate_service::Error::Internal(e.to_string()))?;
-    // The body is rewritten whole: its length is now known, and any
-    // framing the caller used no longer applies.
+    let streamed = body.stream;
+    let strip_usage = dialect == Dialect::OpenAi && streamed && !body.asked_for_usage();
+    let bytes = if strip_usage {
+        body.with_usage_asked()
+            .map_err(|e| swarmgate_service::Error::BadRequest(e.to_string()))?
+    } else {
+        body.bytes().clone()
+    };
+    // The body was read whole: its length is known, and any framing the
+    // caller used no longer applies.
     incoming.headers.remove(header::TRANSFER_ENCODING);
     incoming
         .headers

@@ -9,9 +9,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
-use serde_json::Value;
 use utoipa::ToSchema;
 
+use swarmgate_gateway::call_body::{BodyError, CallBody};
 use swarmgate_gateway::{Dialect, LlmCall};
 use swarmgate_service::Principal;
 
@@ -116,23 +116,33 @@ async fn handle(
     };
     let (parts, body) = request.into_parts();
     let bytes = read_body(&state, body).await?;
-    let Ok(body) = serde_json::from_slice::<Value>(&bytes) else {
-        return Ok(anthropic_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "the body is not valid JSON".into(),
-        ));
-    };
-    let Some(name) = body
-        .get("model")
-        .and_then(Value::as_str)
-        .filter(|m| !m.is_empty())
-    else {
-        return Ok(anthropic_error(
+    let no_model = || {
+        anthropic_error(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
             "model: the body must name a model".into(),
-        ));
+        )
+    };
+    let body = match CallBody::parse(bytes) {
+        Ok(body) => body,
+        Err(BodyError::NotAnObject) => return Ok(no_model()),
+        Err(BodyError::NotJson) => {
+            return Ok(anthropic_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "the body is not valid JSON".into(),
+            ))
+        }
+        Err(e) => {
+            return Ok(anthropic_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                e.to_string(),
+            ))
+        }
+    };
+    let Some(name) = body.model.as_deref().filter(|m| !m.is_empty()) else {
+        return Ok(no_model());
     };
     let permission = swarmgate_gateway::models::model_permission(name);
     if name.len() > MAX_MODEL_NAME
@@ -158,7 +168,7 @@ async fn handle(
     }
     let (mut incoming, started) = incoming_of(parts);
     if endpoint == Endpoint::CountTokens {
-        incoming.body = swarmgate_gateway::Body::from(bytes);
+        incoming.body = swarmgate_gateway::Body::from(body.bytes().clone());
         let response = state
             .gateway
             .call_provider_plain(&principal, profile, incoming, started)

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http_body_util::{BodyExt, Limited};
 use serde::Serialize;
-use serde_json::Value;
+use swarmgate_gateway::call_body::{BodyError, CallBody};
 use swarmgate_gateway::forward::Incoming;
 use utoipa::ToSchema;
 
@@ -98,8 +98,8 @@ pub(super) async fn read_body(state: &AppState, body: axum::body::Body) -> Resul
         .to_bytes())
 }
 
-/// The request for the upstream, without its body: what is sent is
-/// written back from the parsed one (`LlmCall::body`).
+/// The request for the upstream, without its body: what is sent is the
+/// body read (`LlmCall::body`).
 pub(super) fn incoming_of(
     parts: axum::http::request::Parts,
 ) -> (Incoming, Option<std::time::Instant>) {
@@ -112,6 +112,10 @@ pub(super) fn incoming_of(
         peer,
     };
     (incoming, started)
+}
+
+fn no_model() -> crate::http::error::ApiError {
+    swarmgate_core::ValidationError::new("model", "the body must name a model").into()
 }
 
 /// Served at `/v1/chat/completions`, `/v1/completions` and
@@ -136,12 +140,13 @@ pub async fn call(
 ) -> Result<Response> {
     let (parts, body) = request.into_parts();
     let bytes = read_body(&state, body).await?;
-    let body: Value = serde_json::from_slice(&bytes)
-        .map_err(|_| Error::BadRequest("request body is not valid JSON".into()))?;
-    let Some(name) = body.get("model").and_then(Value::as_str) else {
-        return Err(
-            swarmgate_core::ValidationError::new("model", "the body must name a model").into(),
-        );
+    let body = match CallBody::parse(bytes) {
+        Ok(body) => body,
+        Err(BodyError::NotAnObject) => return Err(no_model()),
+        Err(e) => return Err(Error::BadRequest(e.to_string()).into()),
+    };
+    let Some(name) = body.model.as_deref() else {
+        return Err(no_model());
     };
     let Some(model) = state.gateway.models().get(name) else {
         return Ok(openai_error(

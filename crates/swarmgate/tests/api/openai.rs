@@ -168,6 +168,63 @@ async fn completions_are_routed_by_model_with_403_and_404_in_openai_shape() {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
 
+/// The body goes upstream as it came, so a field the gateway reads must
+/// mean one thing: given twice, the gateway could check one model and the
+/// upstream run the other.
+#[tokio::test]
+async fn a_body_naming_the_model_twice_is_refused() {
+    let m = Mock::start(&["--models", "phi-3.5-mini,big"]).await;
+    let s = llm_server(&m).await;
+    let admin = s.admin_token().await;
+    let r = s
+        .post_auth(
+            "/auth/api-keys",
+            &admin,
+            json!({"name": "phi", "permissions": ["*"], "models": ["phi-3.5-mini"]}),
+        )
+        .await;
+    let key = r.json::<Value>().await.unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let messages = r#""messages":[{"role":"user","content":"ping"}]"#;
+    for body in [
+        format!(r#"{{"model":"phi-3.5-mini","model":"big",{messages}}}"#),
+        format!(r#"{{"model":"big","model":"phi-3.5-mini",{messages}}}"#),
+        format!(r#"{{"model":"phi-3.5-mini","stream":false,"stream":true,{messages}}}"#),
+    ] {
+        let r = s
+            .client
+            .post(s.url("/v1/chat/completions"))
+            .header("authorization", format!("Bearer {key}"))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        let e = expect_error(r, StatusCode::BAD_REQUEST, "bad_request").await;
+        let message = e["error"]["message"].as_str().unwrap();
+        assert!(message.contains("more than once"), "{body}: {e}");
+    }
+    // Once each, and fields the gateway does not read, in any order: as sent.
+    let r = s
+        .client
+        .post(s.url("/v1/chat/completions"))
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .body(format!(
+            r#"{{"user":"u1", {messages}, "model":"phi-3.5-mini" }}"#
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["usage"]["prompt_tokens"],
+        1
+    );
+}
+
 #[tokio::test]
 async fn the_upstream_api_key_is_sent_and_the_callers_is_not() {
     // The model's upstream path points at the mock's echo.
