@@ -12,7 +12,10 @@
 //! number written in the body, and an estimate never more than that plus
 //! one token per byte of the body; an estimated total is prompt plus
 //! completion; a request body's prompt estimate is at most one token per
-//! byte.
+//! byte. The same bytes read as an LLM call's body: refused exactly when
+//! they are not a JSON object or name a top-level field twice, read with
+//! the model and stream flag a JSON parser sees, counted as the tree is;
+//! asking for usage changes nothing but `stream_options`.
 
 #![no_main]
 
@@ -25,6 +28,8 @@ use std::task::{Context, Poll, Waker};
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use libfuzzer_sys::fuzz_target;
+use serde_json::Value;
+use swarmgate_gateway::call_body::{BodyError, CallBody};
 use swarmgate_gateway::usage::{estimate_prompt, Metered, Usage};
 
 /// A body whose chunks are all there already.
@@ -135,7 +140,36 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
-    if let Ok(request) = serde_json::from_slice::<serde_json::Value>(body) {
-        assert!(estimate_prompt(&request) <= bytes);
+    let tree = serde_json::from_slice::<Value>(body).ok();
+    if let Some(request) = &tree {
+        assert!(estimate_prompt(request) <= bytes);
     }
+    call_body(body, tree.as_ref());
 });
+
+/// The properties of [`CallBody`] over `body`, against the tree a JSON
+/// parser makes of it (`None`: not JSON).
+fn call_body(body: &[u8], tree: Option<&Value>) {
+    let read = CallBody::parse(Bytes::copy_from_slice(body));
+    let (call, object) = match (read, tree) {
+        (Ok(call), Some(Value::Object(object))) => (call, object),
+        (Err(BodyError::NotJson), None) | (Err(BodyError::NotAnObject), Some(_)) => return,
+        (Err(BodyError::Duplicate(_)), Some(Value::Object(_))) => return,
+        (read, tree) => panic!("{read:?} for {tree:?}"),
+    };
+    assert!(call.prompt_estimate <= body.len() as u64);
+    assert_eq!(call.model.as_deref(), object.get("model").and_then(Value::as_str));
+    assert_eq!(call.stream, object.get("stream") == Some(&Value::Bool(true)));
+    let asked = call.with_usage_asked().expect("an object can ask for usage");
+    let Ok(Value::Object(mut out)) = serde_json::from_slice::<Value>(&asked) else {
+        panic!("not a JSON object: {:?}", String::from_utf8_lossy(&asked));
+    };
+    let options = out.remove("stream_options");
+    assert_eq!(
+        options.as_ref().and_then(|o| o.get("include_usage")),
+        Some(&Value::Bool(true))
+    );
+    let mut before = object.clone();
+    before.remove("stream_options");
+    assert_eq!(out, before, "fields other than stream_options changed");
+}

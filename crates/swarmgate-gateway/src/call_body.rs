@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use crate::usage::{estimate_prompt, estimate_text, NOT_PROMPT};
@@ -57,7 +57,9 @@ impl fmt::Display for BodyError {
 impl CallBody {
     pub fn parse(raw: Bytes) -> Result<Self, BodyError> {
         if raw.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-            return Err(match serde_json::from_slice::<IgnoredAny>(&raw) {
+            // Read as a tree, so that what is JSON here is what is JSON
+            // everywhere else (a number beyond f64 is not).
+            return Err(match serde_json::from_slice::<Value>(&raw) {
                 Ok(_) => BodyError::NotAnObject,
                 Err(_) => BodyError::NotJson,
             });
@@ -69,9 +71,11 @@ impl CallBody {
                 duplicate: &mut duplicate,
             })
             .and_then(|read| de.end().map(|()| read));
+        // Not JSON wins over a field given twice: the body is read to its
+        // end either way.
         let read = match (read, duplicate) {
-            (_, Some(field)) => return Err(BodyError::Duplicate(field)),
-            (Err(_), None) => return Err(BodyError::NotJson),
+            (Err(_), _) => return Err(BodyError::NotJson),
+            (Ok(_), Some(field)) => return Err(BodyError::Duplicate(field)),
             (Ok(read), None) => read,
         };
         let Read {
@@ -164,7 +168,7 @@ struct Read {
 /// value also counted by the prompt rule, as every value of the body is);
 /// every other value is only counted.
 struct TopVisitor<'d> {
-    /// Set to a field seen twice.
+    /// Set to the first field seen twice.
     duplicate: &'d mut Option<String>,
 }
 
@@ -179,9 +183,8 @@ impl<'de> Visitor<'de> for TopVisitor<'_> {
         let mut read = Read::default();
         let mut seen: Vec<Cow<'de, str>> = Vec::new();
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            if seen.contains(&key) {
-                *self.duplicate = Some(key.into_owned());
-                return Err(de::Error::custom("a duplicate field"));
+            if self.duplicate.is_none() && seen.contains(&key) {
+                *self.duplicate = Some(key.to_string());
             }
             let known = matches!(
                 key.as_ref(),
@@ -206,12 +209,11 @@ impl<'de> Visitor<'de> for TopVisitor<'_> {
                     "stream" => read.stream = value == Value::Bool(true),
                     _ => read.stream_options = Some(value),
                 }
-            } else if NOT_PROMPT.contains(&key.as_ref()) {
-                map.next_value::<IgnoredAny>()?;
             } else {
                 map.next_value_seed(Estimate {
                     total: &mut read.prompt_estimate,
                     in_list: false,
+                    counted: !NOT_PROMPT.contains(&key.as_ref()),
                 })?;
             }
             seen.push(key);
@@ -222,16 +224,22 @@ impl<'de> Visitor<'de> for TopVisitor<'_> {
 
 /// Adds a value's prompt tokens to `total` as it is read, by the rule of
 /// [`estimate_prompt`]: every string outside the keys of [`NOT_PROMPT`],
-/// and one for every number directly in a list (token ids).
+/// and one for every number directly in a list (token ids). Values under
+/// those keys are still read through (not skipped), so that the body is
+/// refused exactly when a tree of it could not be built.
 struct Estimate<'t> {
     total: &'t mut u64,
     /// The value is an item of a list.
     in_list: bool,
+    /// False under a key of [`NOT_PROMPT`].
+    counted: bool,
 }
 
 impl Estimate<'_> {
     fn add(&mut self, n: u64) {
-        *self.total = self.total.saturating_add(n);
+        if self.counted {
+            *self.total = self.total.saturating_add(n);
+        }
     }
 
     fn number(mut self) {
@@ -289,6 +297,7 @@ impl<'de> Visitor<'de> for Estimate<'_> {
             .next_element_seed(Estimate {
                 total: &mut *self.total,
                 in_list: true,
+                counted: self.counted,
             })?
             .is_some()
         {}
@@ -297,14 +306,11 @@ impl<'de> Visitor<'de> for Estimate<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            if NOT_PROMPT.contains(&key.as_ref()) {
-                map.next_value::<IgnoredAny>()?;
-            } else {
-                map.next_value_seed(Estimate {
-                    total: &mut *self.total,
-                    in_list: false,
-                })?;
-            }
+            map.next_value_seed(Estimate {
+                total: &mut *self.total,
+                in_list: false,
+                counted: self.counted && !NOT_PROMPT.contains(&key.as_ref()),
+            })?;
         }
         Ok(())
     }
@@ -362,6 +368,12 @@ mod tests {
         assert_eq!(parse(r#"{"model":"m"} x"#).unwrap_err(), BodyError::NotJson);
         assert_eq!(parse("").unwrap_err(), BodyError::NotJson);
         assert_eq!(parse("[1]").unwrap_err(), BodyError::NotAnObject);
+        // Not JSON to a tree either: a number beyond f64, wherever it is.
+        assert_eq!(parse("2e999").unwrap_err(), BodyError::NotJson);
+        assert_eq!(
+            parse(r#"{"model":"m","id":1e999}"#).unwrap_err(),
+            BodyError::NotJson
+        );
         assert_eq!(parse("\"model\"").unwrap_err(), BodyError::NotAnObject);
         assert_eq!(
             parse(r#"{"model":"a","model":"b"}"#).unwrap_err(),
@@ -371,6 +383,7 @@ mod tests {
             parse(r#"{"x":1,"\u0078":2}"#).unwrap_err(),
             BodyError::Duplicate("x".into())
         );
+        assert_eq!(parse(r#"{"x":1,"x":2,"#).unwrap_err(), BodyError::NotJson);
         // Below the top level, the upstream's reading decides nothing the
         // gateway checks.
         assert!(parse(r#"{"model":"a","metadata":{"k":1,"k":2}}"#).is_ok());
