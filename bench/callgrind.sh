@@ -155,29 +155,7 @@ HYPER_PORT="$(free_port)"
 callgrind_run hyper "$HYPER_PORT" "" "$PWD/target/release/hyper_proxy" "127.0.0.1:$HYPER_PORT" "127.0.0.1:$MOCK_PORT" 1
 
 NGINX_PORT="$(free_port)"
-mkdir -p "$WORK/nginx"
-cat >"$WORK/nginx/nginx.conf" <<CONF
-daemon off;
-master_process off;
-worker_processes 1;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/nginx/body;
-  proxy_temp_path $WORK/nginx/proxy;
-  upstream mock { server 127.0.0.1:$MOCK_PORT; keepalive 64; }
-  server {
-    listen 127.0.0.1:$NGINX_PORT;
-    location / {
-      proxy_pass http://mock;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
-  }
-}
-CONF
+nginx_conf "$WORK/nginx" "$MOCK_PORT" "daemon off; master_process off;" "$NGINX_PORT"
 callgrind_run nginx "$NGINX_PORT" "" "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf"
 
 echo "machine: $(nproc) cores; instructions per request (callgrind), $N requests on one keep-alive connection after $WARMUP, one serving thread"

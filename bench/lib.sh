@@ -102,3 +102,31 @@ swarmgate_binary() {
 rss_kib() {
   awk '/^VmRSS:/ {print $2}' "/proc/$1/status" || { echo "process $1 is gone" >&2; exit 1; }
 }
+
+# nginx_conf DIR MOCK_PORT PREAMBLE SERVER...: writes DIR/nginx.conf, one
+# worker proxying to mock-upstream on MOCK_PORT over keep-alive
+# connections, with PREAMBLE at the top (say, "daemon off;") and one
+# server per SERVER: "PORT" for a plain proxy on PORT, or "PORT
+# DIRECTIVES" for one that also applies DIRECTIVES (proxy_set_header
+# lines, say) in its location.
+nginx_conf() {
+  local dir="$1" mock="$2" preamble="$3" server port extra
+  shift 3
+  mkdir -p "$dir"
+  {
+    printf '%s\nworker_processes 1;\npid %s/nginx.pid;\nerror_log %s/error.log warn;\n' "$preamble" "$dir" "$dir"
+    printf 'events { worker_connections 1024; }\nhttp {\n  access_log off;\n'
+    printf '  client_body_temp_path %s/body;\n  proxy_temp_path %s/proxy;\n' "$dir" "$dir"
+    printf '  upstream mock { server 127.0.0.1:%s; keepalive 64; }\n' "$mock"
+    for server in "$@"; do
+      port="${server%% *}"; extra=""
+      [ "$port" = "$server" ] || extra="${server#* }"
+      printf '  server {\n    listen 127.0.0.1:%s;\n    location / {\n' "$port"
+      printf '      proxy_pass http://mock;\n      proxy_http_version 1.1;\n      proxy_set_header Connection "";\n'
+      [ -z "$extra" ] || printf '%s\n' "$extra"
+      printf '    }\n  }\n'
+    done
+    printf '}\n'
+  } >"$dir/nginx.conf"
+}
+

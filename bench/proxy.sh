@@ -29,7 +29,7 @@
 #
 #   bash bench/proxy.sh          # DURATION=5 ROUNDS=2 to change
 #   ONLY='chat|stream' bash bench/proxy.sh   # only the targets matching a regex
-#                                 # (a row's nginx, hyper and direct rows must match too)
+#                                 # (ratios to rows left out print as -)
 #
 # swarmgate and hyper_proxy answer on SG_THREADS threads (default: one per
 # core, swarmgate's own default).
@@ -57,7 +57,7 @@ MOCK_PORT="$(free_port)"; NGINX_PORT="$(free_port)"; NGINX_ID_PORT="$(free_port)
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+  [ -f "$WORK/nginx/nginx.pid" ] && kill "$(cat "$WORK/nginx/nginx.pid")" 2>/dev/null || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -129,38 +129,9 @@ for name, value in sorted(headers.items()):
     if name.startswith(("x-swarm-", "x-forwarded-")):
         print(f"      proxy_set_header {name} \"{value}\";")
 ')"
-mkdir -p "$WORK/nginx"
-cat >"$WORK/nginx/nginx.conf" <<CONF
-worker_processes 1;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/nginx/body;
-  proxy_temp_path $WORK/nginx/proxy;
-  upstream mock { server 127.0.0.1:$MOCK_PORT; keepalive 64; }
-  server {
-    listen 127.0.0.1:$NGINX_PORT;
-    location / {
-      proxy_pass http://mock;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
-  }
-  # The same, adding what swarmgate adds upstream (identity headers, the
-  # assertion, X-Forwarded-*), as fixed values of the same size.
-  server {
-    listen 127.0.0.1:$NGINX_ID_PORT;
-    location / {
-      proxy_pass http://mock;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-$IDENTITY_HEADERS
-    }
-  }
-}
-CONF
+# nginx_id: the same, adding what swarmgate adds upstream (identity
+# headers, the assertion, X-Forwarded-*), as fixed values of the same size.
+nginx_conf "$WORK/nginx" "$MOCK_PORT" "" "$NGINX_PORT" "$NGINX_ID_PORT $IDENTITY_HEADERS"
 "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf"
 wait_up "http://127.0.0.1:$NGINX_PORT/tasks" "http://127.0.0.1:$NGINX_ID_PORT/tasks"
 
@@ -169,7 +140,7 @@ RESULTS="$WORK/results"
 # around each run to give the CPU each request cost the proxy and the
 # upstream. On a machine that wrk, the upstream and the proxy share, that
 # sum is what throughput comes down to.
-NGINX_WORKER="$(awk -v master="$(cat "$WORK/nginx.pid")" '$4 == master {print $1; exit}' /proc/[0-9]*/stat 2>/dev/null || true)"
+NGINX_WORKER="$(awk -v master="$(cat "$WORK/nginx/nginx.pid")" '$4 == master {print $1; exit}' /proc/[0-9]*/stat 2>/dev/null || true)"
 [ -n "$NGINX_WORKER" ] || { echo "nginx's worker process was not found" >&2; exit 1; }
 declare -A PROXY_PID=([direct]="" [nginx]="$NGINX_WORKER" [nginx_id]="$NGINX_WORKER" [hyper]="$HYPER_PID"
   [sg_key]="$SG_PID" [sg_jwt]="$SG_PID" [sg_lim]="$SG_PID" [old_key]="${OLD_PID:-}" [old_jwt]="${OLD_PID:-}"
@@ -232,16 +203,22 @@ def group(name):
             return f"nginx_{kind}", f"hyper_{kind}", f"direct_{kind}"
     return "nginx", "hyper", "direct"
 print(f"{'target':<14}{'req/s c=32':>11}{'p50 c=32':>10}{'p99 c=32':>10}{'p50 c=1':>10}{'p99 c=1':>10}{'vs nginx':>9}{'vs hyper':>9}{'added p50 c=1':>14}{'added p99 c=1':>14}{'CPU/req proxy':>14}{'upstream':>10}{'CPU vs nginx':>13}")
+def ratio(value, name, i):
+    # '-' when ONLY= left the row to compare with out.
+    return f"{value / med(name, 32, i):.0%}" if (name, 32) in rows else "-"
 for name in targets:
     nginx, hyper, direct = group(name)
     rps = med(name, 32, 0)
     proxied = not name.startswith("direct")
     cpu = med(name, 32, 3)
+    have_direct = (direct, 1) in rows
+    added = lambda i: f"{med(name,1,i)-med(direct,1,i):.3f}m" if have_direct else "-"
+    cpu_ratio = f"{cpu / med(nginx,32,3):.2f}x" if proxied and (nginx, 32) in rows else "-"
     print(f"{name:<14}{rps:>11.0f}{med(name,32,1):>9.2f}m{med(name,32,2):>9.2f}m"
-          f"{med(name,1,1):>9.3f}m{med(name,1,2):>9.3f}m{rps/med(nginx,32,0):>9.0%}"
-          f"{rps/med(hyper,32,0):>9.0%}{med(name,1,1)-med(direct,1,1):>13.3f}m{med(name,1,2)-med(direct,1,2):>13.3f}m"
+          f"{med(name,1,1):>9.3f}m{med(name,1,2):>9.3f}m{ratio(rps, nginx, 0):>9}"
+          f"{ratio(rps, hyper, 0):>9}{added(1):>14}{added(2):>14}"
           f"{format(cpu, '.1f') + 'us' if proxied else '-':>14}{med(name,32,4):>8.1f}us"
-          f"{format(cpu / med(nginx,32,3), '.2f') + 'x' if proxied else '-':>13}")
+          f"{cpu_ratio:>13}")
 print("(m = milliseconds; medians over rounds; 'added' is p50 (p99) at c=1 minus the same request's direct one;")
 print(" CPU/req: user + system CPU time per request at c=32, of the proxy and of the upstream behind it;")
 print(" 'CPU vs nginx': the proxy's CPU per request over nginx's on the same request)")

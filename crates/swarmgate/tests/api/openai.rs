@@ -25,6 +25,21 @@ async fn llm_server(m: &Mock) -> TestServer {
     .await
 }
 
+/// An API key that may use only `phi-3.5-mini`.
+async fn phi_key(s: &TestServer, admin: &str) -> String {
+    let r = s
+        .post_auth(
+            "/auth/api-keys",
+            admin,
+            json!({"name": "phi", "permissions": ["*"], "models": ["phi-3.5-mini"]}),
+        )
+        .await;
+    r.json::<Value>().await.unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 async fn model_ids(s: &TestServer, header: (&str, String)) -> Vec<String> {
     let r = s
         .client
@@ -86,17 +101,7 @@ async fn completions_are_routed_by_model_with_403_and_404_in_openai_shape() {
     let m = Mock::start(&["--models", "phi-3.5-mini,big"]).await;
     let s = llm_server(&m).await;
     let admin = s.admin_token().await;
-    let r = s
-        .post_auth(
-            "/auth/api-keys",
-            &admin,
-            json!({"name": "phi", "permissions": ["*"], "models": ["phi-3.5-mini"]}),
-        )
-        .await;
-    let key = r.json::<Value>().await.unwrap()["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let key = phi_key(&s, &admin).await;
     let chat = |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "ping pong"}]});
     let r = s
         .client
@@ -176,17 +181,7 @@ async fn a_body_naming_the_model_twice_is_refused() {
     let m = Mock::start(&["--models", "phi-3.5-mini,big"]).await;
     let s = llm_server(&m).await;
     let admin = s.admin_token().await;
-    let r = s
-        .post_auth(
-            "/auth/api-keys",
-            &admin,
-            json!({"name": "phi", "permissions": ["*"], "models": ["phi-3.5-mini"]}),
-        )
-        .await;
-    let key = r.json::<Value>().await.unwrap()["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let key = phi_key(&s, &admin).await;
     let messages = r#""messages":[{"role":"user","content":"ping"}]"#;
     for body in [
         format!(r#"{{"model":"phi-3.5-mini","model":"big",{messages}}}"#),
