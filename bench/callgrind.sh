@@ -46,20 +46,13 @@ wait_up "http://127.0.0.1:$MOCK_PORT/tasks"
 
 # The client: WARMUP requests, then zero the counters, N requests, dump.
 cat >"$WORK/client.py" <<'PY'
-import http.client, json, subprocess, sys
+import http.client, subprocess, sys
+from chat_body import chat_body
 port, pid, kind, n, warmup, auth = sys.argv[1:7]
-words = "Plan the next step of the swarm's task and say which agent should take it. " * 13
-def chat(stream):
-    body = {"model": "mock-model", "max_tokens": 64, "messages": [
-        {"role": "system", "content": "You are the planner of an agent swarm. " + words[:800]},
-        {"role": "user", "content": "What should happen next?"}]}
-    if stream:
-        body["stream"] = True
-    return json.dumps(body).encode()
 method, path, body = {
     "get": ("GET", "/tasks/1", None),
-    "chat": ("POST", "/v1/chat/completions", chat(False)),
-    "stream": ("POST", "/v1/chat/completions", chat(True)),
+    "chat": ("POST", "/v1/chat/completions", chat_body().encode()),
+    "stream": ("POST", "/v1/chat/completions", chat_body(stream=True).encode()),
 }[kind]
 headers = {"Content-Type": "application/json"} if body else {}
 if auth:
@@ -79,7 +72,7 @@ subprocess.run(["callgrind_control", "--dump", pid], check=True, capture_output=
 PY
 
 # callgrind_run NAME PORT AUTH COMMAND...: COMMAND under callgrind (with
-# the environment ENV, an `env` prefix), once per request kind; appends
+# the environment VG_ENV, an `env` prefix), once per request kind; appends
 # "NAME KIND INSTRUCTIONS-PER-REQUEST" rows.
 callgrind_run() {
   local name="$1" port="$2" auth="$3"
@@ -89,11 +82,11 @@ callgrind_run() {
     dir="$WORK/$name-$kind"
     mkdir -p "$dir"
     # env must come first: valgrind does not follow an exec.
-    "${ENV[@]}" valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out.%p" \
+    "${VG_ENV[@]}" valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out.%p" \
       "$@" >"$dir/log" 2>&1 &
     vg=$!
     wait_callgrind_up "$port" "$dir/log"
-    python3 "$WORK/client.py" "$port" "$vg" "$kind" "$N" "$WARMUP" "$auth"
+    PYTHONPATH=bench python3 "$WORK/client.py" "$port" "$vg" "$kind" "$N" "$WARMUP" "$auth"
     for _ in $(seq 100); do
       dump="$(find "$dir" -name 'callgrind.out.*.*' | head -1)"
       [ -n "$dump" ] && grep -q '^totals:\|^summary:' "$dump" && break
@@ -127,20 +120,7 @@ wait_callgrind_up() {
 # the API keys), then served under callgrind on one thread.
 SG_PORT="$(free_port)"
 PASSWORD='Adm1n!Callgrind-Bench-9'
-cat >"$WORK/swarmgate.toml" <<CONF
-[[routes]]
-name = "orchestrator"
-path_prefix = "/tasks"
-upstreams = ["http://127.0.0.1:$MOCK_PORT"]
-permissions = { GET = "tasks.read" }
-
-[[models]]
-name = "mock-model"
-upstreams = ["http://127.0.0.1:$MOCK_PORT"]
-CONF
-ENV=(env -i PATH="$PATH" HOME="$HOME" SWARMGATE_LISTEN="127.0.0.1:$SG_PORT"
-  DATABASE_URL="sqlite://$WORK/swarmgate.db" SWARMGATE_ADMIN_PASSWORD="$PASSWORD"
-  SWARMGATE_CONFIG="$WORK/swarmgate.toml" SWARMGATE_SERVER__WORKER_THREADS=1 RUST_LOG=warn)
+gateway_config "$WORK/swarmgate.toml" "$MOCK_PORT"
 start_swarmgate "$WORK" "$SG_PORT" "$PASSWORD" SWARMGATE_CONFIG="$WORK/swarmgate.toml"
 SG="http://127.0.0.1:$SG_PORT"
 wait_up "$SG/health"
@@ -148,8 +128,11 @@ TOKEN="$(admin_token "$SG" "$PASSWORD")"
 KEY="$(api_key "$SG" "$TOKEN" \
   '{"name":"bench","permissions":["tasks.read","models.*"],"limits":{"rpm":1000000000,"tokens_per_day":1000000000000}}')"
 kill "$SG_PID"; wait "$SG_PID" 2>/dev/null || true
+swarmgate_env "$WORK" "$SG_PORT" "$PASSWORD" SWARMGATE_CONFIG="$WORK/swarmgate.toml" \
+  SWARMGATE_SERVER__WORKER_THREADS=1
+VG_ENV=("${SG_ENV[@]}")
 callgrind_run swarmgate "$SG_PORT" "Bearer $KEY" "$BIN" serve
-ENV=(env)
+VG_ENV=(env)
 
 HYPER_PORT="$(free_port)"
 callgrind_run hyper "$HYPER_PORT" "" "$PWD/target/release/hyper_proxy" "127.0.0.1:$HYPER_PORT" "127.0.0.1:$MOCK_PORT" 1

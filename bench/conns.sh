@@ -37,13 +37,7 @@ trap cleanup EXIT
 
 "$BIN" mock-upstream --listen "127.0.0.1:$MOCK_PORT" >/dev/null 2>&1 &
 PIDS+=($!)
-cat >"$WORK/swarmgate.toml" <<CONF
-[[routes]]
-name = "orchestrator"
-path_prefix = "/tasks"
-upstreams = ["http://127.0.0.1:$MOCK_PORT"]
-permissions = { GET = "tasks.read" }
-CONF
+gateway_config "$WORK/swarmgate.toml" "$MOCK_PORT"
 PASSWORD='Adm1n!Conns-Bench-9'
 start_swarmgate "$WORK" "$SG_PORT" "$PASSWORD" SWARMGATE_CONFIG="$WORK/swarmgate.toml"
 PIDS+=("$SG_PID")

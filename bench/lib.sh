@@ -34,16 +34,41 @@ wait_up() {
   done
 }
 
-# start_swarmgate WORK PORT PASSWORD [VAR=VALUE...]: `$BIN serve` on a
-# fresh SQLite file in WORK with only the given environment, logging at warn
-# (the access log line would cost every request the same); sets SG_PID.
-start_swarmgate() {
+# swarmgate_env WORK PORT PASSWORD [VAR=VALUE...]: sets SG_ENV to the
+# `env -i ...` prefix swarmgate runs under: a fresh SQLite file in WORK,
+# only the given environment, logging at warn (the access log line would
+# cost every request the same).
+swarmgate_env() {
   local work="$1" port="$2" password="$3"
   shift 3
-  env -i PATH="$PATH" HOME="$HOME" SWARMGATE_LISTEN="127.0.0.1:$port" \
-    DATABASE_URL="sqlite://$work/swarmgate.db" SWARMGATE_ADMIN_PASSWORD="$password" \
-    RUST_LOG=warn "$@" "$BIN" serve >"$work/swarmgate.log" 2>&1 &
+  SG_ENV=(env -i PATH="$PATH" HOME="$HOME" SWARMGATE_LISTEN="127.0.0.1:$port"
+    DATABASE_URL="sqlite://$work/swarmgate.db" SWARMGATE_ADMIN_PASSWORD="$password"
+    RUST_LOG=warn "$@")
+}
+
+# start_swarmgate WORK PORT PASSWORD [VAR=VALUE...]: `$BIN serve` under
+# swarmgate_env; sets SG_PID.
+start_swarmgate() {
+  swarmgate_env "$@"
+  "${SG_ENV[@]}" "$BIN" serve >"$1/swarmgate.log" 2>&1 &
   SG_PID=$!
+}
+
+# gateway_config FILE MOCK_PORT: the configuration the proxy benchmarks
+# serve: the route /tasks (GET needs tasks.read) and the model mock-model,
+# both to mock-upstream on MOCK_PORT.
+gateway_config() {
+  cat >"$1" <<CONF
+[[routes]]
+name = "orchestrator"
+path_prefix = "/tasks"
+upstreams = ["http://127.0.0.1:$2"]
+permissions = { GET = "tasks.read" }
+
+[[models]]
+name = "mock-model"
+upstreams = ["http://127.0.0.1:$2"]
+CONF
 }
 
 json_field() {

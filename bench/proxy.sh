@@ -66,17 +66,7 @@ trap cleanup EXIT
 PIDS+=($!)
 MOCK_PID=$!
 
-cat >"$WORK/swarmgate.toml" <<CONF
-[[routes]]
-name = "orchestrator"
-path_prefix = "/tasks"
-upstreams = ["http://127.0.0.1:$MOCK_PORT"]
-permissions = { GET = "tasks.read" }
-
-[[models]]
-name = "mock-model"
-upstreams = ["http://127.0.0.1:$MOCK_PORT"]
-CONF
+gateway_config "$WORK/swarmgate.toml" "$MOCK_PORT"
 PASSWORD='Adm1n!Proxy-Bench-9'
 start_swarmgate "$WORK" "$SG_PORT" "$PASSWORD" SWARMGATE_CONFIG="$WORK/swarmgate.toml" \
   SWARMGATE_SERVER__WORKER_THREADS="$THREADS"
@@ -88,6 +78,9 @@ SG="http://127.0.0.1:$SG_PORT"
 wait_up "http://127.0.0.1:$MOCK_PORT/tasks" "http://127.0.0.1:$HYPER_PORT/tasks" "$SG/health"
 TOKEN="$(admin_token "$SG" "$PASSWORD")"
 KEY="$(api_key "$SG" "$TOKEN" '{"name":"bench","permissions":["tasks.read"]}')"
+# The chat rows' key: an rpm and a token budget, never reached.
+CHAT_KEY_BODY='{"name":"bench-chat","permissions":["models.*"],"limits":{"rpm":1000000000,"tokens_per_day":1000000000000}}'
+CHAT_PATH=/v1/chat/completions
 TARGETS=(direct nginx nginx_id hyper sg_key sg_jwt sg_lim
   direct_chat nginx_chat hyper_chat sg_chat sg_chat_jwt direct_stream nginx_stream hyper_stream sg_stream)
 if [ -n "${SG_BASELINE_BIN:-}" ]; then
@@ -101,20 +94,15 @@ if [ -n "${SG_BASELINE_BIN:-}" ]; then
   wait_up "$OLD/health"
   OLD_TOKEN="$(admin_token "$OLD" "$PASSWORD")"
   OLD_KEY="$(api_key "$OLD" "$OLD_TOKEN" '{"name":"bench","permissions":["tasks.read"]}')"
-  OLD_CHAT_KEY="$(api_key "$OLD" "$OLD_TOKEN" \
-    '{"name":"bench-chat","permissions":["models.*"],"limits":{"rpm":1000000000,"tokens_per_day":1000000000000}}')"
+  OLD_CHAT_KEY="$(api_key "$OLD" "$OLD_TOKEN" "$CHAT_KEY_BODY")"
   TARGETS+=(old_key old_jwt old_chat old_stream)
 fi
-CHAT_KEY="$(api_key "$SG" "$TOKEN" \
-  '{"name":"bench-chat","permissions":["models.*"],"limits":{"rpm":1000000000,"tokens_per_day":1000000000000}}')"
-# About 1 KiB of chat: a system prompt and a question.
-python3 - "$WORK" <<'PY'
+CHAT_KEY="$(api_key "$SG" "$TOKEN" "$CHAT_KEY_BODY")"
+PYTHONPATH=bench python3 - "$WORK" <<'PY'
 import json, sys
-words = "Plan the next step of the swarm's task and say which agent should take it. " * 13
-for kind, extra in (("chat", {}), ("stream", {"stream": True})):
-    body = json.dumps({"model": "mock-model", "max_tokens": 64, **extra, "messages": [
-        {"role": "system", "content": "You are the planner of an agent swarm. " + words[:800]},
-        {"role": "user", "content": "What should happen next?"}]})
+from chat_body import chat_body
+for kind in ("chat", "stream"):
+    body = chat_body(stream=kind == "stream")
     with open(f"{sys.argv[1]}/{kind}.lua", "w") as f:
         f.write(f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\nwrk.headers["Content-Type"] = "application/json"\n')
 PY
@@ -168,7 +156,6 @@ for round in $(seq "$ROUNDS"); do
     measure sg_key "$c" "$SG/tasks/1" -H "X-API-Key: $KEY"
     measure sg_jwt "$c" "$SG/tasks/1" -H "Authorization: Bearer $TOKEN"
     measure sg_lim "$c" "$SG/tasks/1" -H "X-API-Key: $LIMITED"
-    CHAT_PATH=/v1/chat/completions
     for kind in chat stream; do
       measure "direct_$kind" "$c" "http://127.0.0.1:$MOCK_PORT$CHAT_PATH" -s "$WORK/$kind.lua"
       measure "nginx_$kind" "$c" "http://127.0.0.1:$NGINX_PORT$CHAT_PATH" -s "$WORK/$kind.lua"
