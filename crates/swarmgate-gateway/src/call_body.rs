@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::usage::{estimate_prompt, estimate_text, NOT_PROMPT};
 
 /// An LLM call's body and what the gateway read of it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct CallBody {
     raw: Bytes,
     /// `model`, when it is a string.
@@ -73,30 +73,11 @@ impl CallBody {
             .and_then(|read| de.end().map(|()| read));
         // Not JSON wins over a field given twice: the body is read to its
         // end either way.
-        let read = match (read, duplicate) {
-            (Err(_), _) => return Err(BodyError::NotJson),
-            (Ok(_), Some(field)) => return Err(BodyError::Duplicate(field)),
-            (Ok(read), None) => read,
-        };
-        let Read {
-            model,
-            max_tokens,
-            max_completion_tokens,
-            n,
-            stream,
-            stream_options,
-            prompt_estimate,
-        } = read;
-        Ok(Self {
-            raw,
-            model,
-            max_tokens,
-            max_completion_tokens,
-            n,
-            stream,
-            stream_options,
-            prompt_estimate,
-        })
+        match (read, duplicate) {
+            (Err(_), _) => Err(BodyError::NotJson),
+            (Ok(_), Some(field)) => Err(BodyError::Duplicate(field)),
+            (Ok(read), None) => Ok(Self { raw, ..read }),
+        }
     }
 
     /// `stream_options.include_usage: true`.
@@ -153,34 +134,23 @@ impl CallBody {
 
 const USAGE_FIELD: &[u8] = br#""stream_options":{"include_usage":true}"#;
 
-#[derive(Default)]
-struct Read {
-    model: Option<String>,
-    max_tokens: Option<u64>,
-    max_completion_tokens: Option<u64>,
-    n: Option<Value>,
-    stream: bool,
-    stream_options: Option<Value>,
-    prompt_estimate: u64,
-}
-
-/// The top-level object: the fields the gateway needs are kept (each
-/// value also counted by the prompt rule, as every value of the body is);
-/// every other value is only counted.
+/// The top-level object, read into a [`CallBody`] without its bytes: the
+/// fields the gateway needs are kept (each value also counted by the prompt
+/// rule, as every value of the body is); every other value is only counted.
 struct TopVisitor<'d> {
     /// Set to the first field seen twice.
     duplicate: &'d mut Option<String>,
 }
 
 impl<'de> Visitor<'de> for TopVisitor<'_> {
-    type Value = Read;
+    type Value = CallBody;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Read, A::Error> {
-        let mut read = Read::default();
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<CallBody, A::Error> {
+        let mut read = CallBody::default();
         let mut seen: Vec<Cow<'de, str>> = Vec::new();
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             if self.duplicate.is_none() && seen.contains(&key) {

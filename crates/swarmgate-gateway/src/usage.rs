@@ -184,16 +184,17 @@ struct MessageCarrier {
     usage: Option<Value>,
 }
 
+/// The `usage` object of a reply or event: its own, or its message's.
+fn usage_object(usage: Option<Value>, message: Option<MessageCarrier>) -> Option<Value> {
+    usage
+        .filter(Value::is_object)
+        .or_else(|| message.and_then(|m| m.usage).filter(Value::is_object))
+}
+
 /// The usage a whole JSON reply reports.
 fn reply_usage(reply: &[u8]) -> Option<Usage> {
     let carrier: UsageCarrier = serde_json::from_slice(reply).ok()?;
-    let u = carrier.usage.filter(Value::is_object).or_else(|| {
-        carrier
-            .message
-            .and_then(|m| m.usage)
-            .filter(Value::is_object)
-    })?;
-    usage_in(&u, None)
+    usage_in(&usage_object(carrier.usage, carrier.message)?, None)
 }
 
 /// What metering needs of one streamed event.
@@ -228,10 +229,7 @@ fn read_event(payload: &[u8], text: &mut String) -> Option<EventRead> {
             }
         }
         return Some(EventRead {
-            usage: event
-                .usage
-                .filter(Value::is_object)
-                .or_else(|| event.message.and_then(|m| m.usage).filter(Value::is_object)),
+            usage: usage_object(event.usage, event.message),
             message_start: event.kind.as_deref() == Some("message_start"),
             no_choices: event.choices.is_none_or(|c| c.is_empty()),
         });
